@@ -1,0 +1,1 @@
+"""Data: obtaining raw files, reading raw formats, and preparing split files."""
