@@ -1,0 +1,248 @@
+"""Binarise, filter and split interactions into sparse split files (SPEC 1).
+
+Output folder layout (all rows are users, all columns the same item index):
+    train.npz                  training users' full rows (strong) / every user's train part (weak)
+    validation_input.npz       what the model sees for validation users (fold-in)
+    validation_holdout.npz     what it must rank (held-out)
+    test_input.npz, test_holdout.npz
+    test_exclude.npz           weak protocol only: items masked at test time (train + valid)
+    users.csv                  split, index (row in that split's matrices), user (original id)
+    items.csv                  index, item (original id)
+    manifest.json              settings, counts, content hash
+Matrices are scipy CSR float32 written with `scipy.sparse.save_npz`. No dense users x items
+matrix is ever built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import RactError
+
+FORMAT_VERSION = 1
+PROTOCOLS = ("strong", "weak")
+EVAL_SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Preprocessing settings. Defaults follow the paper on MovieLens (SPEC 1)."""
+
+    rating_threshold: float | None = 3.5  # keep rating > threshold; None keeps every row
+    min_user_count: int = 5  # users with fewer items are removed (after item filtering)
+    min_item_count: int = 0  # items with fewer users are removed first
+    protocol: str = "strong"
+    heldout_users: float = 0.1  # strong: validation and test users each; < 1 fraction, else count
+    heldout_proportion: float = 0.2  # strong: share of a held-out user's items to predict
+    min_items_to_split: int = 5  # strong: users with fewer items keep all as fold-in
+    weak_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # weak: train/valid/test per user
+    seed: int = 98765
+
+    def __post_init__(self):
+        object.__setattr__(self, "weak_ratios", tuple(float(r) for r in self.weak_ratios))
+        checks = [
+            (self.protocol in PROTOCOLS, "protocol", f"one of {', '.join(PROTOCOLS)}"),
+            (self.min_user_count >= 0, "min_user_count", "an integer >= 0"),
+            (self.min_item_count >= 0, "min_item_count", "an integer >= 0"),
+            (self.heldout_users > 0 and (self.heldout_users < 1
+                                         or float(self.heldout_users).is_integer()),
+             "heldout_users", "a fraction in (0, 1) or a whole number of users >= 1"),
+            (0 < self.heldout_proportion < 1, "heldout_proportion", "a number in (0, 1)"),
+            (self.min_items_to_split >= 1, "min_items_to_split", "an integer >= 1"),
+            (len(self.weak_ratios) == 3 and all(r >= 0 for r in self.weak_ratios)
+             and math.isclose(sum(self.weak_ratios), 1.0) and self.weak_ratios[0] > 0,
+             "weak_ratios", "three non-negative numbers summing to 1 with train > 0"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise RactError(f"setting {name}: expected {expected}, got "
+                                f"{getattr(self, name)!r}")
+
+
+def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
+    """Rows kept as positive interactions, duplicates removed, then the count filters.
+
+    Items are filtered before users, one pass each, as in vae_cf.
+    """
+    if cfg.rating_threshold is not None:
+        if frame["rating"].isna().all():
+            raise RactError(f"{source}: has no ratings (implicit data); set rating_threshold "
+                            "to null to keep every interaction")
+        frame = frame[frame["rating"] > cfg.rating_threshold]
+    frame = frame.drop_duplicates(["user", "item"])[["user", "item"]]
+    stages = [("rating_threshold", len(frame))]
+    if cfg.min_item_count > 0:
+        counts = frame["item"].map(frame["item"].value_counts())
+        frame = frame[counts >= cfg.min_item_count]
+        stages.append(("min_item_count", len(frame)))
+    if cfg.min_user_count > 0:
+        counts = frame["user"].map(frame["user"].value_counts())
+        frame = frame[counts >= cfg.min_user_count]
+        stages.append(("min_user_count", len(frame)))
+    if frame.empty:
+        trail = ", ".join(f"{name}: {n} rows left" for name, n in stages)
+        raise RactError(f"{source}: no interactions left after filtering ({trail}); lower "
+                        "rating_threshold, min_user_count or min_item_count")
+    return frame.reset_index(drop=True)
+
+
+def _codes(values: pd.Series, categories) -> np.ndarray:
+    return pd.Categorical(values, categories=categories).codes.astype(np.int64)
+
+
+def _csr(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    data = np.ones(len(rows), dtype=np.float32)
+    m = sp.csr_matrix((data, (rows, cols)), shape=(n_rows, n_cols))
+    m.sum_duplicates()
+    m.sort_indices()
+    return m
+
+
+def _position_in_user(user_codes: np.ndarray, rng: np.random.Generator):
+    """Random rank of each row within its user (0..n_u-1) and the user's row count, vectorised."""
+    order = np.lexsort((rng.random(len(user_codes)), user_codes))
+    sorted_users = user_codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]
+    counts = np.diff(np.r_[starts, len(order)])
+    rank_sorted = np.arange(len(order)) - np.repeat(starts, counts)
+    rank = np.empty_like(rank_sorted)
+    rank[order] = rank_sorted
+    n_user = np.empty_like(rank_sorted)
+    n_user[order] = np.repeat(counts, counts)
+    return rank, n_user
+
+
+def _n_heldout(cfg: PrepareConfig, n_users: int, source: str) -> int:
+    h = cfg.heldout_users
+    n = int(round(h * n_users)) if h < 1 else int(h)
+    if n < 1 or 2 * n >= n_users:
+        raise RactError(f"setting heldout_users: {h!r} gives {n} validation and {n} test users, "
+                        f"but {source} has {n_users} users after filtering; expected at least "
+                        "one held-out user each and some training users left")
+    return n
+
+
+def split_strong(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
+    """Disjoint train / validation / test users; items restricted to those of training users;
+    validation and test users' items split into fold-in and held-out."""
+    rng = np.random.default_rng(cfg.seed)
+    users = np.sort(frame["user"].unique())
+    n_h = _n_heldout(cfg, len(users), source)
+    perm = users[rng.permutation(len(users))]
+    groups = {"train": perm[: len(users) - 2 * n_h],
+              "validation": perm[len(users) - 2 * n_h: len(users) - n_h],
+              "test": perm[len(users) - n_h:]}
+    train_rows = frame[frame["user"].isin(groups["train"])]
+    items = np.sort(train_rows["item"].unique())
+    train_users = np.sort(groups["train"])
+    matrices = {"train": _csr(_codes(train_rows["user"], train_users),
+                              _codes(train_rows["item"], items), len(train_users), len(items))}
+    user_tables = [pd.DataFrame({"split": "train", "index": np.arange(len(train_users)),
+                                 "user": train_users})]
+    for split in EVAL_SPLITS:
+        rows = frame[frame["user"].isin(groups[split]) & frame["item"].isin(items)]
+        split_users = np.sort(rows["user"].unique())  # users left with no known item drop out
+        u = _codes(rows["user"], split_users)
+        i = _codes(rows["item"], items)
+        rank, n_u = _position_in_user(u, rng)
+        n_out = np.floor(cfg.heldout_proportion * n_u).astype(np.int64)
+        held = (n_u >= cfg.min_items_to_split) & (rank < n_out)
+        matrices[f"{split}_input"] = _csr(u[~held], i[~held], len(split_users), len(items))
+        matrices[f"{split}_holdout"] = _csr(u[held], i[held], len(split_users), len(items))
+        user_tables.append(pd.DataFrame({"split": split, "index": np.arange(len(split_users)),
+                                         "user": split_users}))
+    return matrices, pd.concat(user_tables, ignore_index=True), items
+
+
+def split_weak(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
+    """Every user's interactions split at random into train / valid / test (RecBole's default).
+    The model input is the train part; at test time train and valid items are excluded."""
+    rng = np.random.default_rng(cfg.seed)
+    users = np.sort(frame["user"].unique())
+    items = np.sort(frame["item"].unique())
+    u = _codes(frame["user"], users)
+    i = _codes(frame["item"], items)
+    rank, n_u = _position_in_user(u, rng)
+    _, r_valid, r_test = cfg.weak_ratios
+    n_test = np.floor(r_test * n_u)
+    n_valid = np.floor(r_valid * n_u)
+    part = np.where(rank < n_test, 2, np.where(rank < n_test + n_valid, 1, 0))
+    shape = (len(users), len(items))
+    train = _csr(u[part == 0], i[part == 0], *shape)
+    valid = _csr(u[part == 1], i[part == 1], *shape)
+    test = _csr(u[part == 2], i[part == 2], *shape)
+    matrices = {"train": train, "validation_input": train, "validation_holdout": valid,
+                "test_input": train, "test_holdout": test, "test_exclude": train + valid}
+    user_table = pd.concat([pd.DataFrame({"split": s, "index": np.arange(len(users)),
+                                          "user": users}) for s in ("train", *EVAL_SPLITS)],
+                           ignore_index=True)
+    return matrices, user_table, items
+
+
+def content_hash(matrices: dict[str, sp.csr_matrix], users: pd.DataFrame, items) -> str:
+    """sha256 over the split structure and id maps: equal hash, equal data."""
+    h = hashlib.sha256()
+    for name in sorted(matrices):
+        m = matrices[name]
+        h.update(f"{name}:{m.shape}".encode())
+        h.update(np.ascontiguousarray(m.indptr, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(m.indices, dtype=np.int64).tobytes())
+    h.update(users.to_csv(index=False).encode())
+    h.update(pd.Series(items).astype(str).str.cat(sep="\n").encode())
+    return h.hexdigest()
+
+
+def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
+                  source: str = "input", extra: dict | None = None) -> dict:
+    """Binarise, filter and split `frame` (columns user, item, rating); write the split folder.
+
+    Files appear in `out_dir` only once all of them are complete: they are written to a
+    temporary folder beside it first. Returns the manifest.
+    """
+    kept = binarise_and_filter(frame, cfg, source)
+    split = split_strong if cfg.protocol == "strong" else split_weak
+    matrices, users, items = split(kept, cfg, source)
+    counts = {name: {"users": m.shape[0], "interactions": int(m.nnz)}
+              for name, m in matrices.items()}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "source": source,
+        **(extra or {}),
+        "settings": asdict(cfg),
+        "n_items": len(items),
+        "n_users": int(kept["user"].nunique()),
+        "n_interactions_kept": len(kept),
+        "n_rows_read": len(frame),
+        "matrices": counts,
+        "content_hash": content_hash(matrices, users, items),
+    }
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        for name, m in matrices.items():
+            sp.save_npz(tmp / f"{name}.npz", m)
+        users.to_csv(tmp / "users.csv", index=False)
+        pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
+            tmp / "items.csv", index=False)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        out_dir.mkdir(exist_ok=True)
+        # The manifest goes last and comes out first: a folder with a manifest is complete.
+        (out_dir / "manifest.json").unlink(missing_ok=True)
+        if "test_exclude" not in matrices:
+            (out_dir / "test_exclude.npz").unlink(missing_ok=True)
+        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json"):
+            f.replace(out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

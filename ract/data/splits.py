@@ -1,0 +1,95 @@
+"""Reading a prepared split folder (written by `ract.data.prepare.prepare_split`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from ..errors import RactError
+from .prepare import EVAL_SPLITS, FORMAT_VERSION
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """Rows are this split's users: `input` is fed to the model, `exclude` is masked from the
+    ranking (the input itself, or train + valid under the weak protocol), `holdout` is ranked."""
+
+    input: sp.csr_matrix
+    holdout: sp.csr_matrix
+    exclude: sp.csr_matrix
+
+
+@dataclass(frozen=True)
+class SplitData:
+    path: Path
+    manifest: dict
+    train: sp.csr_matrix
+    validation: EvalSplit
+    test: EvalSplit
+
+    @property
+    def n_items(self) -> int:
+        return self.manifest["n_items"]
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    def eval_split(self, name: str) -> EvalSplit:
+        if name not in EVAL_SPLITS:
+            raise RactError(f"split: expected one of {', '.join(EVAL_SPLITS)}, got {name!r}")
+        return getattr(self, name)
+
+    def users(self, split: str) -> pd.DataFrame:
+        table = pd.read_csv(self.path / "users.csv", dtype={"user": str})
+        return table[table["split"] == split].reset_index(drop=True)
+
+    def items(self) -> np.ndarray:
+        return pd.read_csv(self.path / "items.csv", dtype={"item": str})["item"].to_numpy()
+
+
+def _load_matrix(path: Path, n_items: int) -> sp.csr_matrix:
+    if not path.exists():
+        raise RactError(f"{path}: file not found; the split folder is incomplete, run "
+                        "`ract prepare` again")
+    try:
+        m = sp.load_npz(path).tocsr()
+    except Exception as exc:  # a damaged zip or foreign file
+        raise RactError(f"{path}: not a readable sparse matrix ({exc})") from None
+    if m.shape[1] != n_items:
+        raise RactError(f"{path}: has {m.shape[1]} item columns, manifest says {n_items}")
+    return m
+
+
+def load_split(path) -> SplitData:
+    """Load a split folder, checking that it is complete and consistent with its manifest."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.exists():
+        raise RactError(f"{manifest_path}: file not found; expected a folder written by "
+                        "`ract prepare`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RactError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise RactError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
+                        f"this ract reads {FORMAT_VERSION}; prepare the data again")
+    n_items = manifest["n_items"]
+    mats = {}
+    for name in manifest["matrices"]:
+        mats[name] = _load_matrix(path / f"{name}.npz", n_items)
+    evals = {s: EvalSplit(mats[f"{s}_input"], mats[f"{s}_holdout"],
+                          mats.get(f"{s}_exclude", mats[f"{s}_input"])) for s in EVAL_SPLITS}
+    return SplitData(path, manifest, mats["train"], evals["validation"], evals["test"])
+
+
+def dense_rows(m: sp.csr_matrix, rows, device) -> torch.Tensor:
+    """Rows of a sparse matrix as a dense float32 tensor (B, n_items): only a batch is densified."""
+    return torch.from_numpy(m[rows].toarray()).to(device)

@@ -1,0 +1,126 @@
+"""Evaluation and recommendation from a trained actor (SPEC 1: score all items, mask the
+user's known items, rank)."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data.splits import EvalSplit, SplitData, dense_rows
+from .errors import RactError
+from .metrics import METRICS, ranking_metrics, summarise, top_k_items
+from .model import ActorOutput, MultVAE
+
+DEFAULT_KS = (20, 50, 100)
+EVAL_BATCH_SIZE = 1000
+
+
+def check_ks(ks) -> tuple[int, ...]:
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) < 1:
+        raise RactError(f"setting ks: expected integers >= 1, got {list(ks)}")
+    return tuple(sorted(set(ks)))
+
+
+def eval_batches(split: EvalSplit, batch_size: int, device) -> Iterator[tuple]:
+    """(rows, input, holdout, exclude) per batch of users, dense only per batch."""
+    n = split.input.shape[0]
+    for start in range(0, n, batch_size):
+        rows = np.arange(start, min(start + batch_size, n))
+        yield (rows, dense_rows(split.input, rows, device), dense_rows(split.holdout, rows, device),
+               dense_rows(split.exclude, rows, device))
+
+
+def masked_scores(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
+    scores = logits.masked_fill(exclude > 0, -math.inf)
+    if torch.isnan(scores).any():
+        raise RactError("model produced NaN scores; the checkpoint is numerically broken")
+    return scores
+
+
+def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) -> ActorOutput:
+    """The actor's eval-mode output on fold-in rows, with fold-in as 'kept' and held-out as
+    'dropped' -- the evaluation analogue of a training dropout mask, used for the critic's fit."""
+    out = actor(x_in)
+    return ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, holdout > 0)
+
+
+@torch.inference_mode()
+def evaluate_actor(actor: MultVAE, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
+                   batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
+    """Per-user metrics (float64, NaN for users without held-out items) over the whole split,
+    plus 'n_holdout' (items to predict per user)."""
+    actor.eval()
+    parts: dict[str, list] = {}
+    for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
+        scores = masked_scores(actor(x_in).logits, exclude)
+        per = ranking_metrics(scores, holdout > 0, ks, metrics)
+        per["n_holdout"] = holdout.sum(dim=1).double()
+        for key, value in per.items():
+            parts.setdefault(key, []).append(value.cpu())
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def evaluate_to_frames(actor: MultVAE, data: SplitData, split: str, ks=DEFAULT_KS, *,
+                       batch_size: int = EVAL_BATCH_SIZE, device="cpu"):
+    """(per-user DataFrame with original user ids, summary dict) for one split."""
+    per_user = evaluate_actor(actor, data.eval_split(split), check_ks(ks),
+                              batch_size=batch_size, device=device)
+    n_holdout = per_user.pop("n_holdout")
+    frame = pd.DataFrame({"user": data.users(split)["user"],
+                          "n_holdout": n_holdout.numpy().astype(np.int64)})
+    for key, value in per_user.items():
+        frame[key] = value.numpy()
+    summary = {
+        "split": split,
+        "n_users": len(frame),
+        "n_users_evaluated": int((n_holdout > 0).sum()),
+        "n_users_without_holdout": int((n_holdout == 0).sum()),
+        "metrics": summarise(per_user),
+    }
+    return frame, summary
+
+
+@torch.inference_mode()
+def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
+              device="cpu") -> pd.DataFrame:
+    """Top-n items (original ids) for users given by original id, from their known history
+    (training row, or fold-in for held-out users); items they already have are excluded."""
+    if n < 1:
+        raise RactError(f"setting n: expected an integer >= 1, got {n}")
+    table = pd.read_csv(data.path / "users.csv", dtype={"user": str})
+    wanted = pd.Series([str(u) for u in users], name="user")
+    found = table.drop_duplicates("user").set_index("user").reindex(wanted)
+    missing = wanted[found["split"].isna().to_numpy()]
+    if len(missing):
+        raise RactError(f"users not in {data.path / 'users.csv'}: "
+                        f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    items = data.items()
+    actor.eval()
+    frames = []
+    for split, group in found.reset_index().groupby("split", sort=False):
+        rows = group["index"].to_numpy(dtype=np.int64)
+        if split == "train":
+            x_in = exclude = dense_rows(data.train, rows, device)
+        else:
+            es = data.eval_split(split)
+            x_in, exclude = dense_rows(es.input, rows, device), dense_rows(es.exclude, rows, device)
+        scores = masked_scores(actor(x_in).logits, exclude)
+        k = min(n, scores.shape[1])
+        top = top_k_items(scores, k)  # (B, k)
+        top_scores = scores.gather(1, top)
+        ok = torch.isfinite(top_scores)  # fewer than n unseen items: drop the -inf fillers
+        frames.append(pd.DataFrame({
+            "user": np.repeat(group["user"].to_numpy(), k)[ok.flatten().cpu().numpy()],
+            "rank": (torch.arange(1, k + 1).repeat(len(rows), 1)[ok.cpu()]).numpy(),
+            "item": items[top[ok].cpu().numpy()],
+            "score": top_scores[ok].cpu().numpy(),
+        }))
+    out = pd.concat(frames, ignore_index=True)
+    order = {u: i for i, u in enumerate(wanted)}
+    return out.sort_values(["user", "rank"], key=lambda c: c.map(order) if c.name == "user"
+                           else c, kind="stable").reset_index(drop=True)

@@ -1,0 +1,381 @@
+"""The three RaCT training stages (SPEC 4), each with its own optimizer and learning rate.
+
+- actor_pretrain: Mult-VAE on NLL + beta * KL, beta annealed over optimizer steps.
+- critic_pretrain: actor frozen (still sampling a dropout mask and z every step); the critic
+  learns to predict the NDCG@k of the dropped items from (kept, dropped, NLL).
+- finetune: per minibatch one actor step on -mean(critic) and, unless frozen, one critic step
+  on its MSE for the same batch (the original code keeps training the critic; RecBole freezes).
+
+Every stage validates every epoch, writes a per-epoch history, and keeps the checkpoint with the
+best validation NDCG@100 (the starting model is epoch 0). The critic stage keeps its last epoch
+and records the critic's fit, so a user can see whether it is usable before finetuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import (build_actor, build_critic, load_checkpoint, model_states,
+                         save_checkpoint)
+from .data.splits import SplitData, dense_rows
+from .errors import RactError
+from .evaluate import EVAL_BATCH_SIZE, eval_batches, heldout_output, masked_scores
+from .io import write_csv
+from .metrics import ranking_metrics
+from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
+                    critic_target)
+
+log = logging.getLogger("ract.train")
+
+STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
+# Training-loss columns each stage averages over its batches (`loss` is what its optimizer
+# minimises: NLL + beta KL, or -critic for the finetuned actor; the critic's is `critic_mse`).
+STAGE_COLUMNS = {
+    "actor_pretrain": ("loss", "nll", "kl"),
+    "critic_pretrain": ("nll", "critic_mse"),
+    "finetune": ("loss", "nll", "critic_mse"),
+}
+HISTORY_COLUMNS = ("stage", "epoch", "steps", "updates", "loss", "nll", "kl", "beta",
+                   "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
+                   "val_recall@50", "val_critic_mse", "val_critic_r", "val_nll_r",
+                   "val_nll_slope_negative", "train_seconds", "seconds")
+VALIDATION_KS = (20, 50, 100)
+SELECT_METRIC = "val_ndcg@100"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Settings of one training stage. `epochs` is RecBole's `pretrain_epochs` for the two
+    pretraining stages. Use `stage_defaults(train_stage)` for the paper's values."""
+
+    train_stage: str
+    epochs: int
+    learning_rate: float
+    batch_size: int = 500
+    weight_decay: float = 0.0  # L2 on the trained network (vae_cf trains Mult-VAE with 0)
+    # Critic only: run at least this many optimizer steps, extending `epochs` if needed. The
+    # paper's 50 epochs are ~11,650 steps on ML-20M but 100 on ml-100k, too few to fit (SPEC 3).
+    min_steps: int = 0
+    critic_learning_rate: float = 1e-4  # finetune: the critic's own steps
+    freeze_critic: bool = False  # finetune: True = RecBole's behaviour, False = the original
+    save_step: int = 0  # write a checkpoint every N epochs (0: never)
+    seed: int = 98765
+
+    def __post_init__(self):
+        checks = [
+            (self.train_stage in STAGES, "train_stage", f"one of {', '.join(STAGES)}"),
+            (self.epochs >= 0, "epochs", "an integer >= 0"),
+            (self.learning_rate > 0, "learning_rate", "a number > 0"),
+            (self.batch_size >= 1, "batch_size", "an integer >= 1"),
+            (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
+            (self.min_steps >= 0, "min_steps", "an integer >= 0"),
+            (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
+            (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                raise RactError(f"setting {name}: expected {expected}, got "
+                                f"{getattr(self, name)!r}")
+
+
+STAGE_DEFAULTS = {
+    "actor_pretrain": dict(epochs=200, learning_rate=1e-3),
+    "critic_pretrain": dict(epochs=50, learning_rate=1e-4, min_steps=2000),
+    "finetune": dict(epochs=50, learning_rate=2e-6),
+}
+
+
+def stage_defaults(train_stage: str, **overrides) -> StageConfig:
+    if train_stage not in STAGES:
+        raise RactError(f"setting train_stage: expected one of {', '.join(STAGES)}, "
+                        f"got {train_stage!r}")
+    return StageConfig(train_stage=train_stage, **{**STAGE_DEFAULTS[train_stage], **overrides})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise RactError(f"setting device: expected auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RactError(f"setting device: {name} was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    keep = ~(torch.isnan(a) | torch.isnan(b))
+    a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
+    denom = a.norm() * b.norm()
+    return (a @ b / denom).item() if a.numel() > 1 and denom > 0 else math.nan
+
+
+def _finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> float:
+    v = value.item()
+    if not math.isfinite(v):
+        raise RactError(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the last "
+                        "saved checkpoint is untouched). Lower the learning rate.")
+    return v
+
+
+def _critic_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE over users with at least one dropped item (others have no defined NDCG target)."""
+    valid = ~torch.isnan(target)
+    return (pred[valid] - target[valid]).pow(2).mean() if valid.any() else pred.sum() * 0.0
+
+
+@torch.no_grad()
+def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
+             batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
+    """Validation NDCG@100 / Recall@20 / Recall@50 and, with a critic, its fit to the true
+    NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement)."""
+    actor.eval()
+    split = data.validation
+    metric_parts, preds, targets, nlls, slopes = {}, [], [], [], []
+    for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
+        out = heldout_output(actor, x_in, holdout)
+        per = ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, VALIDATION_KS,
+                              ("ndcg", "recall"))
+        for key, value in per.items():
+            metric_parts.setdefault(key, []).append(value)
+        if critic is None:
+            continue
+        critic.eval()
+        feats = critic_features(out, x_in + holdout)
+        with torch.enable_grad():
+            f = feats.clone().requires_grad_(True)
+            pred = critic(f)
+            (grad,) = torch.autograd.grad(pred.sum(), f)
+        preds.append(pred.detach())
+        targets.append(critic_target(out, critic.cfg.metrics_k))
+        nlls.append(feats[:, 2])
+        slopes.append(grad[:, 2])
+    row = {}
+    for key in ("ndcg@100", "recall@20", "recall@50"):
+        v = torch.cat(metric_parts[key])
+        row[f"val_{key}"] = v[~torch.isnan(v)].mean().item()
+    if critic is not None:
+        pred, target = torch.cat(preds), torch.cat(targets)
+        has = ~torch.isnan(target)
+        row["val_critic_mse"] = (pred[has] - target[has]).pow(2).mean().item()
+        row["val_critic_r"] = pearson(pred, target)
+        row["val_nll_r"] = pearson(torch.cat(nlls), target)
+        # d critic / d NLL < 0 means "lower NLL scores higher": the direction finetuning needs.
+        row["val_nll_slope_negative"] = (torch.cat(slopes)[has] < 0).double().mean().item()
+    return row
+
+
+class _Run:
+    """Mutable state of one stage: models, optimizers, counters, generators."""
+
+    def __init__(self, data, cfg: StageConfig, actor, critic, device, updates: int):
+        self.data, self.cfg, self.actor, self.critic, self.device = data, cfg, actor, critic, device
+        self.updates = updates  # actor optimizer steps, carried across stages for KL annealing
+        self.steps = 0  # optimizer steps of this stage
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+        self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        stage = cfg.train_stage
+        self.actor_opt = (torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate,
+                                           weight_decay=cfg.weight_decay)
+                          if stage in ("actor_pretrain", "finetune") else None)
+        critic_lr = cfg.learning_rate if stage == "critic_pretrain" else cfg.critic_learning_rate
+        train_critic = stage == "critic_pretrain" or (stage == "finetune"
+                                                      and not cfg.freeze_critic)
+        self.critic_opt = (torch.optim.Adam(critic.parameters(), lr=critic_lr,
+                                            weight_decay=cfg.weight_decay if stage ==
+                                            "critic_pretrain" else 0.0)
+                           if train_critic else None)
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training users in a fresh random order; batch means of the
+        stage's loss columns, the critic's fit on these batches, and the seconds taken."""
+        stage, train = self.cfg.train_stage, self.data.train
+        perm = torch.randperm(train.shape[0], generator=self.shuffle_gen).numpy()
+        sums = dict.fromkeys(STAGE_COLUMNS[stage], 0.0)
+        preds, targets = [], []
+        start = time.perf_counter()
+        beta = self.actor.cfg.beta(self.updates)
+        n_batches = math.ceil(len(perm) / self.cfg.batch_size)
+        for b in range(n_batches):
+            rows = np.sort(perm[b * self.cfg.batch_size: (b + 1) * self.cfg.batch_size])
+            x = dense_rows(train, rows, self.device)  # (B, n_items)
+            where = (epoch, b)
+            if stage == "actor_pretrain":
+                beta = self.actor.cfg.beta(self.updates)
+                self._actor_pretrain_step(x, beta, sums, where)
+            else:
+                pred, target = self._critic_step(x, sums, where)
+                preds.append(pred)
+                targets.append(target)
+            self.steps += 1
+        row = {k: v / max(n_batches, 1) for k, v in sums.items()}
+        if stage == "actor_pretrain":
+            row["beta"] = beta  # at the epoch's last step
+        else:
+            row["critic_r_train"] = pearson(torch.cat(preds), torch.cat(targets))
+        row["train_seconds"] = time.perf_counter() - start
+        return row
+
+    def _actor_pretrain_step(self, x, beta, sums, where):
+        self.actor.train()
+        out = self.actor(x, self.noise_gen)
+        nll, kl = out.nll(x).mean(), out.kl().mean()
+        loss = nll + beta * kl
+        sums["loss"] += _finite(loss, "actor loss", *where)
+        sums["nll"] += nll.item()
+        sums["kl"] += kl.item()
+        self.actor_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_opt.step()
+        self.updates += 1
+
+    def _critic_step(self, x, sums, where):
+        """critic_pretrain and finetune: one forward pass of the actor (dropout mask, sampled
+        z) gives the critic's features and target; finetune first steps the actor on
+        -critic, then the critic steps on its MSE for the same batch (unless frozen)."""
+        finetune = self.cfg.train_stage == "finetune"
+        self.actor.train()
+        with torch.set_grad_enabled(finetune):
+            out = self.actor(x, self.noise_gen)
+            feats = critic_features(out, x)  # (B, 3); the NLL keeps its graph in finetune
+        target = critic_target(out, self.critic.cfg.metrics_k)  # (B,), no gradient
+        sums["nll"] += feats[:, 2].mean().item()
+        if finetune:
+            self.critic.eval()  # running statistics: per-user scores (see Critic)
+            actor_loss = -self.critic(feats).mean()
+            sums["loss"] += _finite(actor_loss, "finetune actor loss", *where)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            self.updates += 1
+        feats = feats.detach()
+        if self.critic_opt is None:  # frozen critic: measured, never updated
+            self.critic.eval()
+            with torch.no_grad():
+                pred = self.critic(feats)
+            sums["critic_mse"] += _finite(_critic_mse(pred, target), "critic MSE", *where)
+            return pred, target
+        self.critic.train()
+        pred = self.critic(feats)
+        mse = _critic_mse(pred, target)
+        sums["critic_mse"] += _finite(mse, "critic MSE", *where)
+        self.critic_opt.zero_grad(set_to_none=True)
+        mse.backward()
+        self.critic_opt.step()
+        return pred.detach(), target
+
+
+def _n_epochs(cfg: StageConfig, n_train: int) -> int:
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) if per_epoch else cfg.epochs
+
+
+def _log_every(n_epochs: int) -> int:
+    return max(1, n_epochs // 50)
+
+
+def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_path,
+                actor_cfg: ActorConfig | None = None, critic_cfg: CriticConfig | None = None,
+                pre_model_path=None, checkpoint_dir=None, device: str = "cpu") -> dict:
+    """Run one stage and write its best checkpoint and per-epoch history (CSV).
+
+    actor_pretrain starts from `actor_cfg` (or continues `pre_model_path`); the other stages
+    need `pre_model_path`. critic_pretrain builds a new critic from `critic_cfg` unless the
+    starting checkpoint already has one. Returns a summary of the run.
+    """
+    stage = cfg.train_stage
+    dev = resolve_device(device)
+    torch.manual_seed(cfg.seed)  # weight initialisation; all sampling uses explicit generators
+    init = None
+    if pre_model_path:
+        init = load_checkpoint(pre_model_path, data_hash=data.content_hash, n_items=data.n_items)
+    elif stage != "actor_pretrain":
+        raise RactError(f"setting pre_model_path: stage {stage} starts from a trained actor; "
+                        "give the checkpoint of the previous stage")
+    if init is not None:
+        actor = build_actor(init)
+        critic = build_critic(init)
+    else:
+        actor = MultVAE(actor_cfg or ActorConfig(n_items=data.n_items))
+        critic = None
+    if actor.cfg.n_items != data.n_items:
+        raise RactError(f"setting n_items: actor has {actor.cfg.n_items}, data has "
+                        f"{data.n_items}")
+    if stage == "critic_pretrain" and critic is None:
+        critic = Critic(critic_cfg or CriticConfig())
+    if stage == "finetune" and critic is None:
+        raise RactError(f"{pre_model_path}: has no critic; finetune starts from the "
+                        "critic_pretrain checkpoint")
+    if stage == "actor_pretrain":
+        critic = None
+    actor.to(dev)
+    for p in actor.parameters():
+        p.requires_grad_(stage != "critic_pretrain")
+    if critic is not None:
+        critic.to(dev)
+        for p in critic.parameters():
+            p.requires_grad_(not (stage == "finetune" and cfg.freeze_critic))
+    updates = int(init.get("updates", 0)) if init else 0
+    run = _Run(data, cfg, actor, critic, dev, updates)
+    n_epochs = _n_epochs(cfg, data.train.shape[0])
+    select = stage != "critic_pretrain"
+
+    def save(path, epoch, row, models):
+        save_checkpoint(path, stage=stage, epoch=epoch, models=models,
+                        data_hash=data.content_hash, metrics=_metrics_of(row),
+                        extra={"updates": run.updates, "stage_config": asdict(cfg)})
+
+    history = []
+    t0 = time.perf_counter()
+    row = {"epoch": 0, "steps": 0, "updates": run.updates, **validate(actor, critic, data, dev)}
+    row["seconds"] = time.perf_counter() - t0
+    history.append(row)
+    best = (row[SELECT_METRIC], 0, model_states(actor, critic), row)
+    log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
+    every = _log_every(n_epochs)
+    for epoch in range(1, n_epochs + 1):
+        t_epoch = time.perf_counter()
+        train_row = run.epoch(epoch)
+        val_row = validate(actor, critic, data, dev)
+        row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row,
+               **val_row, "seconds": time.perf_counter() - t_epoch}
+        history.append(row)
+        if select and row[SELECT_METRIC] > best[0]:
+            best = (row[SELECT_METRIC], epoch, model_states(actor, critic), row)
+        if epoch % every == 0 or epoch == n_epochs:
+            log.info("%s epoch %d/%d: %s", stage, epoch, n_epochs, _fmt(row))
+        if cfg.save_step and checkpoint_dir and epoch % cfg.save_step == 0:
+            save(Path(checkpoint_dir) / f"{stage}-epoch{epoch:04d}.pt", epoch, row,
+                 model_states(actor, critic))
+    if select:
+        _, best_epoch, models, best_row = best
+    else:  # the critic stage keeps its last epoch
+        best_epoch, models, best_row = n_epochs, model_states(actor, critic), history[-1]
+    save(out_checkpoint, best_epoch, best_row, models)
+    frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
+    frame["stage"] = stage
+    write_csv(history_path, frame)
+    total = time.perf_counter() - t0
+    summary = {"train_stage": stage, "epochs": n_epochs, "steps": run.steps,
+               "best_epoch": best_epoch, "seconds": total, **_metrics_of(best_row)}
+    log.info("%s done in %.1fs: kept epoch %d (%s)", stage, total, best_epoch, _fmt(best_row))
+    return summary
+
+
+def _metrics_of(row: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items()
+            if k.startswith(("val_", "critic_")) and v is not None}
+
+
+def _fmt(row: dict) -> str:
+    keys = ("loss", "beta", "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
+            "val_recall@50", "val_critic_r", "val_nll_slope_negative", "seconds")
+    return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row and row[k] is not None)
