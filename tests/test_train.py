@@ -1,0 +1,193 @@
+"""The three stages on small synthetic data: outputs, selection, determinism, refusals."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ract.checkpoint import build_actor, build_critic, load_checkpoint
+from ract.data.prepare import PrepareConfig, prepare_split
+from ract.data.splits import load_split
+from ract.errors import RactError
+from ract.model import ActorConfig, CriticConfig
+from ract.train import HISTORY_COLUMNS, stage_defaults, train_stage
+
+from conftest import make_interactions
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    out = tmp_path_factory.mktemp("split") / "s"
+    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
+    return load_split(out)
+
+
+def small_actor(n_items):
+    return ActorConfig(n_items=n_items, latent_dimension=8, mlp_hidden_size=(32,))
+
+
+def run_all(split, out, seed=0, freeze=False):
+    paths = {s: (out / f"{s}.pt", out / f"{s}.csv") for s in
+             ("actor_pretrain", "critic_pretrain", "finetune")}
+    summaries = {}
+    summaries["actor_pretrain"] = train_stage(
+        split, stage_defaults("actor_pretrain", epochs=15, batch_size=64, seed=seed,
+                              learning_rate=3e-3),
+        out_checkpoint=paths["actor_pretrain"][0], history_path=paths["actor_pretrain"][1],
+        actor_cfg=small_actor(split.n_items))
+    summaries["critic_pretrain"] = train_stage(
+        split, stage_defaults("critic_pretrain", epochs=2, min_steps=30, batch_size=64,
+                              seed=seed),
+        out_checkpoint=paths["critic_pretrain"][0], history_path=paths["critic_pretrain"][1],
+        critic_cfg=CriticConfig(critic_layers=(16, 8), metrics_k=10),
+        pre_model_path=paths["actor_pretrain"][0])
+    summaries["finetune"] = train_stage(
+        split, stage_defaults("finetune", epochs=3, batch_size=64, seed=seed,
+                              freeze_critic=freeze),
+        out_checkpoint=paths["finetune"][0], history_path=paths["finetune"][1],
+        pre_model_path=paths["critic_pretrain"][0])
+    return paths, summaries
+
+
+@pytest.fixture(scope="module")
+def trained(split, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return run_all(split, out)
+
+
+def test_stages_write_checkpoints_and_histories(trained, split):
+    paths, summaries = trained
+    for stage, (ckpt, hist) in paths.items():
+        state = load_checkpoint(ckpt, data_hash=split.content_hash, n_items=split.n_items)
+        assert state["stage"] == stage
+        history = pd.read_csv(hist)
+        assert tuple(history.columns) == HISTORY_COLUMNS
+        assert history["epoch"].tolist()[0] == 0  # the starting model is epoch 0
+        assert history["val_ndcg@100"].notna().all()
+    actor_hist = pd.read_csv(paths["actor_pretrain"][1])
+    assert actor_hist["loss"].iloc[1:].notna().all() and actor_hist["beta"].iloc[1:].notna().all()
+    # the actor learns something: the best epoch beats the random start
+    assert summaries["actor_pretrain"]["val_ndcg@100"] > actor_hist["val_ndcg@100"].iloc[0]
+    # best-checkpoint selection: the kept epoch is the argmax of validation NDCG@100
+    best = int(actor_hist["val_ndcg@100"].idxmax())
+    assert load_checkpoint(paths["actor_pretrain"][0])["epoch"] == actor_hist["epoch"][best]
+
+
+def test_critic_stage_runs_min_steps_and_records_fit(trained, split):
+    paths, summaries = trained
+    hist = pd.read_csv(paths["critic_pretrain"][1])
+    # 2 epochs asked, but min_steps=30 extends them to ceil(30 / batches per epoch)
+    per_epoch = math.ceil(split.train.shape[0] / 64)
+    assert per_epoch < 15
+    assert len(hist) == 1 + math.ceil(30 / per_epoch)
+    assert summaries["critic_pretrain"]["steps"] == per_epoch * math.ceil(30 / per_epoch)
+    for col in ("critic_mse", "critic_r_train", "val_critic_mse", "val_critic_r", "val_nll_r",
+                "val_nll_slope_negative"):
+        assert hist[col].iloc[1:].notna().all(), col
+    # the actor is frozen in this stage
+    a = load_checkpoint(paths["actor_pretrain"][0])["actor_state"]
+    b = load_checkpoint(paths["critic_pretrain"][0])["actor_state"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finetune_trains_critic_unless_frozen(trained, split, tmp_path):
+    paths, _ = trained
+    start = load_checkpoint(paths["critic_pretrain"][0])
+    hist = pd.read_csv(paths["finetune"][1])
+    assert hist["critic_mse"].iloc[1:].notna().all()
+    end = load_checkpoint(paths["finetune"][0])
+    if end["epoch"] > 0:
+        assert any(not torch.equal(start["critic_state"][k], end["critic_state"][k])
+                   for k in start["critic_state"])
+    _, summaries = run_all(split, tmp_path, freeze=True)
+    frozen = load_checkpoint(tmp_path / "finetune.pt")
+    crit = load_checkpoint(tmp_path / "critic_pretrain.pt")
+    assert all(torch.equal(crit["critic_state"][k], frozen["critic_state"][k])
+               for k in crit["critic_state"])
+
+
+def test_same_seed_same_results(trained, split, tmp_path):
+    paths, _ = trained
+    run_all(split, tmp_path, seed=0)
+    for stage, (ckpt, hist) in paths.items():
+        a, b = pd.read_csv(hist), pd.read_csv(tmp_path / f"{stage}.csv")
+        cols = [c for c in a.columns if "seconds" not in c]
+        pd.testing.assert_frame_equal(a[cols], b[cols])
+        sa, sb = load_checkpoint(ckpt)["actor_state"], load_checkpoint(
+            tmp_path / f"{stage}.pt")["actor_state"]
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_checkpoints_rebuild_models(trained):
+    paths, _ = trained
+    state = load_checkpoint(paths["finetune"][0])
+    actor, critic = build_actor(state), build_critic(state)
+    assert actor.cfg.latent_dimension == 8 and critic.cfg.critic_layers == (16, 8)
+
+
+def test_save_step_writes_periodic_checkpoints(split, tmp_path):
+    train_stage(split, stage_defaults("actor_pretrain", epochs=4, batch_size=64, save_step=2),
+                out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
+                actor_cfg=small_actor(split.n_items), checkpoint_dir=tmp_path / "ck")
+    names = sorted(p.name for p in (tmp_path / "ck").iterdir())
+    assert names == ["actor_pretrain-epoch0002.pt", "actor_pretrain-epoch0004.pt"]
+    assert load_checkpoint(tmp_path / "ck" / names[1])["epoch"] == 4
+
+
+def test_pre_model_path_continues_actor_and_anneal_counter(trained, split, tmp_path):
+    paths, _ = trained
+    start = load_checkpoint(paths["actor_pretrain"][0])
+    train_stage(split, stage_defaults("actor_pretrain", epochs=1, batch_size=64),
+                out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
+                pre_model_path=paths["actor_pretrain"][0])
+    hist = pd.read_csv(tmp_path / "a.csv")
+    assert hist["updates"].iloc[0] == start["updates"] > 0
+    assert hist["updates"].iloc[1] == start["updates"] + math.ceil(split.train.shape[0] / 64)
+
+
+def test_later_stages_need_a_starting_checkpoint(split, tmp_path, trained):
+    with pytest.raises(RactError, match="pre_model_path"):
+        train_stage(split, stage_defaults("critic_pretrain"), out_checkpoint=tmp_path / "c.pt",
+                    history_path=tmp_path / "c.csv")
+    with pytest.raises(RactError, match="has no critic"):
+        train_stage(split, stage_defaults("finetune"), out_checkpoint=tmp_path / "f.pt",
+                    history_path=tmp_path / "f.csv", pre_model_path=trained[0]["actor_pretrain"][0])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_from_other_data_refused(trained, tmp_path):
+    other = tmp_path / "other"
+    prepare_split(make_interactions(n_items=50, seed=5), PrepareConfig(), other)
+    data = load_split(other)
+    with pytest.raises(RactError, match="belongs to another data set"):
+        train_stage(data, stage_defaults("critic_pretrain"), out_checkpoint=tmp_path / "c.pt",
+                    history_path=tmp_path / "c.csv", pre_model_path=trained[0]["actor_pretrain"][0])
+    with pytest.raises(RactError, match="hash"):
+        load_checkpoint(trained[0]["actor_pretrain"][0], data_hash="0" * 64)
+
+
+class Evil:
+    """Stands for any pickled object a shared checkpoint could smuggle in."""
+
+
+def test_pickled_object_checkpoint_refused(tmp_path):
+    torch.save({"format_version": 1, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(RactError, match="not a loadable ract checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(RactError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(RactError, match="checkpoint file not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("kwargs,setting", [
+    (dict(epochs=-1), "epochs"), (dict(learning_rate=0), "learning_rate"),
+    (dict(batch_size=0), "batch_size"), (dict(save_step=-2), "save_step"),
+])
+def test_impossible_stage_settings_rejected(kwargs, setting):
+    with pytest.raises(RactError, match=f"setting {setting}"):
+        stage_defaults("actor_pretrain", **kwargs)
+    with pytest.raises(RactError, match="train_stage"):
+        stage_defaults("pretrain")
