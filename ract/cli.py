@@ -1,0 +1,322 @@
+"""Command line: `python -m ract <fetch|prepare|train|evaluate|recommend> ...`.
+
+Defaults come from the library's dataclasses, so the command line, the workflow and a notebook
+always agree. Bad input ends with one line `ract: error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from .errors import RactError
+
+log = logging.getLogger("ract")
+
+
+def _default(cls, name):
+    return {f.name: f.default for f in dataclasses.fields(cls)}[name]
+
+
+def _threshold(text: str):
+    return None if text.lower() in ("none", "null", "") else float(text)
+
+
+def _columns(text: str) -> dict:
+    """'user=userId,item=movieId,rating=rating' -> dict (values that are digits become ints)."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"expected role=column pairs, got {part!r}")
+        out[key.strip()] = int(value) if value.strip().isdigit() else value.strip()
+    return out
+
+
+def _add_fetch_args(p, required: bool):
+    from .data.sources import DATASETS
+    p.add_argument("--dataset", choices=sorted(DATASETS), required=required,
+                   help="known data set to obtain (downloaded once, then read from --cache)")
+    p.add_argument("--cache", default="data/raw",
+                   help="folder for downloads and extracted raw files (default: %(default)s)")
+    p.add_argument("--offline", action="store_true",
+                   help="skip the home-site download; use only the offline route "
+                        "(ml-100k: the RecBole wheel from PyPI)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait on a network connection (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.prepare import PROTOCOLS, PrepareConfig
+    from .data.readers import FORMAT_HELP, FORMATS
+    from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
+    from .model import ActorConfig, CriticConfig
+    from .train import STAGE_DEFAULTS, STAGES, StageConfig
+
+    parser = argparse.ArgumentParser(
+        prog="ract", description="RaCT: ranking-critical actor-critic training for "
+        "collaborative filtering (Lobel et al., ICLR 2020).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
+                       description="Download (or take from the cache) a known data set and "
+                       "print the raw file's path and reader format.")
+    _add_fetch_args(p, required=True)
+
+    p = sub.add_parser("prepare", help="binarise, filter and split interactions",
+                       description="Read raw interactions, binarise, filter, split users, and "
+                       "write sparse CSR split files, id maps and manifest.json to --out.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in
+                                                       FORMAT_HELP.items()))
+    src = p.add_argument_group("input (either --input and --format, or --dataset)")
+    src.add_argument("--input", help="raw interaction file (or Netflix folder)")
+    src.add_argument("--format", choices=FORMATS, help="format of --input (see below)")
+    src.add_argument("--columns", type=_columns,
+                     help="csv/recbole: column roles, e.g. user=userId,item=movieId,rating=score "
+                          "(names, or 0-based positions)")
+    src.add_argument("--sep", help="csv: field separator (default ',')")
+    src.add_argument("--no-header", action="store_true", help="csv: the file has no header")
+    _add_fetch_args(src, required=False)
+    d = PrepareConfig()
+    p.add_argument("--out", required=True, help="output folder for the split files")
+    p.add_argument("--rating-threshold", type=_threshold, default=d.rating_threshold,
+                   help="keep rows with rating > this; 'none' keeps every row (implicit data) "
+                        "(default: %(default)s)")
+    p.add_argument("--min-user-count", type=int, default=d.min_user_count,
+                   help="drop users with fewer items, after item filtering (default: %(default)s)")
+    p.add_argument("--min-item-count", type=int, default=d.min_item_count,
+                   help="drop items with fewer users, applied first (default: %(default)s)")
+    p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
+                   help="strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
+                        "each user's items split train/valid/test (RecBole) (default: %(default)s)")
+    p.add_argument("--heldout-users", type=float, default=d.heldout_users,
+                   help="strong: validation and test users each, a fraction < 1 or a count "
+                        "(default: %(default)s)")
+    p.add_argument("--heldout-proportion", type=float, default=d.heldout_proportion,
+                   help="strong: share of a held-out user's items to predict "
+                        "(default: %(default)s)")
+    p.add_argument("--min-items-to-split", type=int, default=d.min_items_to_split,
+                   help="strong: held-out users with fewer items keep all as fold-in "
+                        "(default: %(default)s)")
+    p.add_argument("--weak-ratios", type=float, nargs=3, default=list(d.weak_ratios),
+                   metavar=("TRAIN", "VALID", "TEST"),
+                   help="weak: per-user split ratios (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the user shuffle and item splits (default: %(default)s)")
+
+    p = sub.add_parser("train", help="run one training stage",
+                       description="Run one RaCT train_stage and write its best checkpoint and "
+                       "per-epoch history. Defaults per stage: " + "; ".join(
+                           f"{s}: " + ", ".join(f"{k}={v}" for k, v in STAGE_DEFAULTS[s].items())
+                           for s in STAGES))
+    p.add_argument("--train-stage", "--stage", dest="train_stage", choices=STAGES,
+                   required=True, help="actor_pretrain, critic_pretrain or finetune")
+    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    p.add_argument("--out", required=True, help="checkpoint to write (best epoch)")
+    p.add_argument("--history", required=True, help="per-epoch history CSV to write")
+    p.add_argument("--pre-model-path", help="checkpoint to start from (required for "
+                   "critic_pretrain and finetune; continues the actor for actor_pretrain)")
+    p.add_argument("--checkpoint-dir", help="folder for the --save-step checkpoints")
+    p.add_argument("--epochs", "--pretrain-epochs", dest="epochs", type=int,
+                   help="epochs (RecBole's pretrain_epochs); default per stage")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
+    p.add_argument("--batch-size", type=int, default=_default(StageConfig, "batch_size"),
+                   help="users per batch (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=_default(StageConfig, "weight_decay"),
+                   help="L2 penalty of the trained network (default: %(default)s)")
+    p.add_argument("--min-steps", type=int,
+                   help="critic: at least this many optimizer steps, extending the epochs "
+                        f"(default: {STAGE_DEFAULTS['critic_pretrain']['min_steps']} for "
+                        "critic_pretrain, 0 otherwise)")
+    p.add_argument("--critic-learning-rate", type=float,
+                   default=_default(StageConfig, "critic_learning_rate"),
+                   help="finetune: learning rate of the critic's own steps (default: %(default)s)")
+    p.add_argument("--freeze-critic", action="store_true",
+                   help="finetune: do not train the critic (RecBole); default keeps training it "
+                        "(original code)")
+    p.add_argument("--save-step", type=int, default=_default(StageConfig, "save_step"),
+                   help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
+                   help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    a = ActorConfig(n_items=1)
+    g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
+                             "checkpoint)")
+    g.add_argument("--latent-dimension", type=int, default=a.latent_dimension,
+                   help="size of z; RecBole's 256 would be 128 here (default: %(default)s)")
+    g.add_argument("--mlp-hidden-size", type=int, nargs="+", default=list(a.mlp_hidden_size),
+                   help="hidden layer sizes (default: %(default)s)")
+    g.add_argument("--dropout-prob", type=float, default=a.dropout_prob,
+                   help="input dropout probability (default: %(default)s)")
+    g.add_argument("--anneal-cap", type=float, default=a.anneal_cap,
+                   help="largest KL weight beta (default: %(default)s)")
+    g.add_argument("--total-anneal-steps", type=int, default=a.total_anneal_steps,
+                   help="optimizer steps for beta to reach 1 before the cap "
+                        "(default: %(default)s)")
+    c = CriticConfig()
+    g = p.add_argument_group("critic (new critic in critic_pretrain)")
+    g.add_argument("--critic-layers", type=int, nargs="+", default=list(c.critic_layers),
+                   help="critic hidden layer sizes (default: %(default)s)")
+    g.add_argument("--metrics-k", type=int, default=c.metrics_k,
+                   help="k of the NDCG the critic predicts (default: %(default)s)")
+
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint on validation or test users",
+                       description="Rank all items for each user of a split (known items "
+                       "excluded) and write per-user metrics and a mean / standard-error "
+                       "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
+                       "recall_recbole (/ held-out), mrr, hit, precision, at each k.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint to evaluate")
+    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    p.add_argument("--split", choices=("validation", "test"), default="test",
+                   help="users to evaluate (default: %(default)s)")
+    p.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS),
+                   help="cut-offs (default: %(default)s)")
+    p.add_argument("--per-user", required=True, help="per-user metrics CSV to write")
+    p.add_argument("--summary", required=True, help="summary JSON to write")
+    p.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
+                   help="users per batch (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+
+    p = sub.add_parser("recommend", help="top-N items for given users",
+                       description="Top-N unseen items (original ids) for users given by "
+                       "original id, from their known history in the split folder.")
+    p.add_argument("--checkpoint", required=True, help="checkpoint to use")
+    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    p.add_argument("--users", nargs="+", help="original user ids")
+    p.add_argument("--users-file", help="file with one original user id per line")
+    p.add_argument("-n", "--n", type=int, default=10, help="items per user (default: %(default)s)")
+    p.add_argument("--out", help="CSV to write (default: standard output)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    return parser
+
+
+def cmd_fetch(args):
+    from .data.sources import fetch_dataset
+    path, fmt = fetch_dataset(args.dataset, args.cache, offline=args.offline,
+                              timeout=args.timeout)
+    print(f"{path}\t{fmt}")
+
+
+def cmd_prepare(args):
+    from .data.prepare import PrepareConfig, prepare_split
+    from .data.readers import read_interactions
+    from .data.sources import fetch_dataset
+    cfg = PrepareConfig(
+        rating_threshold=args.rating_threshold, min_user_count=args.min_user_count,
+        min_item_count=args.min_item_count, protocol=args.protocol,
+        heldout_users=args.heldout_users, heldout_proportion=args.heldout_proportion,
+        min_items_to_split=args.min_items_to_split, weak_ratios=tuple(args.weak_ratios),
+        seed=args.seed)
+    if args.dataset and args.input:
+        raise RactError("give either --input (with --format) or --dataset, not both")
+    if args.dataset:
+        path, fmt = fetch_dataset(args.dataset, args.cache, offline=args.offline,
+                                  timeout=args.timeout)
+    elif args.input:
+        if not args.format:
+            raise RactError("--input needs --format")
+        path, fmt = Path(args.input), args.format
+    else:
+        raise RactError("give --input with --format, or --dataset")
+    frame = read_interactions(path, fmt, columns=args.columns, sep=args.sep,
+                              header=False if args.no_header else None)
+    manifest = prepare_split(frame, cfg, args.out, source=str(path), extra={"format": fmt})
+    log.info("wrote %s: %d items, %s", args.out, manifest["n_items"],
+             ", ".join(f"{k} {v['users']} users/{v['interactions']} interactions"
+                       for k, v in manifest["matrices"].items()))
+
+
+def cmd_train(args):
+    import torch
+    from .data.splits import load_split
+    from .model import ActorConfig, CriticConfig
+    from .train import stage_defaults, train_stage
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in ("epochs", "learning_rate", "min_steps")
+                 if getattr(args, k) is not None}
+    cfg = stage_defaults(args.train_stage, batch_size=args.batch_size,
+                         weight_decay=args.weight_decay,
+                         critic_learning_rate=args.critic_learning_rate,
+                         freeze_critic=args.freeze_critic, save_step=args.save_step,
+                         seed=args.seed, **overrides)
+    if cfg.save_step and not args.checkpoint_dir:
+        raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
+    data = load_split(args.data)
+    actor_cfg = ActorConfig(n_items=data.n_items, latent_dimension=args.latent_dimension,
+                            mlp_hidden_size=tuple(args.mlp_hidden_size),
+                            dropout_prob=args.dropout_prob, anneal_cap=args.anneal_cap,
+                            total_anneal_steps=args.total_anneal_steps)
+    critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k)
+    train_stage(data, cfg, out_checkpoint=args.out, history_path=args.history,
+                actor_cfg=actor_cfg, critic_cfg=critic_cfg, pre_model_path=args.pre_model_path,
+                checkpoint_dir=args.checkpoint_dir, device=args.device)
+
+
+def _load_actor(args):
+    from .checkpoint import build_actor, load_checkpoint
+    from .data.splits import load_split
+    from .train import resolve_device
+    data = load_split(args.data)
+    state = load_checkpoint(args.checkpoint, data_hash=data.content_hash, n_items=data.n_items)
+    device = resolve_device(args.device)
+    return data, build_actor(state).to(device), device
+
+
+def cmd_evaluate(args):
+    from .evaluate import evaluate_to_frames
+    from .io import write_csv, write_json
+    data, actor, device = _load_actor(args)
+    frame, summary = evaluate_to_frames(actor, data, args.split, args.ks,
+                                        batch_size=args.batch_size, device=device)
+    summary["checkpoint"] = str(args.checkpoint)
+    write_csv(args.per_user, frame)
+    write_json(args.summary, summary)
+    m = summary["metrics"]
+    log.info("%s (%d users): %s", args.split, summary["n_users_evaluated"],
+             " ".join(f"{k}={m[k]['mean']:.4f}±{m[k]['se']:.4f}"
+                      for k in ("recall@20", "recall@50", "ndcg@100") if k in m))
+
+
+def cmd_recommend(args):
+    from .evaluate import recommend
+    from .io import write_csv
+    users = list(args.users or [])
+    if args.users_file:
+        try:
+            users += Path(args.users_file).read_text().split()
+        except OSError as exc:
+            raise RactError(f"{args.users_file}: cannot read ({exc.strerror})") from None
+    if not users:
+        raise RactError("give --users or --users-file")
+    data, actor, device = _load_actor(args)
+    recs = recommend(actor, data, users, args.n, device=device)
+    if args.out:
+        write_csv(args.out, recs)
+    else:
+        recs.to_csv(sys.stdout, index=False)
+
+
+COMMANDS = {"fetch": cmd_fetch, "prepare": cmd_prepare, "train": cmd_train,
+            "evaluate": cmd_evaluate, "recommend": cmd_recommend}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        COMMANDS[args.command](args)
+    except RactError as exc:
+        print(f"ract: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

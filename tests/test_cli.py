@@ -1,0 +1,124 @@
+"""The command line: help texts, a full small run, and one-line errors with exit status 2."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from ract.cli import main
+
+from conftest import make_interactions
+
+
+def cli(*args):
+    return main([str(a) for a in args])
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "ract", *map(str, args)], capture_output=True,
+                          text=True)
+
+
+@pytest.mark.parametrize("command", ["fetch", "prepare", "train", "evaluate", "recommend"])
+def test_every_command_has_help(command):
+    r = run(command, "--help")
+    assert r.returncode == 0 and "usage: ract" in r.stdout and "--" in r.stdout
+
+
+def test_train_help_documents_recbole_names_and_stage_defaults():
+    out = run("train", "--help").stdout
+    for flag in ("--latent-dimension", "--mlp-hidden-size", "--dropout-prob", "--anneal-cap",
+                 "--total-anneal-steps", "--critic-layers", "--metrics-k", "--train-stage",
+                 "--pretrain-epochs", "--save-step", "--pre-model-path", "--freeze-critic"):
+        assert flag in out, flag
+    assert "learning_rate=2e-06" in out.replace("\n", " ").replace("  ", " ")
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    make_interactions().to_csv(tmp / "ratings.csv", index=False)
+    data = tmp / "split"
+    assert cli("prepare", "--input", tmp / "ratings.csv", "--format", "csv", "--columns",
+                 "user=user,item=item,rating=rating", "--out", data) == 0
+    small = ["--latent-dimension", "8", "--mlp-hidden-size", "32", "--batch-size", "64",
+             "--device", "cpu"]
+    assert cli("train", "--stage", "actor_pretrain", "--data", data, "--out", tmp / "a.pt",
+                 "--history", tmp / "a.csv", "--epochs", "5", *small) == 0
+    assert cli("train", "--stage", "critic_pretrain", "--data", data, "--out", tmp / "c.pt",
+                 "--history", tmp / "c.csv", "--pre-model-path", tmp / "a.pt", "--epochs", "2",
+                 "--min-steps", "0", "--critic-layers", "8", "4", "--batch-size", "64") == 0
+    assert cli("train", "--stage", "finetune", "--data", data, "--out", tmp / "f.pt",
+                 "--history", tmp / "f.csv", "--pre-model-path", tmp / "c.pt", "--epochs", "2",
+                 "--batch-size", "64", "--freeze-critic") == 0
+    return tmp, data
+
+
+def test_evaluate_writes_per_user_and_summary(cli_run):
+    tmp, data = cli_run
+    assert cli("evaluate", "--checkpoint", tmp / "f.pt", "--data", data, "--split", "test",
+                 "--per-user", tmp / "per_user.csv", "--summary", tmp / "summary.json") == 0
+    per_user = pd.read_csv(tmp / "per_user.csv")
+    summary = json.loads((tmp / "summary.json").read_text())
+    n_test = pd.read_csv(data / "users.csv").query("split == 'test'").shape[0]
+    assert len(per_user) == n_test
+    for metric in ("ndcg", "recall", "recall_recbole", "mrr", "hit", "precision"):
+        for k in (20, 50, 100):
+            key = f"{metric}@{k}"
+            assert key in per_user.columns
+            assert summary["metrics"][key]["mean"] == pytest.approx(per_user[key].mean())
+            assert 0 <= summary["metrics"][key]["mean"] <= 1
+    assert summary["n_users_evaluated"] + summary["n_users_without_holdout"] == n_test
+
+
+def test_recommend_gives_unseen_original_ids(cli_run, capsys):
+    tmp, data = cli_run
+    users = pd.read_csv(data / "users.csv")
+    train_user = users.query("split == 'train'")["user"].iloc[0]
+    test_user = users.query("split == 'test'")["user"].iloc[0]
+    assert cli("recommend", "--checkpoint", tmp / "f.pt", "--data", data, "--users",
+                 test_user, train_user, "-n", "5", "--out", tmp / "recs.csv") == 0
+    recs = pd.read_csv(tmp / "recs.csv")
+    assert recs["user"].tolist() == [test_user] * 5 + [train_user] * 5  # in the order asked
+    assert recs.groupby("user")["rank"].apply(list).tolist() == [[1, 2, 3, 4, 5]] * 2
+    seen = make_interactions()
+    seen = seen[(seen["rating"] > 3.5) & (seen["user"] == train_user)]["item"]
+    assert not set(recs.query("user == @train_user")["item"]) & set(seen)
+    assert set(recs["item"]) <= set(pd.read_csv(data / "items.csv")["item"])
+    assert (recs.groupby("user")["score"].diff().dropna() <= 0).all()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["prepare", "--input", "nope.csv", "--format", "csv", "--out", "x"], "nope.csv"),
+    (["train", "--stage", "actor_pretrain", "--data", "missing", "--out", "a.pt",
+      "--history", "a.csv"], "manifest.json: file not found"),
+    (["train", "--stage", "actor_pretrain", "--data", "SPLIT", "--out", "a.pt",
+      "--history", "a.csv", "--epochs", "-1"], "setting epochs"),
+    (["train", "--stage", "actor_pretrain", "--data", "SPLIT", "--out", "a.pt",
+      "--history", "a.csv", "--dropout-prob", "1.5"], "setting dropout_prob"),
+    (["evaluate", "--checkpoint", "none.pt", "--data", "SPLIT", "--per-user", "p.csv",
+      "--summary", "s.json", "--ks", "0"], "none.pt: checkpoint file not found"),
+    (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "no-such-user"],
+     "no-such-user"),
+])
+def test_bad_input_gives_one_error_line(cli_run, tmp_path, args, message):
+    tmp, data = cli_run
+    args = [str(data) if a == "SPLIT" else str(tmp / "f.pt") if a == "CKPT" else a
+            for a in args]
+    r = subprocess.run([sys.executable, "-m", "ract", *args], capture_output=True, text=True,
+                       cwd=tmp_path)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("ract: error:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_evaluate_rejects_k_below_one(cli_run, tmp_path):
+    tmp, data = cli_run
+    r = run("evaluate", "--checkpoint", tmp / "f.pt", "--data", data, "--per-user",
+            tmp_path / "p.csv", "--summary", tmp_path / "s.json", "--ks", "0")
+    assert r.returncode == 2 and "setting ks" in r.stderr
+    assert list(tmp_path.iterdir()) == []
