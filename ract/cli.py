@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -309,6 +310,9 @@ COMMANDS = {"fetch": cmd_fetch, "prepare": cmd_prepare, "train": cmd_train,
 
 
 def main(argv=None) -> int:
+    # Idle OpenMP threads sleep rather than spin, so parallel jobs sharing cores do not slow
+    # each other down several-fold; only effective when set before torch is first imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
