@@ -13,8 +13,8 @@ import torch
 
 from . import __version__
 from .errors import RactError
-from .io import atomic_path
-from .model import ActorConfig, Critic, CriticConfig, MultVAE, config_dict
+from .io import atomic_path, config_dict
+from .model import ActorConfig, Critic, CriticConfig, MultVAE
 
 FORMAT_VERSION = 1
 

@@ -93,7 +93,7 @@ def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
     if n < 1:
         raise RactError(f"setting n: expected an integer >= 1, got {n}")
     table = pd.read_csv(data.path / "users.csv", dtype={"user": str})
-    wanted = pd.Series([str(u) for u in users], name="user")
+    wanted = pd.Series(list(dict.fromkeys(str(u) for u in users)), name="user")
     found = table.drop_duplicates("user").set_index("user").reindex(wanted)
     missing = wanted[found["split"].isna().to_numpy()]
     if len(missing):
@@ -121,6 +121,5 @@ def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
             "score": top_scores[ok].cpu().numpy(),
         }))
     out = pd.concat(frames, ignore_index=True)
-    order = {u: i for i, u in enumerate(wanted)}
-    return out.sort_values(["user", "rank"], key=lambda c: c.map(order) if c.name == "user"
-                           else c, kind="stable").reset_index(drop=True)
+    position = out["user"].map({u: i for i, u in enumerate(wanted)})
+    return out.iloc[np.lexsort((out["rank"], position))].reset_index(drop=True)

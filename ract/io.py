@@ -7,6 +7,7 @@ place once complete (a rename within one file system is atomic on POSIX).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -28,6 +29,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def config_dict(cfg) -> dict:
+    """Plain-value form of a settings dataclass, for JSON and checkpoints (tuples -> lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
 def _umask() -> int:

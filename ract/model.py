@@ -8,7 +8,7 @@ log-variance of 128 each.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -62,17 +62,21 @@ class CriticConfig:
         _check(self.metrics_k >= 1, "metrics_k", "an integer >= 1", self.metrics_k)
 
 
-def config_dict(cfg) -> dict:
-    """Plain-value form of a config, as stored in checkpoints (tuples become lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
-
-
 def _mlp(dims: list[int]) -> nn.ModuleList:
     layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
     for layer in layers:
         nn.init.xavier_uniform_(layer.weight)
         nn.init.normal_(layer.bias, std=0.001)  # vae_cf: truncated normal, stddev 0.001
     return layers
+
+
+def _forward_mlp(layers: nn.ModuleList, h: torch.Tensor, activation) -> torch.Tensor:
+    """Apply the layers with `activation` between them (none after the last)."""
+    for i, layer in enumerate(layers):
+        h = layer(h)
+        if i < len(layers) - 1:
+            h = activation(h)
+    return h
 
 
 @dataclass
@@ -115,21 +119,15 @@ class MultVAE(nn.Module):
             kept = present & mask
         else:
             kept = present
-        for i, layer in enumerate(self.encoder):
-            h = layer(h)
-            if i < len(self.encoder) - 1:
-                h = torch.tanh(h)
+        h = _forward_mlp(self.encoder, h, torch.tanh)
         mu, logvar = h.chunk(2, dim=1)  # (B, latent) each
         if self.training:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device)
             z = mu + eps * torch.exp(0.5 * logvar)
         else:
             z = mu
-        for i, layer in enumerate(self.decoder):
-            z = layer(z)
-            if i < len(self.decoder) - 1:
-                z = torch.tanh(z)
-        return ActorOutput(z, mu, logvar, kept, present & ~kept)
+        logits = _forward_mlp(self.decoder, z, torch.tanh)  # (B, n_items)
+        return ActorOutput(logits, mu, logvar, kept, present & ~kept)
 
 
 def critic_features(out: ActorOutput, x: torch.Tensor) -> torch.Tensor:
@@ -167,9 +165,5 @@ class Critic(nn.Module):
         self.layers = _mlp([3, *cfg.critic_layers, 1])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        h = self.norm(features)  # (B, 3)
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = F.relu(h)
+        h = _forward_mlp(self.layers, self.norm(features), F.relu)  # (B, 1)
         return torch.sigmoid(h.squeeze(1))  # (B,)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .checkpoint import (build_actor, build_critic, load_checkpoint, model_state
 from .data.splits import SplitData, dense_rows
 from .errors import RactError
 from .evaluate import EVAL_BATCH_SIZE, eval_batches, heldout_output, masked_scores
-from .io import write_csv
+from .io import config_dict, write_csv
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
@@ -331,7 +331,8 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     def save(path, epoch, row, models):
         save_checkpoint(path, stage=stage, epoch=epoch, models=models,
                         data_hash=data.content_hash, metrics=_metrics_of(row),
-                        extra={"updates": run.updates, "stage_config": asdict(cfg)})
+                        extra={"updates": int(row["updates"]),  # at that epoch, for annealing
+                               "stage_config": config_dict(cfg)})
 
     history = []
     t0 = time.perf_counter()

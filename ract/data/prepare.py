@@ -20,7 +20,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import RactError
+from ..io import config_dict
 
 FORMAT_VERSION = 1
 PROTOCOLS = ("strong", "weak")
@@ -218,7 +219,7 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
         "format_version": FORMAT_VERSION,
         "source": source,
         **(extra or {}),
-        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "settings": config_dict(cfg),
         "n_items": len(items),
         "n_users": int(kept["user"].nunique()),
         "n_interactions_kept": len(kept),
