@@ -1,22 +1,36 @@
-# The RaCT study as a DAG: prepare -> pretrain_actor -> pretrain_critic -> finetune ->
-# evaluate -> summarise. Output paths:
-#   data/raw/                                       downloads and extracted raw files (cache)
-#   results/{dataset}/split/                        split matrices, id maps, manifest.json
-#   results/{dataset}/seed{seed}/{stage}.pt         best checkpoint of each train_stage
-#   results/{dataset}/seed{seed}/{stage}_history.csv   per-epoch history
-#   results/{dataset}/seed{seed}/eval/{stage}_{split}_per_user.csv / _summary.json
-#   results/{dataset}/metrics.csv, metrics.md       every stage and seed side by side
-# Every job writes logs/... and training and evaluation jobs benchmarks/...
+# The RaCT study as a DAG:
+#   obtain_data -> prepare_data -> pretrain_actor -> pretrain_critic -> finetune
+#   -> evaluate (each Mult-VAE and RaCT checkpoint, validation and test) -> compare [-> sweep]
+#
+# Output paths ({variant} is `main`, or `sweep-<hash>` for a sweep combination):
+#   data/raw/                                        download cache; {dataset}.json points at
+#                                                    the raw file of a known data set
+#   results/{dataset}/split/                         split matrices, id maps, manifest.json
+#   results/{dataset}/{variant}/seed{seed}/{stage}.pt           best checkpoint of a stage
+#   results/{dataset}/{variant}/seed{seed}/{stage}_history.csv  one row per epoch
+#   results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_per_user.csv, _summary.json
+#   results/{dataset}/comparison.csv, .md, figures/  models side by side, training curves
+#   results/{dataset}/sweep.csv, .md, sweep_best.json   every sweep combination, the best one
+#   logs/... for every job, benchmarks/... for preparation, training and evaluation jobs.
 
 configfile: "config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
+include: "workflow/rules/obtain_data.smk"
+include: "workflow/rules/prepare_data.smk"
+include: "workflow/rules/pretrain_actor.smk"
+include: "workflow/rules/pretrain_critic.smk"
+include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/compare.smk"
+include: "workflow/rules/sweep.smk"
 
 
 rule all:
     input:
-        expand("results/{dataset}/metrics.csv", dataset=DATASETS),
+        expand("results/{dataset}/comparison.csv", dataset=DATASETS),
+        expand("results/{dataset}/sweep.csv", dataset=DATASETS) if len(VARIANTS) > 1 else [],

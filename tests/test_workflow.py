@@ -1,6 +1,8 @@
-"""The Snakemake study on ml-100k (offline source) with tiny schedules: it runs, a second run
-does nothing, and a changed finetune setting reruns only finetune and what follows."""
+"""The Snakemake study on ml-100k (offline source) with tiny schedules: it runs end to end, a
+second run does nothing, each kind of change reruns exactly the jobs it should, schema errors
+stop the run before any job, and a sweep shares the stages it does not touch."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
@@ -27,17 +30,21 @@ def tiny_config():
     return config
 
 
-def snakemake(workdir, config, *args):
+def snakemake(workdir, config, *args, root=ROOT):
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.run([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
+    return subprocess.run([SNAKEMAKE, "--snakefile", str(root / "Snakefile"), "--configfile",
                            "tiny.yaml", "--cores", "2", *args], cwd=workdir,
                           capture_output=True, text=True)
 
 
-def planned_jobs(output: str) -> dict[str, int]:
-    """Job counts from a dry run's 'Job stats' table."""
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", output, flags=re.M) if m.group(1) != "total"}
+def planned_jobs(workdir, config, root=ROOT) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table ({} when there is nothing to do)."""
+    r = snakemake(workdir, config, "--dry-run", root=root)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    table = out.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in out else ""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+            if m.group(1) != "total"}
 
 
 @pytest.fixture(scope="module")
@@ -48,30 +55,177 @@ def study(tmp_path_factory):
     return workdir
 
 
-def test_study_writes_checkpoints_metrics_and_table(study):
-    seed = study / "results" / "ml-100k" / "seed1"
+def test_study_writes_checkpoints_metrics_table_and_figures(study):
+    run = study / "results" / "ml-100k" / "main" / "seed1"
     for stage in ("actor_pretrain", "critic_pretrain", "finetune"):
-        assert (seed / f"{stage}.pt").exists() and (seed / f"{stage}_history.csv").exists()
-        assert (study / "logs" / "ml-100k" / "seed1" / f"{stage}.log").stat().st_size > 0
-        assert (study / "benchmarks" / "ml-100k" / "seed1" / f"{stage}.tsv").exists()
-    table = pd.read_csv(study / "results" / "ml-100k" / "metrics.csv")
-    assert set(table["model"]) == {"Mult-VAE", "RaCT"} and set(table["split"]) == {"validation",
-                                                                                   "test"}
+        assert (run / f"{stage}.pt").exists() and (run / f"{stage}_history.csv").exists()
+        assert (study / "logs/ml-100k/main/seed1" / f"{stage}.log").stat().st_size > 0
+        assert (study / "benchmarks/ml-100k/main/seed1" / f"{stage}.tsv").exists()
+    for stage in ("actor_pretrain", "finetune"):
+        for split in ("validation", "test"):
+            assert (run / "eval" / f"{stage}_{split}_summary.json").exists()
+    table = pd.read_csv(study / "results/ml-100k/comparison.csv")
+    assert set(table["model"]) == {"Mult-VAE", "RaCT"}
+    assert set(table["split"]) == {"validation", "test"}
     assert table["ndcg@100"].between(0, 1).all()
-    assert "| test | RaCT | mean |" in (study / "results" / "ml-100k" / "metrics.md").read_text()
+    md = (study / "results/ml-100k/comparison.md").read_text()
+    assert "| test | RaCT |" in md and "critic r (validation users)" in md
+    for fig in ("training_curves", "metrics"):
+        for ext in ("png", "pdf"):
+            assert (study / f"results/ml-100k/figures/{fig}.{ext}").stat().st_size > 1000
+    pointer = json.loads((study / "data/raw/ml-100k.json").read_text())
+    assert pointer["format"] == "recbole" and Path(pointer["path"]).exists()
 
 
 def test_second_run_does_nothing(study):
-    r = snakemake(study, tiny_config(), "--dry-run")
-    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    assert planned_jobs(study, tiny_config()) == {}
 
 
-def test_finetune_setting_reruns_finetune_onwards_only(study):
+def change(section_path, key, value):
     config = tiny_config()
-    config["stages"]["finetune"]["learning_rate"] = 1e-5
-    r = snakemake(study, config, "--dry-run")
+    target = config
+    for part in section_path:
+        target = target[part]
+    target[key] = value
+    return config
+
+
+DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "finetune": 1, "evaluate": 2, "compare": 1,
+                        "all": 1}
+RERUNS = {
+    "finetune setting": (change(("stages", "finetune"), "learning_rate", 1e-5),
+                         {"finetune": 1, "evaluate": 2, "compare": 1, "all": 1}),
+    "critic setting": (change(("critic",), "critic_layers", [8]), DOWNSTREAM_OF_CRITIC),
+    "critic stage setting": (change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
+                             DOWNSTREAM_OF_CRITIC),
+    "actor setting": (change(("actor",), "dropout_prob", 0.4),
+                      {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4,
+                       "compare": 1, "all": 1}),
+    "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
+                              {"prepare_data": 1, "pretrain_actor": 1, "pretrain_critic": 1,
+                               "finetune": 1, "evaluate": 4, "compare": 1, "all": 1}),
+    "new seed": (change((), "seeds", [1, 2]),
+                 {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4,
+                  "compare": 1, "all": 1}),
+    "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
+                            {"evaluate": 4, "compare": 1, "all": 1}),
+}
+
+
+@pytest.mark.parametrize("case", list(RERUNS))
+def test_a_change_reruns_only_what_depends_on_it(study, case):
+    config, expected = RERUNS[case]
+    assert planned_jobs(study, config) == expected
+
+
+def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
+    # The workflow imports ract from beside its Snakefile: edit a copy of the project, and run
+    # it on a copy of the study (outputs, times and Snakemake's records).
+    repo, work = tmp_path / "repo", tmp_path / "study"
+    for part in ("Snakefile", "config.yaml", "workflow", "ract"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            repo.mkdir(exist_ok=True)
+            shutil.copy(src, repo / part)
+    shutil.copytree(study, work, symlinks=True)
+    assert planned_jobs(work, tiny_config(), root=repo) == {}
+    with open(repo / "ract" / "model.py", "a") as f:
+        f.write("\n# an edit\n")
+    # model.py is used by training and evaluation, not by data preparation
+    assert planned_jobs(work, tiny_config(), root=repo) == {
+        "pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4, "compare": 1,
+        "all": 1}
+    config = tiny_config()
+    config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
+    r = snakemake(work, config, "--touch", root=repo)  # (records the changed params once)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(repo / "ract" / "model.py", "a") as f:
+        f.write("\n# another edit\n")
+    assert planned_jobs(work, config, root=repo) == {}
+
+
+def test_sweep_shares_untouched_stages_and_picks_the_best(study):
+    config = tiny_config()
+    config["sweep"] = {"finetune": {"learning_rate": [1e-5, 1e-4]}}
+    # two finetunes per seed; actor and critic are the main run's
+    assert planned_jobs(study, config) == {"finetune": 2, "evaluate": 4, "sweep": 1, "all": 1}
+    r = snakemake(study, config)
     assert r.returncode == 0, r.stderr[-3000:]
-    jobs = planned_jobs(r.stdout + r.stderr)
-    # finetune, its validation and test evaluation, the summary table, and `all`
-    assert jobs == {"train_stage": 1, "evaluate_checkpoint": 2, "summarise_results": 1,
-                    "all": 1}, jobs
+    table = pd.read_csv(study / "results/ml-100k/sweep.csv")
+    assert len(table) == 3 and table["chosen"].sum() == 1
+    best = json.loads((study / "results/ml-100k/sweep_best.json").read_text())
+    chosen = table[table["chosen"]].iloc[0]
+    assert best["variant"] == chosen["variant"] != "main"
+    grid = table[table["variant"] != "main"]
+    assert chosen["validation ndcg@100 (RaCT)"] == grid["validation ndcg@100 (RaCT)"].max()
+    assert set(grid["finetune.learning_rate"].astype(float)) == {1e-5, 1e-4}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["stages"]["finetune"].update(lr=0.1),
+     "config: stages.finetune: Additional properties are not allowed ('lr' was unexpected)"),
+    (lambda c: c["actor"].update(dropout_prob="half"), "config: actor.dropout_prob: 'half'"),
+    (lambda c: c.update(seeds=3), "config: seeds: 3 is not of type 'array'"),
+    (lambda c: c["datasets"]["ml-100k"].update(source=None),
+     "config: datasets.ml-100k: give exactly one of `source`"),
+    (lambda c: c.update(sweep={"finetune": {"learning_rte": [1e-5]}}),
+     "config: sweep.finetune.learning_rte: unknown setting"),
+    (lambda c: c.update(sweep={"actor": {"dropout_prob": [0.5, 1.5]}}),
+     "config: sweep.actor.dropout_prob: 1.5"),
+])
+def test_config_errors_stop_before_any_job(tmp_path, edit, message):
+    config = tiny_config()
+    edit(config)
+    r = snakemake(tmp_path, config)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
+
+
+def test_schema_defaults_equal_the_library_defaults():
+    from ract.data.prepare import PrepareConfig
+    from ract.evaluate import DEFAULT_KS
+    from ract.model import ActorConfig, CriticConfig
+    from ract.train import stage_defaults
+
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]
+
+    def defaults(node):
+        return {k: v["default"] for k, v in node["properties"].items()}
+
+    def plain(value):
+        return list(value) if isinstance(value, tuple) else value
+
+    prepare = props["datasets"]["additionalProperties"]["properties"]["prepare"]
+    assert defaults(prepare) == {k: plain(getattr(PrepareConfig(), k)) for k in defaults(prepare)}
+    actor = ActorConfig(n_items=1)
+    assert defaults(props["actor"]) == {k: plain(getattr(actor, k))
+                                        for k in defaults(props["actor"])}
+    assert defaults(props["critic"]) == {k: plain(getattr(CriticConfig(), k))
+                                         for k in defaults(props["critic"])}
+    for stage, node in props["stages"]["properties"].items():
+        lib = stage_defaults(stage)
+        for key, value in defaults(node).items():
+            assert value == getattr(lib, "epochs" if key == "pretrain_epochs" else key), \
+                (stage, key)
+    assert props["evaluate"]["properties"]["ks"]["default"] == list(DEFAULT_KS)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for stage, settings in config["stages"].items():  # config.yaml shows the defaults too
+        for key, value in settings.items():
+            assert value == defaults(props["stages"]["properties"][stage])[key], (stage, key)
+
+
+def test_every_schema_key_has_a_description_and_default():
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub and "default" in sub, ".".join(path + [key])
+            walk(sub, path + [key])
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], path + ["*"])
+
+    walk(schema, [])

@@ -1,30 +1,188 @@
-DATASETS = list(config["datasets"])
-SEEDS = [int(s) for s in config["seeds"]]
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+import ract
+
 STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
-EVALUATED = ["actor_pretrain", "finetune"]  # Mult-VAE and RaCT
+MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
 SPLITS = ["validation", "test"]
+# The config sections each training stage reads (cumulatively, with the stages before it).
+STAGE_SECTIONS = {
+    "actor_pretrain": [("actor",), ("stages", "actor_pretrain")],
+    "critic_pretrain": [("critic",), ("stages", "critic_pretrain")],
+    "finetune": [("stages", "finetune")],
+}
+# The ract modules each kind of job runs; their source hash is a param when code_hash is on.
+CODE = {
+    "data": ["errors.py", "io.py", "data/sources.py", "data/readers.py", "data/prepare.py"],
+    "train": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py", "checkpoint.py",
+              "evaluate.py", "train.py"],
+    "evaluate": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py",
+                 "checkpoint.py", "evaluate.py"],
+}
 
 wildcard_constraints:
-    dataset="[^/]+",
+    dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    variant=r"main|sweep-[0-9a-f]{8}",
     seed=r"\d+",
     stage="|".join(STAGES),
     split="|".join(SPLITS),
 
 
-def previous_checkpoint(wildcards):
-    """The checkpoint a stage starts from (none for actor_pretrain)."""
-    i = STAGES.index(wildcards.stage)
-    if i == 0:
-        return []
-    return f"results/{wildcards.dataset}/seed{wildcards.seed}/{STAGES[i - 1]}.pt"
+# ---- configuration: strict schema, defaults filled in, sweep expanded into variants ----------
+
+SCHEMA = yaml.safe_load(open(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
 
 
-def stage_params(wildcards):
-    """Exactly the settings one stage uses, so that changing another stage's settings does not
-    rerun it."""
-    params = {"stage": dict(config["stages"][wildcards.stage])}
-    if wildcards.stage == "actor_pretrain":
-        params["actor"] = dict(config["actor"])
-    if wildcards.stage == "critic_pretrain":
-        params["critic"] = dict(config["critic"])
-    return params
+def fill_defaults(schema, value):
+    """Fill missing keys from the schema's defaults, for named properties and for the schema of
+    every entry of a map (datasets)."""
+    if not isinstance(value, dict):
+        return value
+    for key, sub in schema.get("properties", {}).items():
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            fill_defaults(sub, value[key])
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in set(value) - set(schema.get("properties", {})):
+            fill_defaults(extra, value[key])
+    return value
+
+
+def config_error(path, message):
+    where = ".".join(str(p) for p in path) or "(top level)"
+    raise WorkflowError(f"config: {where}: {message}")
+
+
+def check_config(cfg, where=()):
+    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(cfg),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        e = errors[0]
+        config_error(list(where) + list(e.absolute_path), e.message)
+    for name, ds in cfg["datasets"].items():
+        if (ds["source"] is None) == (ds["path"] is None):
+            config_error(["datasets", name], "give exactly one of `source` (a known data set) "
+                         "or `path` (a file on disk)")
+        if ds["path"] is not None and ds["format"] is None:
+            config_error(["datasets", name, "format"], "required with `path`")
+    return cfg
+
+
+fill_defaults(SCHEMA, config)
+check_config(config)
+
+
+def sweep_variants(cfg):
+    """{variant name: full config} for the base config ('main') and every sweep combination."""
+    grid = [((section,), key, values) if section in ("actor", "critic")
+            else (("stages", section), key, values)
+            for section, settings in cfg["sweep"].items() for key, values in settings.items()]
+    for section, key, _ in grid:
+        known = SCHEMA["properties"][section[0]]
+        known = known["properties"][section[1]] if len(section) == 2 else known
+        if key not in known["properties"]:
+            config_error(["sweep", section[-1], key], "unknown setting; expected one of "
+                         + ", ".join(known["properties"]))
+    variants = {"main": cfg}
+    for combo in itertools.product(*(values for _, _, values in grid)):
+        v = copy.deepcopy(cfg)
+        v["sweep"] = {}
+        for (section, key, _), value in zip(grid, combo):
+            target = v
+            for part in section:
+                target = target[part]
+            target[key] = value
+        check_config(v, where=("sweep",))
+        name = "sweep-" + hashlib.sha1(json.dumps(sweep_point(v), sort_keys=True)
+                                       .encode()).hexdigest()[:8]
+        variants.setdefault(name, v)
+    return variants
+
+
+def sweep_point(cfg):
+    return {"actor": cfg["actor"], "critic": cfg["critic"], "stages": cfg["stages"]}
+
+
+VARIANTS = sweep_variants(config) if any(config["sweep"].values()) else {"main": config}
+DATASETS = list(config["datasets"])
+SEEDS = list(config["seeds"])
+
+
+def section(cfg, path):
+    for part in path:
+        cfg = cfg[part]
+    return cfg
+
+
+def settings_through(variant, stage):
+    """Every setting that a stage's checkpoint depends on: its own and its predecessors'."""
+    cfg = VARIANTS[variant]
+    upto = STAGES[: STAGES.index(stage) + 1]
+    return json.dumps([section(cfg, p) for s in upto for p in STAGE_SECTIONS[s]], sort_keys=True)
+
+
+def owner(variant, stage):
+    """The first variant computing the same checkpoint: sweep variants share the stages that
+    their swept settings do not touch (a finetune sweep trains one actor and one critic)."""
+    key = settings_through(variant, stage)
+    return next(v for v in VARIANTS if settings_through(v, stage) == key)
+
+
+# ---- paths and params ------------------------------------------------------------------------
+
+def run_dir(dataset, variant, seed):
+    return f"results/{dataset}/{variant}/seed{seed}"
+
+
+def checkpoint(w, stage):
+    return f"{run_dir(w.dataset, owner(w.variant, stage), w.seed)}/{stage}.pt"
+
+
+def history(dataset, variant, seed, stage):
+    return f"{run_dir(dataset, owner(variant, stage), seed)}/{stage}_history.csv"
+
+
+def evaluation(dataset, variant, seed, stage, split):
+    v = owner(variant, stage)
+    return f"{run_dir(dataset, v, seed)}/eval/{stage}_{split}_summary.json"
+
+
+def evaluations(dataset, variant):
+    return [evaluation(dataset, variant, seed, stage, split)
+            for seed in SEEDS for stage in MODELS for split in SPLITS]
+
+
+def raw_input(w):
+    ds = config["datasets"][w.dataset]
+    return ds["path"] if ds["path"] else f"data/raw/{w.dataset}.json"
+
+
+def code_hash(kind):
+    if not config["code_hash"]:
+        return ""
+    h = hashlib.sha256()
+    root = Path(ract.__file__).parent
+    for name in CODE[kind]:
+        h.update(name.encode() + b"\0" + (root / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def stage_settings(stage):
+    """Params function: exactly the settings a stage reads (its sections of its variant)."""
+    def settings(w):
+        cfg = VARIANTS[w.variant]
+        return {p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]}
+    return settings
+
+
+def uses_gpu():
+    return 1 if config["device"] == "cuda" else 0

@@ -1,18 +1,23 @@
-from pathlib import Path
+import json
 
 from adapter import run
 
 from ract.data.prepare import PrepareConfig, prepare_split
 from ract.data.readers import read_interactions
-from ract.data.sources import fetch_dataset
 
 
 def main():
     p = snakemake.params
-    path, fmt = fetch_dataset(p.source, p.cache, offline=bool(p.offline))
-    frame = read_interactions(path, fmt)
-    prepare_split(frame, PrepareConfig(**p.settings), Path(snakemake.output.manifest).parent,
-                  source=str(path), extra={"format": fmt, "dataset": snakemake.wildcards.dataset})
+    reader = dict(p.reader)
+    raw = snakemake.input.raw
+    if not reader["format"]:  # a known data set: obtain_data wrote a pointer to the raw file
+        pointer = json.load(open(raw))
+        raw, reader["format"] = pointer["path"], pointer["format"]
+    cfg = PrepareConfig(**p.settings)
+    frame = read_interactions(raw, reader["format"], columns=reader["columns"],
+                              sep=reader["sep"], header=reader["header"])
+    prepare_split(frame, cfg, snakemake.output.manifest.rsplit("/", 1)[0], source=str(raw),
+                  extra={"format": reader["format"], "dataset": snakemake.wildcards.dataset})
 
 
 run(snakemake, main)

@@ -9,20 +9,21 @@ from ract.train import stage_defaults, train_stage
 
 def main():
     torch.set_num_threads(snakemake.threads)
-    settings = snakemake.params.settings
-    stage = dict(settings["stage"])
+    p = snakemake.params
+    stage = dict(p.settings[p.stage])
     if "pretrain_epochs" in stage:  # RecBole's name for the pretraining stages' epochs
         stage["epochs"] = stage.pop("pretrain_epochs")
-    cfg = stage_defaults(snakemake.wildcards.stage, seed=snakemake.params.seed, **stage)
+    cfg = stage_defaults(p.stage, seed=p.seed, **stage)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
-    actor = settings.get("actor")
-    critic = settings.get("critic")
+    actor, critic = p.settings.get("actor"), p.settings.get("critic")
     train_stage(
         data, cfg,
         out_checkpoint=snakemake.output.checkpoint, history_path=snakemake.output.history,
         actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
         critic_cfg=CriticConfig(**critic) if critic else None,
-        pre_model_path=snakemake.input.start or None, device="auto")
+        pre_model_path=snakemake.input.get("start"),
+        checkpoint_dir=snakemake.output.checkpoint.rsplit("/", 1)[0] + "/checkpoints",
+        device=p.device)
 
 
 run(snakemake, main)

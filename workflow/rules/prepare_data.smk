@@ -1,16 +1,20 @@
 rule prepare_data:
+    input:
+        raw=raw_input,
     output:
         manifest="results/{dataset}/split/manifest.json",
     log:
         "logs/{dataset}/prepare_data.log",
+    benchmark:
+        "benchmarks/{dataset}/prepare_data.tsv"
     params:
-        source=lambda w: config["datasets"][w.dataset]["source"],
-        offline=lambda w: config["datasets"][w.dataset].get("offline", False),
+        reader=lambda w: {k: config["datasets"][w.dataset][k]
+                          for k in ("format", "columns", "sep", "header")},
         settings=lambda w: config["datasets"][w.dataset]["prepare"],
-        cache="data/raw",
+        code=code_hash("data"),
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=60,
     script:
         "../scripts/prepare_data.py"

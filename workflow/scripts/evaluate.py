@@ -14,7 +14,7 @@ def main():
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
     state = load_checkpoint(snakemake.input.checkpoint, data_hash=data.content_hash,
                             n_items=data.n_items)
-    device = resolve_device("auto")
+    device = resolve_device(snakemake.params.device)
     frame, summary = evaluate_to_frames(build_actor(state).to(device), data,
                                         snakemake.wildcards.split, snakemake.params.ks,
                                         device=device)

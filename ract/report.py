@@ -1,0 +1,454 @@
+"""Result tables and figures from training histories and evaluation summaries.
+
+A plain library: every input is passed in as an argument (summary dicts, history frames, output
+paths) and every file is written atomically through `ract.io`. Figures are drawn on
+`matplotlib.figure.Figure` objects with the Agg canvas, so no global pyplot or backend state is
+touched.
+
+Summaries are the JSON written by evaluation, plus three keys added by the caller: `model` (the
+display name, e.g. "Mult-VAE" or "RaCT"), `seed` (int) and `variant` (str, e.g. "main").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .errors import RactError
+from .io import atomic_path
+
+KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users")
+GROUP_COLUMNS = ("variant", "split", "model")
+DEFAULT_METRICS = ("recall@20", "recall@50", "ndcg@100")
+STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
+STAGE_TITLES = {
+    "actor_pretrain": "1. actor pre-training",
+    "critic_pretrain": "2. critic pre-training\n(actor frozen)",
+    "finetune": "3. actor-critic fine-tuning",
+}
+NDCG_COLUMN = "val_ndcg@100"
+CRITIC_R_COLUMN = "val_critic_r"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading inputs
+
+
+def read_summary(path: str | os.PathLike, *, model: str, seed: int, variant: str) -> dict:
+    """Load an evaluation summary JSON and add the `model`, `seed` and `variant` keys."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RactError(f"{path}: evaluation summary not found") from None
+    except (OSError, ValueError) as exc:
+        raise RactError(f"{path}: cannot read evaluation summary as JSON ({exc})") from None
+    if not isinstance(summary, dict):
+        raise RactError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+    return {**summary, "model": model, "seed": int(seed), "variant": variant}
+
+
+def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate the per-stage history CSVs of one run (in the given order)."""
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pd.read_csv(path))
+        except FileNotFoundError:
+            raise RactError(f"{path}: training history not found") from None
+        except (OSError, ValueError) as exc:
+            raise RactError(f"{path}: cannot read training history ({exc})") from None
+    if not frames:
+        raise RactError("read_history: no history files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables
+
+
+def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
+    """One row per evaluation summary.
+
+    Columns: variant, model, seed, split, epoch, users (users evaluated), then for every metric
+    found in any summary `<metric>` (mean over users) and `<metric>_se` (standard error over
+    users); a metric missing from a summary is NaN. Rows are sorted by variant, split, model,
+    seed; metrics keep the order in which they first appear.
+    """
+    if not summaries:
+        raise RactError("metrics table: no evaluation summaries given")
+    rows, metric_names, seen = [], [], set()
+    for i, summary in enumerate(summaries):
+        where = _summary_name(summary, i)
+        if not isinstance(summary, Mapping):
+            raise RactError(f"evaluation summary {where}: expected a dict, "
+                            f"got {type(summary).__name__}")
+        for key in ("variant", "model", "seed", "split", "metrics"):
+            if key not in summary:
+                raise RactError(f"evaluation summary {where}: missing key '{key}'")
+        metrics = summary["metrics"]
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
+        try:
+            seed = int(summary["seed"])
+        except (TypeError, ValueError):
+            raise RactError(f"evaluation summary {where}: seed must be an integer, "
+                            f"got {summary['seed']!r}") from None
+        users = summary.get("n_users_evaluated", summary.get("n_users"))
+        row = {"variant": str(summary["variant"]), "model": str(summary["model"]), "seed": seed,
+               "split": str(summary["split"]), "epoch": summary.get("epoch"), "users": users}
+        for name, value in metrics.items():
+            if not isinstance(value, Mapping) or "mean" not in value:
+                raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
+            if name not in seen:
+                seen.add(name)
+                metric_names.append(name)
+            row[name] = _as_float(value["mean"])
+            row[f"{name}_se"] = _as_float(value.get("se"))
+        rows.append(row)
+    columns = list(KEY_COLUMNS) + [c for m in metric_names for c in (m, f"{m}_se")]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    dup = table.duplicated(subset=["variant", "split", "model", "seed"], keep=False)
+    if dup.any():
+        first = table[dup].iloc[0]
+        raise RactError(f"evaluation summaries: more than one summary for variant "
+                        f"'{first['variant']}', split '{first['split']}', model "
+                        f"'{first['model']}', seed {first['seed']}")
+    table = table.sort_values(["variant", "split", "model", "seed"], kind="stable")
+    table = table.reset_index(drop=True)
+    table["seed"] = table["seed"].astype(int)
+    table["epoch"] = pd.array(table["epoch"], dtype="Int64")
+    table["users"] = pd.array(table["users"], dtype="Int64")
+    return table
+
+
+def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+    """Across-seed summary of a `metrics_table`, one row per (variant, split, model).
+
+    Columns: variant, split, model, seeds (number of seeds), then per metric `<metric>` (mean
+    over seeds), `<metric>_se` (standard error across seeds: sample std with ddof=1 over
+    sqrt(seeds); NaN with one seed) and `<metric>_user_se` (mean over seeds of the per-user
+    standard error, a fallback spread when there is only one seed). Seeds where a metric is NaN
+    are left out of that metric's numbers.
+    """
+    metrics = list(metrics)
+    if table is None or len(table) == 0:
+        raise RactError("aggregate table: the metrics table is empty")
+    if not metrics:
+        raise RactError("aggregate table: no metrics requested")
+    missing = [c for c in (*GROUP_COLUMNS, "seed", *metrics) if c not in table.columns]
+    if missing:
+        raise RactError(f"aggregate table: metrics table has no column(s) {missing}; "
+                        f"available: {list(table.columns)}")
+    rows = []
+    for key, group in table.groupby(list(GROUP_COLUMNS), sort=True):
+        row = dict(zip(GROUP_COLUMNS, key))
+        row["seeds"] = int(group["seed"].nunique())
+        for m in metrics:
+            values = pd.to_numeric(group[m], errors="coerce").dropna()
+            n = len(values)
+            row[m] = float(values.mean()) if n else math.nan
+            row[f"{m}_se"] = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+            se_col = f"{m}_se"
+            if se_col in group.columns:
+                user_se = pd.to_numeric(group[se_col], errors="coerce").dropna()
+                row[f"{m}_user_se"] = float(user_se.mean()) if len(user_se) else math.nan
+            else:
+                row[f"{m}_user_se"] = math.nan
+        rows.append(row)
+    columns = [*GROUP_COLUMNS, "seeds"] + [c for m in metrics
+                                           for c in (m, f"{m}_se", f"{m}_user_se")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
+                   floatfmt: str = ".4f") -> str:
+    """A GitHub-flavoured Markdown table of `columns` (all columns when None).
+
+    Floats use `floatfmt`, missing values print as "n/a", numeric columns are right-aligned and
+    `|` inside cells is escaped. Ends with a newline.
+    """
+    columns = list(frame.columns) if columns is None else list(columns)
+    if not columns:
+        raise RactError("markdown table: no columns given")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RactError(f"markdown table: no column(s) {missing}; available: {list(frame.columns)}")
+
+    def cell(value) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+        if isinstance(value, (bool, np.bool_)):
+            return str(bool(value))
+        if isinstance(value, (int, np.integer)):
+            return str(int(value))
+        if isinstance(value, (float, np.floating)):
+            return format(float(value), floatfmt)
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    def numeric(col) -> bool:
+        return (pd.api.types.is_numeric_dtype(frame[col])
+                and not pd.api.types.is_bool_dtype(frame[col]))
+
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
+             "|" + "|".join("---:" if numeric(c) else ":---" for c in columns) + "|"]
+    # itertuples keeps each column's type (iterrows would turn the ints of a mixed row to floats)
+    for record in frame[columns].itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+
+def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
+                         path_pdf: str | os.PathLike | None = None) -> None:
+    """Validation NDCG@100 through the training stages, one line per seed.
+
+    `histories` maps seed -> that run's stage histories concatenated (columns `stage`, `epoch`,
+    `val_ndcg@100`, optionally `val_critic_r`). The x axis counts epochs cumulatively over the
+    stages (actor, then critic, then fine-tuning), broken into one panel per stage so the short
+    actor and fine-tuning stages are not squeezed by the long critic stage; dashed lines mark
+    where each stage starts. The actor panel has its own y scale (NDCG climbs from near zero);
+    the critic and fine-tuning panels share a zoomed y scale so fine-tuning changes are visible.
+    When critic Pearson r values are present, a second row shows them for the critic and
+    fine-tuning stages.
+    """
+    if not histories:
+        raise RactError("training curves: no training histories given")
+    runs = {}
+    for seed, frame in histories.items():
+        if not isinstance(frame, pd.DataFrame) or frame.empty:
+            raise RactError(f"training curves: history of seed {seed} is empty")
+        for col in ("stage", "epoch", NDCG_COLUMN):
+            if col not in frame.columns:
+                raise RactError(f"training curves: history of seed {seed} has no column '{col}'")
+        unknown = sorted(set(frame["stage"].astype(str)) - set(STAGES))
+        if unknown:
+            raise RactError(f"training curves: history of seed {seed} has unknown stage(s) "
+                            f"{unknown}; expected {list(STAGES)}")
+        runs[seed] = frame
+    stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
+
+    # Cumulative offset of each stage: the epochs of all earlier stages (longest run).
+    offsets, total = {}, 0
+    for stage in stages:
+        offsets[stage] = total
+        total += max(int(f.loc[f["stage"] == stage, "epoch"].max())
+                     for f in runs.values() if (f["stage"] == stage).any())
+
+    def stage_rows(frame, stage, column):
+        rows = frame.loc[frame["stage"] == stage, ["epoch", column]] if column in frame else None
+        if rows is None:
+            return None
+        rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
+        rows = rows.dropna().sort_values("epoch")
+        return rows if len(rows) else None
+
+    critic_stages = [s for s in stages if s != "actor_pretrain"]
+    has_r = any(stage_rows(f, s, CRITIC_R_COLUMN) is not None
+                for f in runs.values() for s in critic_stages)
+    nrows = 2 if has_r else 1
+    seeds = sorted(runs, key=_seed_key)
+    colors = {seed: _color(i) for i, seed in enumerate(seeds)}
+
+    fig = Figure(figsize=(max(4.0, 3.8 * len(stages)), 3.4 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(nrows, len(stages), height_ratios=[1.3, 1][:nrows])
+    top, bottom = {}, {}
+    zoom_ref = None
+    for j, stage in enumerate(stages):
+        if stage == "actor_pretrain" or zoom_ref is None:
+            ax = fig.add_subplot(grid[0, j])
+            if stage != "actor_pretrain":
+                zoom_ref = ax
+        else:
+            ax = fig.add_subplot(grid[0, j], sharey=zoom_ref)
+            ax.tick_params(labelleft=False)
+        top[stage] = ax
+        if has_r and stage in critic_stages:
+            bottom[stage] = fig.add_subplot(grid[1, j], sharex=ax,
+                                            sharey=next(iter(bottom.values()), None))
+            ax.tick_params(labelbottom=False)
+            if len(bottom) > 1:
+                bottom[stage].tick_params(labelleft=False)
+
+    for stage in stages:
+        off = offsets[stage]
+        for seed in seeds:
+            rows = stage_rows(runs[seed], stage, NDCG_COLUMN)
+            if rows is not None:
+                top[stage].plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed],
+                                lw=1.4, label=f"seed {seed}")
+            if stage in bottom:
+                rows = stage_rows(runs[seed], stage, CRITIC_R_COLUMN)
+                if rows is not None:
+                    bottom[stage].plot(rows["epoch"] + off, rows[CRITIC_R_COLUMN],
+                                       color=colors[seed], lw=1.0, alpha=0.85)
+        end = off + max(int(f.loc[f["stage"] == stage, "epoch"].max())
+                        for f in runs.values() if (f["stage"] == stage).any())
+        span = max(end - off, 1)
+        for ax in (top[stage], bottom.get(stage)):
+            if ax is None:
+                continue
+            # A small margin on both sides keeps the stage-start line off the axis spine.
+            ax.set_xlim(off - 0.03 * span, end + 0.03 * span)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=9)
+            if off > 0:  # stage boundary: this stage starts from the previous stage's model
+                ax.axvline(off, color="0.35", ls="--", lw=1.0)
+        top[stage].set_title(f"{STAGE_TITLES[stage]}\nepochs {off}\u2013{end}", fontsize=10)
+
+    first = top[stages[0]]
+    if zoom_ref is not None and "actor_pretrain" in top:
+        # Show in the actor panel which NDCG range the zoomed panels cover.
+        low, high = zoom_ref.get_ylim()
+        top["actor_pretrain"].axhspan(low, high, color="0.5", alpha=0.18, lw=0, zorder=0)
+    first.set_ylabel("validation NDCG@100", fontsize=10)
+    if zoom_ref is not None and zoom_ref is not first:
+        zoom_ref.set_ylabel("validation NDCG@100 (zoomed)", fontsize=10)
+    if bottom:
+        next(iter(bottom.values())).set_ylabel("critic validation\nPearson r", fontsize=10)
+        for ax in bottom.values():
+            ax.axhline(0.0, color="0.6", lw=0.8)
+
+    handles, labels = first.get_legend_handles_labels()
+    if has_r and "actor_pretrain" in stages:
+        # The actor stage has no critic: use the free panel below it for the legend and a note.
+        spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
+        spare.axis("off")
+        spare.legend(handles, labels, loc="upper center", fontsize=9, title="run",
+                     title_fontsize=9, frameon=False)
+        spare.text(0.5, 0.08, "no critic during actor pre-training\ndashed lines: start of a stage\n"
+                   "grey band: y range of the zoomed panels",
+                   ha="center", va="bottom", fontsize=8.5, color="0.3",
+                   transform=spare.transAxes)
+    else:
+        fig.legend(handles, labels, loc="outside right center", fontsize=9, title="run",
+                   title_fontsize=9, frameon=False)
+    fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
+    fig.suptitle("Validation NDCG@100 through training", fontsize=12)
+    _save(fig, path_png, path_pdf)
+
+
+def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
+                     path_pdf: str | os.PathLike | None = None, split: str = "test",
+                     metrics: Sequence[str] | None = None) -> None:
+    """Grouped bars: one group per metric, one bar per model (per variant and model when the
+    aggregate holds several variants), from an `aggregate_table`.
+
+    Bar height is the mean over seeds. Error bars are the standard error across seeds
+    (`<metric>_se`); for a row with a single seed, where that is undefined, the per-user
+    standard error (`<metric>_user_se`) is drawn instead and the legend says so. `metrics`
+    defaults to every metric in the aggregate.
+    """
+    if aggregate is None or len(aggregate) == 0:
+        raise RactError("metric bars: the aggregate table is empty")
+    missing = [c for c in (*GROUP_COLUMNS, "seeds") if c not in aggregate.columns]
+    if missing:
+        raise RactError(f"metric bars: aggregate table has no column(s) {missing}")
+    frame = aggregate[aggregate["split"] == split]
+    if frame.empty:
+        raise RactError(f"metric bars: no rows for split '{split}'; "
+                        f"available: {sorted(set(aggregate['split']))}")
+    if metrics is None:
+        metrics = [c for c in aggregate.columns
+                   if c not in (*GROUP_COLUMNS, "seeds") and not c.endswith("_se")]
+    metrics = list(metrics)
+    absent = [m for m in metrics if m not in frame.columns]
+    if not metrics or absent:
+        raise RactError(f"metric bars: metric(s) {absent or metrics} not in the aggregate table")
+
+    several_variants = frame["variant"].nunique() > 1
+    series = frame.to_dict("records")
+    n = len(series)
+    width = 0.8 / n
+    x = np.arange(len(metrics))
+    fig = Figure(figsize=(max(5.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2),
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = 0.0
+    for i, row in enumerate(series):
+        heights = np.array([_as_float(row[m]) for m in metrics])
+        single = int(row["seeds"]) < 2
+        err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
+        errors = np.array([_as_float(row.get(c)) for c in err_cols])
+        label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
+        label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+        label += ", per-user SE)" if single else ")"
+        pos = x - 0.4 + width * (i + 0.5)
+        yerr = np.where(np.isfinite(errors), errors, 0.0)
+        bars = ax.bar(pos, heights, width * 0.92, color=_color(i), label=label,
+                      yerr=yerr, capsize=3, error_kw={"lw": 1.0, "ecolor": "0.2"})
+        if n <= 4:
+            for bar, h, e in zip(bars, heights, yerr):
+                if np.isfinite(h):
+                    ax.text(bar.get_x() + bar.get_width() / 2, h + e, f"{h:.3f}",
+                            ha="center", va="bottom", fontsize=8)
+        finite = heights + yerr
+        finite = finite[np.isfinite(finite)]
+        if len(finite):
+            top = max(top, float(finite.max()))
+    ax.set_xticks(x, metrics, fontsize=10)
+    ax.set_ylabel("mean metric value over seeds", fontsize=10)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
+    fig.legend(loc="outside lower center", ncols=min(n, 3), fontsize=9, frameon=False)
+    _save(fig, path_png, path_pdf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _save(fig: Figure, path_png, path_pdf) -> None:
+    try:
+        with atomic_path(path_png) as tmp:
+            fig.savefig(tmp, format="png", dpi=150)
+        if path_pdf is not None:
+            with atomic_path(path_pdf) as tmp:
+                fig.savefig(tmp, format="pdf")
+    finally:
+        fig.clear()
+
+
+def _color(i: int):
+    palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+    return palette[i % len(palette)]
+
+
+def _seed_key(seed):
+    try:
+        return (0, int(seed), "")
+    except (TypeError, ValueError):
+        return (1, 0, str(seed))
+
+
+def _summary_name(summary, index: int) -> str:
+    parts = [f"#{index}"]
+    for key in ("model", "variant", "seed", "split"):
+        if isinstance(summary, Mapping) and key in summary:
+            parts.append(f"{key}={summary[key]}")
+    return "(" + ", ".join(parts) + ")"
+
+
+def _as_float(value) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

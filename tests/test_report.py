@@ -1,0 +1,170 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ract import report
+from ract.errors import RactError
+
+
+def summary(model, seed, split="test", variant="main", recall=0.3, ndcg=0.4, epoch=5):
+    return {"split": split, "n_users": 10, "n_users_evaluated": 9, "n_users_without_holdout": 1,
+            "metrics": {"recall@20": {"mean": recall, "se": 0.01, "n_users": 9},
+                        "ndcg@100": {"mean": ndcg, "se": 0.02, "n_users": 9}},
+            "checkpoint": f"{model}.pt", "stage": "finetune", "epoch": epoch,
+            "model": model, "seed": seed, "variant": variant}
+
+
+@pytest.fixture
+def summaries():
+    # RaCT recall over seeds: 0.2, 0.4, 0.6 -> mean 0.4, std 0.2, se 0.2/sqrt(3)
+    return [summary("RaCT", 3, recall=0.6, ndcg=0.5), summary("Mult-VAE", 1, recall=0.3),
+            summary("RaCT", 1, recall=0.2, ndcg=0.5), summary("RaCT", 2, recall=0.4, ndcg=0.5),
+            summary("Mult-VAE", 1, split="validation", recall=0.35)]
+
+
+def history(seed, n_actor=6, n_critic=10, n_finetune=4):
+    rng = np.random.default_rng(seed)
+    parts = []
+    for stage, n in (("actor_pretrain", n_actor), ("critic_pretrain", n_critic),
+                     ("finetune", n_finetune)):
+        epochs = np.arange(n + 1)
+        ndcg = 0.1 + 0.3 * epochs / n if stage == "actor_pretrain" else 0.4 + rng.normal(0, 0.005, n + 1)
+        r = np.full(n + 1, np.nan) if stage == "actor_pretrain" else rng.uniform(0, 0.6, n + 1)
+        parts.append(pd.DataFrame({"stage": stage, "epoch": epochs, "val_ndcg@100": ndcg,
+                                   "val_critic_r": r}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_metrics_table_rows_columns_and_order(summaries):
+    table = report.metrics_table(summaries)
+    assert list(table.columns) == ["variant", "model", "seed", "split", "epoch", "users",
+                                   "recall@20", "recall@20_se", "ndcg@100", "ndcg@100_se"]
+    assert list(zip(table["split"], table["model"], table["seed"])) == [
+        ("test", "Mult-VAE", 1), ("test", "RaCT", 1), ("test", "RaCT", 2), ("test", "RaCT", 3),
+        ("validation", "Mult-VAE", 1)]
+    assert table["users"].tolist() == [9] * 5
+    assert table.loc[3, "recall@20"] == 0.6
+    assert table.loc[3, "recall@20_se"] == 0.01
+
+
+def test_metrics_table_missing_metric_is_nan(summaries):
+    extra = summary("Other", 1)
+    extra["metrics"]["mrr@20"] = {"mean": 0.7, "se": 0.1, "n_users": 9}
+    table = report.metrics_table(summaries + [extra])
+    assert "mrr@20" in table.columns and "mrr@20_se" in table.columns
+    assert table["mrr@20"].notna().sum() == 1
+
+
+def test_aggregate_mean_and_se(summaries):
+    agg = report.aggregate_table(report.metrics_table(summaries), metrics=("recall@20", "ndcg@100"))
+    assert list(agg.columns) == ["variant", "split", "model", "seeds",
+                                 "recall@20", "recall@20_se", "recall@20_user_se",
+                                 "ndcg@100", "ndcg@100_se", "ndcg@100_user_se"]
+    assert len(agg) == 3
+    ract = agg[(agg["model"] == "RaCT") & (agg["split"] == "test")].iloc[0]
+    assert ract["seeds"] == 3
+    assert ract["recall@20"] == pytest.approx(0.4)
+    assert ract["recall@20_se"] == pytest.approx(0.2 / math.sqrt(3))
+    assert ract["ndcg@100_se"] == pytest.approx(0.0)
+    assert ract["recall@20_user_se"] == pytest.approx(0.01)
+    single = agg[(agg["model"] == "Mult-VAE") & (agg["split"] == "test")].iloc[0]
+    assert single["seeds"] == 1 and single["recall@20"] == pytest.approx(0.3)
+    assert math.isnan(single["recall@20_se"])
+
+
+def test_aggregate_unknown_metric(summaries):
+    with pytest.raises(RactError, match="recall@50"):
+        report.aggregate_table(report.metrics_table(summaries))  # default metrics include it
+
+
+def test_markdown_table(summaries):
+    table = report.metrics_table(summaries)
+    table.loc[0, "model"] = "a|b"
+    text = report.markdown_table(table, ["model", "seed", "recall@20", "recall@20_se"])
+    lines = text.strip().split("\n")
+    assert lines[0] == "| model | seed | recall@20 | recall@20_se |"
+    assert lines[1] == "|:---|---:|---:|---:|"
+    assert len(lines) == 2 + len(table)
+    assert lines[2] == "| a\\|b | 1 | 0.3000 | 0.0100 |"
+    agg = report.aggregate_table(table, metrics=("recall@20",))
+    assert "n/a" in report.markdown_table(agg, ["model", "recall@20_se"], floatfmt=".2f")
+    with pytest.raises(RactError, match="nope"):
+        report.markdown_table(table, ["nope"])
+
+
+def test_read_summary(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({k: v for k, v in summary("x", 0).items()
+                                if k not in ("model", "seed", "variant")}))
+    loaded = report.read_summary(path, model="RaCT", seed=2, variant="main")
+    assert (loaded["model"], loaded["seed"], loaded["variant"]) == ("RaCT", 2, "main")
+    with pytest.raises(RactError, match="not found"):
+        report.read_summary(tmp_path / "missing.json", model="m", seed=1, variant="v")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(RactError, match="JSON"):
+        report.read_summary(tmp_path / "bad.json", model="m", seed=1, variant="v")
+
+
+def assert_figure(path, magic):
+    assert path.exists() and path.stat().st_size > 1000
+    assert path.read_bytes().startswith(magic)
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_plot_training_curves(tmp_path):
+    report.plot_training_curves({1: history(1), 2: history(2)}, tmp_path / "c.png",
+                                tmp_path / "c.pdf")
+    assert_figure(tmp_path / "c.png", b"\x89PNG")
+    assert_figure(tmp_path / "c.pdf", b"%PDF")
+
+
+def test_plot_training_curves_partial_stages(tmp_path):
+    actor_only = history(1)
+    actor_only = actor_only[actor_only["stage"] == "actor_pretrain"].drop(columns="val_critic_r")
+    report.plot_training_curves({1: actor_only}, tmp_path / "a.png")
+    assert_figure(tmp_path / "a.png", b"\x89PNG")
+
+
+def test_plot_metric_bars(tmp_path, summaries):
+    agg = report.aggregate_table(report.metrics_table(summaries), metrics=("recall@20", "ndcg@100"))
+    report.plot_metric_bars(agg, tmp_path / "b.png", tmp_path / "b.pdf")
+    assert_figure(tmp_path / "b.png", b"\x89PNG")
+    assert_figure(tmp_path / "b.pdf", b"%PDF")
+    report.plot_metric_bars(agg, tmp_path / "v.png", split="validation")  # one seed only
+    assert_figure(tmp_path / "v.png", b"\x89PNG")
+    with pytest.raises(RactError, match="split 'nope'"):
+        report.plot_metric_bars(agg, tmp_path / "x.png", split="nope")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bad_input(tmp_path, summaries):
+    with pytest.raises(RactError, match="no evaluation summaries"):
+        report.metrics_table([])
+    broken = dict(summaries[0])
+    del broken["seed"]
+    with pytest.raises(RactError, match="missing key 'seed'"):
+        report.metrics_table([broken])
+    with pytest.raises(RactError, match="more than one summary"):
+        report.metrics_table([summaries[0], summaries[0]])
+    with pytest.raises(RactError, match="no training histories"):
+        report.plot_training_curves({}, tmp_path / "c.png")
+    with pytest.raises(RactError, match="val_ndcg@100"):
+        report.plot_training_curves({1: history(1).drop(columns="val_ndcg@100")},
+                                    tmp_path / "c.png")
+    with pytest.raises(RactError, match="empty"):
+        report.plot_training_curves({1: history(1).iloc[0:0]}, tmp_path / "c.png")
+    with pytest.raises(RactError, match="unknown stage"):
+        report.plot_training_curves({1: history(1).replace("finetune", "other")},
+                                    tmp_path / "c.png")
+    with pytest.raises(RactError, match="empty"):
+        report.plot_metric_bars(pd.DataFrame(), tmp_path / "b.png")
+    assert not list(tmp_path.iterdir())
+
+
+def test_markdown_keeps_integer_columns_integer_beside_floats():
+    frame = pd.DataFrame({"seed": [1, 2], "steps": [2000, 2000], "r": [0.81234, 0.5]})
+    text = report.markdown_table(frame, floatfmt=".3f")
+    assert "| 1 | 2000 | 0.812 |" in text and "| 2 | 2000 | 0.500 |" in text

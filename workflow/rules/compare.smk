@@ -1,0 +1,26 @@
+rule compare:
+    input:
+        summaries=lambda w: evaluations(w.dataset, "main"),
+        histories=lambda w: [history(w.dataset, "main", seed, stage)
+                             for seed in SEEDS for stage in STAGES],
+    output:
+        csv="results/{dataset}/comparison.csv",
+        md="results/{dataset}/comparison.md",
+        curves=report("results/{dataset}/figures/training_curves.png",
+                      caption="../report/training_curves.rst", category="{dataset}"),
+        curves_pdf="results/{dataset}/figures/training_curves.pdf",
+        bars=report("results/{dataset}/figures/metrics.png",
+                    caption="../report/metrics.rst", category="{dataset}"),
+        bars_pdf="results/{dataset}/figures/metrics.pdf",
+    log:
+        "logs/{dataset}/compare.log",
+    params:
+        # (seed, model) of each summary and seed of each history, in input order
+        summaries=[(seed, MODELS[stage]) for seed in SEEDS for stage in MODELS for _ in SPLITS],
+        histories=[seed for seed in SEEDS for _ in STAGES],
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/compare.py"

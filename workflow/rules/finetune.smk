@@ -1,0 +1,24 @@
+rule finetune:
+    input:
+        split="results/{dataset}/split/manifest.json",
+        start=lambda w: checkpoint(w, "critic_pretrain"),
+    output:
+        checkpoint="results/{dataset}/{variant}/seed{seed}/finetune.pt",
+        history="results/{dataset}/{variant}/seed{seed}/finetune_history.csv",
+    log:
+        "logs/{dataset}/{variant}/seed{seed}/finetune.log",
+    benchmark:
+        "benchmarks/{dataset}/{variant}/seed{seed}/finetune.tsv"
+    params:
+        stage="finetune",
+        settings=stage_settings("finetune"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/train_stage.py"

@@ -1,0 +1,23 @@
+rule pretrain_actor:
+    input:
+        split="results/{dataset}/split/manifest.json",
+    output:
+        checkpoint="results/{dataset}/{variant}/seed{seed}/actor_pretrain.pt",
+        history="results/{dataset}/{variant}/seed{seed}/actor_pretrain_history.csv",
+    log:
+        "logs/{dataset}/{variant}/seed{seed}/actor_pretrain.log",
+    benchmark:
+        "benchmarks/{dataset}/{variant}/seed{seed}/actor_pretrain.tsv"
+    params:
+        stage="actor_pretrain",
+        settings=stage_settings("actor_pretrain"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/train_stage.py"

@@ -1,0 +1,24 @@
+rule pretrain_critic:
+    input:
+        split="results/{dataset}/split/manifest.json",
+        start=lambda w: checkpoint(w, "actor_pretrain"),
+    output:
+        checkpoint="results/{dataset}/{variant}/seed{seed}/critic_pretrain.pt",
+        history="results/{dataset}/{variant}/seed{seed}/critic_pretrain_history.csv",
+    log:
+        "logs/{dataset}/{variant}/seed{seed}/critic_pretrain.log",
+    benchmark:
+        "benchmarks/{dataset}/{variant}/seed{seed}/critic_pretrain.tsv"
+    params:
+        stage="critic_pretrain",
+        settings=stage_settings("critic_pretrain"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/train_stage.py"

@@ -1,0 +1,50 @@
+import pandas as pd
+from adapter import run
+
+from ract.io import write_csv, write_text
+from ract.report import (aggregate_table, markdown_table, metrics_table, plot_metric_bars,
+                         plot_training_curves, read_history, read_summary)
+
+SHOWN = ["recall@20", "recall@50", "ndcg@100"]
+CRITIC = {"critic_r_train": "critic r (training batches)",
+          "val_critic_r": "critic r (validation users)",
+          "val_nll_r": "NLL r (validation users)",
+          "val_nll_slope_negative": "share of users with d critic/d NLL < 0"}
+
+
+def main():
+    p = snakemake.params
+    summaries = [read_summary(path, model=model, seed=seed, variant="main")
+                 for path, (seed, model) in zip(snakemake.input.summaries, p.summaries)]
+    table = metrics_table(summaries)
+    write_csv(snakemake.output.csv, table)
+    aggregate = aggregate_table(table, SHOWN)
+
+    by_seed = {}
+    for path, seed in zip(snakemake.input.histories, p.histories):
+        by_seed.setdefault(seed, []).append(path)
+    histories = {seed: read_history(paths) for seed, paths in by_seed.items()}
+    critic_rows = []
+    for seed, h in histories.items():
+        last = h[h["stage"] == "critic_pretrain"].iloc[-1]
+        critic_rows.append({"seed": seed, "critic steps": int(last["steps"]),
+                            **{label: last[col] for col, label in CRITIC.items()}})
+
+    cells = aggregate.copy()
+    for m in SHOWN:
+        cells[m] = [f"{a:.4f} ± {b:.4f}" if pd.notna(b) else f"{a:.4f}"
+                    for a, b in zip(aggregate[m], aggregate[f"{m}_se"])]
+    text = ["Mean over seeds ± standard error across seeds:", "",
+            markdown_table(cells, ["split", "model", "seeds", *SHOWN]), "",
+            "Per seed:", "",
+            markdown_table(table, ["split", "model", "seed", "epoch", "users", *SHOWN]), "",
+            "Critic fit at the end of critic pretraining:", "",
+            markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps", *CRITIC.values()],
+                           floatfmt=".3f")]
+    write_text(snakemake.output.md, "\n".join(text) + "\n")
+    plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf)
+    plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
+                     metrics=SHOWN)
+
+
+run(snakemake, main)

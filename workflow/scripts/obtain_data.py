@@ -1,0 +1,14 @@
+from adapter import run
+
+from ract.data.sources import fetch_dataset
+from ract.io import write_json
+
+
+def main():
+    p = snakemake.params
+    path, fmt = fetch_dataset(p.source, p.cache, offline=bool(p.offline))
+    # A pointer, not a copy: the raw file stays in the download cache.
+    write_json(snakemake.output.pointer, {"dataset": p.source, "path": str(path), "format": fmt})
+
+
+run(snakemake, main)
