@@ -229,3 +229,18 @@ def test_every_schema_key_has_a_description_and_default():
             walk(node["additionalProperties"], path + ["*"])
 
     walk(schema, [])
+
+
+def test_failing_job_names_rule_dataset_and_log_and_leaves_no_output(tmp_path):
+    (tmp_path / "bad.csv").write_text("user,item,rating\n1,2,5\n1,3,oops\n")
+    config = tiny_config()
+    config["datasets"] = {"my-data": {"path": str(tmp_path / "bad.csv"), "format": "csv"}}
+    r = snakemake(tmp_path, config)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "Error in rule prepare_data" in out and "dataset=my-data" in out
+    assert "logs/my-data/prepare_data.log" in out
+    assert "line 3: rating 'oops' is not a number" in out
+    assert "line 3: rating 'oops' is not a number" in (
+        tmp_path / "logs/my-data/prepare_data.log").read_text()
+    assert not (tmp_path / "results/my-data/split").exists()

@@ -4,7 +4,8 @@ rule compare:
         histories=lambda w: [history(w.dataset, "main", seed, stage)
                              for seed in SEEDS for stage in STAGES],
     output:
-        csv="results/{dataset}/comparison.csv",
+        csv=report("results/{dataset}/comparison.csv", caption="../report/comparison.rst",
+                   category="{dataset}"),
         md="results/{dataset}/comparison.md",
         curves=report("results/{dataset}/figures/training_curves.png",
                       caption="../report/training_curves.rst", category="{dataset}"),
