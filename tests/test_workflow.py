@@ -74,7 +74,7 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
         for ext in ("png", "pdf"):
             assert (study / f"results/ml-100k/figures/{fig}.{ext}").stat().st_size > 1000
     pointer = json.loads((study / "data/raw/ml-100k.json").read_text())
-    assert pointer["format"] == "recbole" and Path(pointer["path"]).exists()
+    assert pointer["format"] == "recbole" and (study / pointer["path"]).exists()
 
 
 def test_second_run_does_nothing(study):
