@@ -165,7 +165,7 @@ def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
     if critic is not None:
         pred, target = torch.cat(preds), torch.cat(targets)
         has = ~torch.isnan(target)
-        row["val_critic_mse"] = (pred[has] - target[has]).pow(2).mean().item()
+        row["val_critic_mse"] = _critic_mse(pred, target).item()
         row["val_critic_r"] = pearson(pred, target)
         row["val_nll_r"] = pearson(torch.cat(nlls), target)
         # d critic / d NLL < 0 means "lower NLL scores higher": the direction finetuning needs.
@@ -186,13 +186,15 @@ class _Run:
         self.actor_opt = (torch.optim.Adam(actor.parameters(), lr=cfg.learning_rate,
                                            weight_decay=cfg.weight_decay)
                           if stage in ("actor_pretrain", "finetune") else None)
-        critic_lr = cfg.learning_rate if stage == "critic_pretrain" else cfg.critic_learning_rate
-        train_critic = stage == "critic_pretrain" or (stage == "finetune"
-                                                      and not cfg.freeze_critic)
-        self.critic_opt = (torch.optim.Adam(critic.parameters(), lr=critic_lr,
-                                            weight_decay=cfg.weight_decay if stage ==
-                                            "critic_pretrain" else 0.0)
-                           if train_critic else None)
+        # The critic's optimizer: its own stage's settings in critic_pretrain; in finetune its
+        # own learning rate and no weight decay (weight_decay there is the actor's).
+        pretraining = stage == "critic_pretrain"
+        self.critic_opt = None
+        if pretraining or (stage == "finetune" and not cfg.freeze_critic):
+            self.critic_opt = torch.optim.Adam(
+                critic.parameters(),
+                lr=cfg.learning_rate if pretraining else cfg.critic_learning_rate,
+                weight_decay=cfg.weight_decay if pretraining else 0.0)
 
     def epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training users in a fresh random order; batch means of the
