@@ -1,5 +1,5 @@
-"""Evaluation and recommendation from a trained actor (SPEC 1: score all items, mask the
-user's known items, rank)."""
+"""Evaluation and recommendation from a trained model, the actor or a baseline (SPEC 1: score
+all items, mask the user's known items, rank)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def masked_scores(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
     return scores
 
 
+def score(model, x: torch.Tensor) -> torch.Tensor:
+    """Scores (B, n_items) of any model: the actor's logits, or a baseline's output."""
+    out = model(x)
+    return out.logits if isinstance(out, ActorOutput) else out
+
+
 def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) -> ActorOutput:
     """The actor's eval-mode output on fold-in rows, with fold-in as 'kept' and held-out as
     'dropped' -- the evaluation analogue of a training dropout mask, used for the critic's fit."""
@@ -50,14 +56,14 @@ def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) ->
 
 
 @torch.inference_mode()
-def evaluate_actor(actor: MultVAE, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
+def evaluate_model(model, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
                    batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
     """Per-user metrics (float64, NaN for users without held-out items) over the whole split,
-    plus 'n_holdout' (items to predict per user)."""
-    actor.eval()
+    plus 'n_holdout' (items to predict per user). `model` is the actor or a baseline."""
+    model.eval()
     parts: dict[str, list] = {}
     for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
-        scores = masked_scores(actor(x_in).logits, exclude)
+        scores = masked_scores(score(model, x_in), exclude)
         per = ranking_metrics(scores, holdout > 0, ks, metrics)
         per["n_holdout"] = holdout.sum(dim=1).double()
         for key, value in per.items():
@@ -65,10 +71,10 @@ def evaluate_actor(actor: MultVAE, split: EvalSplit, ks=DEFAULT_KS, metrics=METR
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def evaluate_to_frames(actor: MultVAE, data: SplitData, split: str, ks=DEFAULT_KS, *,
+def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
                        batch_size: int = EVAL_BATCH_SIZE, device="cpu"):
     """(per-user DataFrame with original user ids, summary dict) for one split."""
-    per_user = evaluate_actor(actor, data.eval_split(split), check_ks(ks),
+    per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
                               batch_size=batch_size, device=device)
     n_holdout = per_user.pop("n_holdout")
     frame = pd.DataFrame({"user": data.users(split)["user"],
@@ -86,7 +92,7 @@ def evaluate_to_frames(actor: MultVAE, data: SplitData, split: str, ks=DEFAULT_K
 
 
 @torch.inference_mode()
-def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
+def recommend(model, data: SplitData, users, n: int = 10, *,
               device="cpu") -> pd.DataFrame:
     """Top-n items (original ids) for users given by original id, from their known history
     (training row, or fold-in for held-out users); items they already have are excluded."""
@@ -100,7 +106,7 @@ def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
         raise RactError(f"users not in {data.path / 'users.csv'}: "
                         f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
     items = data.items()
-    actor.eval()
+    model.eval()
     frames = []
     for split, group in found.reset_index().groupby("split", sort=False):
         rows = group["index"].to_numpy(dtype=np.int64)
@@ -109,7 +115,7 @@ def recommend(actor: MultVAE, data: SplitData, users, n: int = 10, *,
         else:
             es = data.eval_split(split)
             x_in, exclude = dense_rows(es.input, rows, device), dense_rows(es.exclude, rows, device)
-        scores = masked_scores(actor(x_in).logits, exclude)
+        scores = masked_scores(score(model, x_in), exclude)
         k = min(n, scores.shape[1])
         top = top_k_items(scores, k)  # (B, k)
         top_scores = scores.gather(1, top)

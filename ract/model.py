@@ -31,6 +31,9 @@ class ActorConfig:
     dropout_prob: float = 0.5
     anneal_cap: float = 0.2
     total_anneal_steps: int = 200_000
+    # False gives Mult-DAE (Liang et al. 2018): the encoder's tanh output is the code itself,
+    # no sampling and no KL term; with mlp_hidden_size=() it is their [I -> 200 -> I].
+    variational: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_hidden_size", tuple(int(h) for h in self.mlp_hidden_size))
@@ -86,13 +89,16 @@ class ActorOutput:
     logvar: torch.Tensor  # (B, latent)
     kept: torch.Tensor  # (B, n_items) bool: the user's items the dropout mask kept
     dropped: torch.Tensor  # (B, n_items) bool: the user's items the mask dropped
+    variational: bool = True
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """Multinomial NLL per user over the full row x (B,)."""
         return -(F.log_softmax(self.logits, dim=1) * x).sum(dim=1)
 
     def kl(self) -> torch.Tensor:
-        """KL(q(z|x) || N(0, I)) per user (B,)."""
+        """KL(q(z|x) || N(0, I)) per user (B,); zero for the non-variational Mult-DAE."""
+        if not self.variational:
+            return self.mu.new_zeros(self.mu.shape[0])
         return 0.5 * (-self.logvar + self.logvar.exp() + self.mu.pow(2) - 1.0).sum(dim=1)
 
 
@@ -104,7 +110,8 @@ class MultVAE(nn.Module):
         self.cfg = cfg
         hidden = list(cfg.mlp_hidden_size)
         # The last encoder layer emits mu and logvar side by side, as in vae_cf.
-        self.encoder = _mlp([cfg.n_items, *hidden, 2 * cfg.latent_dimension])
+        code = 2 * cfg.latent_dimension if cfg.variational else cfg.latent_dimension
+        self.encoder = _mlp([cfg.n_items, *hidden, code])
         self.decoder = _mlp([cfg.latent_dimension, *hidden[::-1], cfg.n_items])
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ActorOutput:
@@ -120,6 +127,10 @@ class MultVAE(nn.Module):
         else:
             kept = present
         h = _forward_mlp(self.encoder, h, torch.tanh)
+        if not self.cfg.variational:  # Mult-DAE: deterministic code, tanh after every layer
+            z = torch.tanh(h)  # (B, latent)
+            logits = _forward_mlp(self.decoder, z, torch.tanh)
+            return ActorOutput(logits, z, torch.zeros_like(z), kept, present & ~kept, False)
         mu, logvar = h.chunk(2, dim=1)  # (B, latent) each
         if self.training:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device)

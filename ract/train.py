@@ -60,7 +60,10 @@ class StageConfig:
     epochs: int
     learning_rate: float
     batch_size: int = 500
-    weight_decay: float = 0.0  # L2 on the trained network (vae_cf trains Mult-VAE with 0)
+    weight_decay: float = 0.0  # Adam's L2 on the trained network (vae_cf trains Mult-VAE with 0)
+    # actor_pretrain: lam * (sum of squared weights) added to the loss of every batch, as in
+    # vae_cf (Mult-DAE: lam = 0.01 / batch size = 2e-5 for batches of 500).
+    l2_penalty: float = 0.0
     # Critic only: run at least this many optimizer steps, extending `epochs` if needed. The
     # paper's 50 epochs are ~11,650 steps on ML-20M but 100 on ml-100k, too few to fit (SPEC 3).
     min_steps: int = 0
@@ -76,6 +79,7 @@ class StageConfig:
             (self.learning_rate > 0, "learning_rate", "a number > 0"),
             (self.batch_size >= 1, "batch_size", "an integer >= 1"),
             (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
+            (self.l2_penalty >= 0, "l2_penalty", "a number >= 0"),
             (self.min_steps >= 0, "min_steps", "an integer >= 0"),
             (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
             (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
@@ -231,6 +235,9 @@ class _Run:
         out = self.actor(x, self.noise_gen)
         nll, kl = out.nll(x).mean(), out.kl().mean()
         loss = nll + beta * kl
+        if self.cfg.l2_penalty:
+            weights = [m.weight for m in (*self.actor.encoder, *self.actor.decoder)]
+            loss = loss + self.cfg.l2_penalty * sum(w.pow(2).sum() for w in weights)
         sums["loss"] += _finite(loss, "actor loss", *where)
         sums["nll"] += nll.item()
         sums["kl"] += kl.item()

@@ -133,3 +133,16 @@ def test_critic_config_rejects_k_below_one():
 def test_beta_anneals_and_caps():
     cfg = ActorConfig(n_items=5, anneal_cap=0.2, total_anneal_steps=100)
     assert cfg.beta(0) == 0 and cfg.beta(10) == pytest.approx(0.1) and cfg.beta(1000) == 0.2
+
+
+def test_mult_dae_is_deterministic_code_without_kl():
+    x = rows()
+    dae = MultVAE(ActorConfig(n_items=30, latent_dimension=6, mlp_hidden_size=(),
+                              variational=False))
+    assert [tuple(l.weight.shape) for l in (*dae.encoder, *dae.decoder)] == [(6, 30), (30, 6)]
+    dae.train()
+    out = dae(x, torch.Generator().manual_seed(0))
+    assert out.logits.shape == (8, 30) and torch.equal(out.kl(), torch.zeros(8))
+    assert (out.mu.abs() <= 1).all()  # the tanh code
+    dae.eval()
+    torch.testing.assert_close(dae(x).logits, dae(x).logits)

@@ -191,3 +191,19 @@ def test_impossible_stage_settings_rejected(kwargs, setting):
         stage_defaults("actor_pretrain", **kwargs)
     with pytest.raises(RactError, match="train_stage"):
         stage_defaults("pretrain")
+
+
+def test_mult_dae_trains_with_l2_penalty(split, tmp_path):
+    dae = ActorConfig(n_items=split.n_items, latent_dimension=16, mlp_hidden_size=(),
+                      variational=False)
+    losses = {}
+    for lam in (0.0, 1e-2):
+        train_stage(split, stage_defaults("actor_pretrain", epochs=3, batch_size=64,
+                                          l2_penalty=lam),
+                    out_checkpoint=tmp_path / f"d{lam}.pt", history_path=tmp_path / f"d{lam}.csv",
+                    actor_cfg=dae)
+        hist = pd.read_csv(tmp_path / f"d{lam}.csv")
+        assert (hist["kl"].iloc[1:] == 0).all()
+        losses[lam] = hist["loss"].iloc[1] - hist["nll"].iloc[1]
+    assert losses[0.0] == 0 and losses[1e-2] > 0  # the penalty is part of the loss
+    assert not load_checkpoint(tmp_path / "d0.0.pt")["actor_args"]["variational"]

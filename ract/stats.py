@@ -1,0 +1,108 @@
+"""Paired significance tests for comparing two models on the same users.
+
+The unit of comparison is the user: both models are evaluated on the same users, so each user
+contributes one paired difference `b - a` (b the challenger, e.g. RaCT; a the baseline, e.g.
+Mult-VAE). A positive `mean_diff` means b is better on metrics where higher is better.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as sst
+
+from .errors import RactError
+
+
+def _vector(x, name: str) -> np.ndarray:
+    v = np.asarray(x, dtype=np.float64)
+    if v.ndim != 1:
+        raise RactError(f"{name}: expected one value per user (1-D), got shape {v.shape}")
+    return v
+
+
+def paired_test(a, b) -> dict:
+    """Paired comparison of per-user metric values `a` (baseline) and `b` (challenger).
+
+    Users where either value is NaN (e.g. no held-out items) are dropped. Returns n, means,
+    mean_diff = mean(b - a), its t-based 95% CI, the paired t-test (scipy `ttest_rel`), the
+    Wilcoxon signed-rank test, Cohen's d_z = mean_diff / std(b - a, ddof=1), and the counts of
+    users where b wins, loses or ties.
+
+    Wilcoxon uses zero_method="wilcox": users with a zero difference (typically both models
+    scoring 0) say nothing about direction and are left out of the ranks, the textbook form.
+    If every difference is zero, both p-values are 1.0 and the statistics 0. If the differences
+    are a nonzero constant (std 0), t and d_z are +-inf and the t p-value 0.
+    """
+    a, b = _vector(a, "a"), _vector(b, "b")
+    if a.shape != b.shape:
+        raise RactError(f"paired test: a has {a.size} users, b has {b.size}; they must be the "
+                        "same users in the same order")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = int(a.size)
+    if n < 2:
+        raise RactError(f"paired test: needs at least 2 users with values for both models, "
+                        f"got {n}")
+    diff = b - a
+    mean_diff = float(diff.mean())
+    sd = float(diff.std(ddof=1))
+    # Differences equal up to rounding count as constant: scipy would report a meaningless t.
+    constant = sd <= 1e-12 * max(1.0, float(np.abs(diff).max()))
+    if constant:
+        sd = 0.0
+        half = 0.0
+        if mean_diff == 0.0 or np.all(diff == 0):
+            t_stat, t_p, dz = 0.0, 1.0, 0.0
+        else:
+            t_stat = dz = math.copysign(math.inf, mean_diff)
+            t_p = 0.0
+    else:
+        res = sst.ttest_rel(b, a)
+        t_stat, t_p = float(res.statistic), float(res.pvalue)
+        dz = mean_diff / sd
+        half = float(sst.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    if np.all(diff == 0):
+        w_stat, w_p = 0.0, 1.0
+    else:
+        res = sst.wilcoxon(b, a, zero_method="wilcox")
+        w_stat, w_p = float(res.statistic), float(res.pvalue)
+    return {
+        "n": n,
+        "mean_a": float(a.mean()),
+        "mean_b": float(b.mean()),
+        "mean_diff": mean_diff,
+        "ci95_low": mean_diff - half,
+        "ci95_high": mean_diff + half,
+        "t_statistic": t_stat,
+        "t_pvalue": t_p,
+        "wilcoxon_statistic": w_stat,
+        "wilcoxon_pvalue": w_p,
+        "effect_size_dz": dz,
+        "wins": int((diff > 0).sum()),
+        "losses": int((diff < 0).sum()),
+        "ties": int((diff == 0).sum()),
+    }
+
+
+def paired_test_over_seeds(a_by_seed, b_by_seed) -> dict:
+    """`paired_test` on each user's metric averaged over seeds (one array per seed, same users
+    in the same order in all of them; a and b may have different numbers of seeds).
+
+    Users are the independent units: every seed evaluates the same users, so pooling
+    (user, seed) pairs would count each user several times and overstate the evidence. Averaging
+    per user first keeps n = number of users and folds seed variance into each user's value.
+    A user NaN under any seed is dropped.
+    """
+    means = []
+    for name, by_seed in (("a", a_by_seed), ("b", b_by_seed)):
+        arrays = [_vector(x, f"{name} seed {i}") for i, x in enumerate(by_seed)]
+        if not arrays:
+            raise RactError(f"paired test over seeds: {name} has no seeds")
+        sizes = {v.size for v in arrays}
+        if len(sizes) != 1:
+            raise RactError(f"paired test over seeds: {name}'s seeds cover different numbers "
+                            f"of users ({', '.join(str(v.size) for v in arrays)})")
+        means.append(np.stack(arrays).mean(axis=0))
+    return paired_test(*means)

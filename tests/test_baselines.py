@@ -1,0 +1,248 @@
+"""Popularity and EASE baselines: hand-checked closed forms, lambda selection, checkpoints."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ract import baselines
+from ract.baselines import (EASE, Popularity, gram_matrix, load_baseline, mean_ndcg,
+                            save_baseline, select_ease_lambda)
+from ract.data.splits import EvalSplit, SplitData
+from ract.errors import RactError
+
+X_HAND = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [1, 1, 1]], dtype=np.float32)
+
+
+def csr(a):
+    return sp.csr_matrix(np.asarray(a, dtype=np.float32))
+
+
+def ease_numpy(X, lam):
+    """The EASE formula written out directly, in float64."""
+    G = X.T.astype(np.float64) @ X + lam * np.eye(X.shape[1])
+    P = np.linalg.inv(G)
+    B = -P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def test_popularity_scores_are_column_sums():
+    model = Popularity.fit(csr(X_HAND[:3]))
+    assert model.counts.tolist() == [2.0, 2.0, 2.0]
+    X = np.array([[1, 0, 0, 1], [1, 1, 0, 0], [1, 0, 0, 1]], dtype=np.float32)
+    model = Popularity.fit(csr(X))
+    scores = model(torch.zeros(2, 4))
+    assert scores.shape == (2, 4) and scores.dtype == torch.float32
+    assert scores.tolist() == [[3.0, 1.0, 0.0, 2.0]] * 2
+    scores[0, 0] = -math.inf  # scores are a real tensor, maskable in place
+    assert model.counts[0] == 3.0
+
+
+def test_ease_hand_derived():
+    # X^T X = I + 2J (J all ones), so (X^T X + lam I)^-1 has equal diagonals and equal
+    # off-diagonals, and B_ij = -P_ij / P_jj = 2 / (lam + 5) for i != j.
+    for lam in (1.0, 10.0, 1000.0):
+        model = EASE.fit(csr(X_HAND), lam)
+        expected = np.full((3, 3), 2.0 / (lam + 5.0))
+        np.fill_diagonal(expected, 0.0)
+        np.testing.assert_allclose(model.B.numpy(), expected, rtol=1e-6)
+        assert model.lam == lam
+    # lam = 1: B_ij = 1/3, so a user with item 0 scores items 1, 2 at 1/3 and item 0 at 0
+    scores = EASE.fit(csr(X_HAND), 1.0)(torch.tensor([[1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(scores.numpy(), [[0.0, 1 / 3, 1 / 3]], rtol=1e-6)
+
+
+def test_ease_matches_numpy_formula_and_optimality():
+    rng = np.random.default_rng(0)
+    X = (rng.uniform(size=(60, 12)) < rng.uniform(0.05, 0.6, size=12)).astype(np.float32)
+    lam = 5.0
+    B = EASE.fit(csr(X), lam).B.numpy().astype(np.float64)
+    np.testing.assert_allclose(B, ease_numpy(X, lam), rtol=1e-5, atol=1e-7)
+    assert np.all(np.diag(B) == 0)
+    # Stationarity of the constrained ridge problem: off the diagonal, (G + lam I) B = G.
+    G = X.T.astype(np.float64) @ X
+    resid = (G + lam * np.eye(12)) @ B - G
+    np.fill_diagonal(resid, 0.0)
+    assert np.abs(resid).max() < 1e-4
+    # Strong regularisation: B -> G_ij / lam off the diagonal.
+    big = 1e6
+    B_big = EASE.fit(csr(X), big).B.numpy()
+    off = G / big
+    np.fill_diagonal(off, 0.0)
+    np.testing.assert_allclose(B_big, off, rtol=1e-3, atol=1e-9)
+
+
+def test_ease_float32_path(monkeypatch):
+    rng = np.random.default_rng(1)
+    X = csr(rng.uniform(size=(80, 20)) < 0.3)
+    ref = EASE.fit(X, 10.0).B
+    monkeypatch.setattr(baselines, "FLOAT64_MAX_ITEMS", 5)
+    monkeypatch.setattr(baselines, "GRAM_BLOCK", 7)  # several uneven column blocks
+    G = gram_matrix(X)
+    assert G.dtype == torch.float32
+    np.testing.assert_array_equal(G.numpy(), (X.T @ X).toarray())
+    torch.testing.assert_close(EASE.fit(X, 10.0).B, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("lam", [0, -1, float("nan"), "abc"])
+def test_ease_rejects_bad_lambda(lam):
+    with pytest.raises(RactError, match="lambda"):
+        EASE.fit(csr(X_HAND), lam)
+
+
+# --- a small structured data set: two taste groups over two halves of the items, plus a
+# handful of globally popular items that popularity will rank first for everyone.
+
+def taste_matrix(n_users, n_items, rng, holdout_frac=None):
+    rows, held = [], []
+    half = n_items // 2
+    for u in range(n_users):
+        group = u % 2
+        liked = rng.choice(np.arange(half) + group * half, size=rng.integers(8, 16),
+                           replace=False)
+        popular = rng.choice(np.arange(4) + (1 - group) * half, size=2, replace=False)
+        items = np.concatenate([liked, popular])
+        row = np.zeros(n_items, dtype=np.float32)
+        row[items] = 1
+        if holdout_frac is None:
+            rows.append(row)
+            continue
+        out = rng.choice(liked, size=max(1, int(len(liked) * holdout_frac)), replace=False)
+        h = np.zeros(n_items, dtype=np.float32)
+        h[out] = 1
+        row[out] = 0
+        rows.append(row)
+        held.append(h)
+    return (csr(rows), csr(held)) if held else csr(rows)
+
+
+def taste_split(seed=0, n_items=40):
+    rng = np.random.default_rng(seed)
+    train = taste_matrix(300, n_items, rng)
+    evals = []
+    for _ in range(2):
+        x_in, holdout = taste_matrix(60, n_items, rng, holdout_frac=0.3)
+        evals.append(EvalSplit(x_in, holdout, x_in))
+    manifest = {"n_items": n_items, "content_hash": "abc123" * 10}
+    return SplitData(None, manifest, train, evals[0], evals[1])
+
+
+def test_ease_beats_popularity_on_structured_data():
+    data = taste_split()
+    best, rows = select_ease_lambda(data, lambdas=(1, 10, 100, 1000))
+    pop = Popularity.fit(data.train)
+    ease_ndcg = mean_ndcg(best, data.test, 10)
+    pop_ndcg = mean_ndcg(pop, data.test, 10)
+    assert ease_ndcg > pop_ndcg + 0.2
+
+
+def test_lambda_selection_returns_grid_argmax():
+    data = taste_split(seed=2)
+    grid = (0.5, 5, 50, 500, 5000)
+    best, rows = select_ease_lambda(data, lambdas=grid, k=20)
+    assert [r["lam"] for r in rows] == list(grid)
+    scores = [r["val_ndcg@20"] for r in rows]
+    assert len(set(scores)) > 1  # the grid actually matters here
+    assert best.lam == grid[int(np.argmax(scores))]
+    # each row is the validation NDCG of a model fitted with that lambda
+    for lam, score in zip(grid, scores):
+        assert mean_ndcg(EASE.fit(data.train, lam), data.validation, 20) == pytest.approx(score)
+    torch.testing.assert_close(best.B, EASE.fit(data.train, best.lam).B)
+
+
+def test_lambda_selection_refusals():
+    data = taste_split()
+    with pytest.raises(RactError, match="at least one"):
+        select_ease_lambda(data, lambdas=())
+    with pytest.raises(RactError, match="lambda"):
+        select_ease_lambda(data, lambdas=(10, -5))
+    empty = EvalSplit(data.validation.input, csr(np.zeros((60, 40))), data.validation.exclude)
+    no_holdout = SplitData(None, data.manifest, data.train, empty, data.test)
+    with pytest.raises(RactError, match="no users with held-out items"):
+        select_ease_lambda(no_holdout, lambdas=(10,))
+
+
+def test_mean_ndcg_masks_excluded_items():
+    # Popularity ranks item 0 first; it is excluded for the user, so item 1 (held out) is first.
+    pop = Popularity(torch.tensor([5.0, 4.0, 1.0]))
+    split = EvalSplit(csr([[1, 0, 0]]), csr([[0, 1, 0]]), csr([[1, 0, 0]]))
+    assert mean_ndcg(pop, split, 1) == 1.0
+
+
+# --- checkpoints
+
+def test_save_load_round_trip(tmp_path):
+    data = taste_split()
+    ease = EASE.fit(data.train, 20.0)
+    pop = Popularity.fit(data.train)
+    h = data.content_hash
+    save_baseline(tmp_path / "ease.pt", ease, data_hash=h, extra={"metrics": {"ndcg@100": 0.5}})
+    save_baseline(tmp_path / "pop.pt", pop, data_hash=h)
+    e2 = load_baseline(tmp_path / "ease.pt", data_hash=h, n_items=40)
+    p2 = load_baseline(tmp_path / "pop.pt", data_hash=h, n_items=40)
+    assert isinstance(e2, EASE) and e2.lam == 20.0
+    assert torch.equal(e2.B, ease.B)
+    assert isinstance(p2, Popularity) and torch.equal(p2.counts, pop.counts)
+    raw = torch.load(tmp_path / "ease.pt", weights_only=True)
+    assert raw["format_version"] == 1 and raw["kind"] == "ease" and raw["lam"] == 20.0
+    assert raw["data"] == {"content_hash": h, "n_items": 40}
+    assert raw["metrics"] == {"ndcg@100": 0.5}
+    assert torch.load(tmp_path / "pop.pt", weights_only=True)["kind"] == "popularity"
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left nothing behind
+
+
+def test_save_refuses_other_models_and_clashing_extra(tmp_path):
+    with pytest.raises(TypeError):
+        save_baseline(tmp_path / "x.pt", torch.nn.Linear(2, 2), data_hash="h")
+    with pytest.raises(ValueError, match="kind"):
+        save_baseline(tmp_path / "x.pt", Popularity(torch.ones(3)), data_hash="h",
+                      extra={"kind": "ease"})
+    assert not (tmp_path / "x.pt").exists()
+
+
+class Payload:  # a pickled object that weights_only loading must refuse
+    pass
+
+
+def test_load_refusals(tmp_path):
+    good = tmp_path / "good.pt"
+    save_baseline(good, EASE.fit(csr(X_HAND), 1.0), data_hash="h" * 20)
+
+    with pytest.raises(RactError, match="missing.pt: baseline checkpoint file not found"):
+        load_baseline(tmp_path / "missing.pt")
+
+    text = tmp_path / "text.pt"
+    text.write_text("not a checkpoint")
+    with pytest.raises(RactError, match="text.pt: not a loadable"):
+        load_baseline(text)
+
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format_version": 1, "kind": "ease", "obj": Payload()}, pickled)
+    with pytest.raises(RactError, match="pickled.pt: not a loadable"):
+        load_baseline(pickled)
+
+    actor_like = tmp_path / "actor.pt"
+    torch.save({"format_version": 1, "actor_state": {}, "data": {}}, actor_like)
+    with pytest.raises(RactError, match="actor.pt: not a ract baseline checkpoint"):
+        load_baseline(actor_like)
+
+    state = torch.load(good, weights_only=True)
+    broken = tmp_path / "broken.pt"
+    torch.save({**state, "state": {"B": torch.zeros(3, 3), "extra": torch.zeros(1)}}, broken)
+    with pytest.raises(RactError, match="broken.pt: not a ract baseline checkpoint"):
+        load_baseline(broken)
+    torch.save({**state, "state": {"B": torch.zeros(2, 3)}}, broken)
+    with pytest.raises(RactError, match="broken.pt: not a ract baseline checkpoint"):
+        load_baseline(broken)
+    torch.save({**state, "state": {"B": torch.zeros(4, 4)}}, broken)
+    with pytest.raises(RactError, match="broken.pt: .*inconsistent"):
+        load_baseline(broken)
+
+    with pytest.raises(RactError, match="good.pt: .*hash"):
+        load_baseline(good, data_hash="other")
+    with pytest.raises(RactError, match="good.pt: .*3 items, the data has 5"):
+        load_baseline(good, n_items=5)
+    assert isinstance(load_baseline(good, data_hash="h" * 20, n_items=3), EASE)

@@ -1,0 +1,120 @@
+"""Paired tests on synthetic per-user metrics with known effects."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ract.errors import RactError
+from ract.stats import paired_test, paired_test_over_seeds
+
+
+def test_known_effect_is_detected():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 0.6, size=200)
+    b = a + 0.05 + rng.normal(0, 0.02, size=200)
+    r = paired_test(a, b)
+    assert r["n"] == 200
+    assert r["mean_diff"] == pytest.approx(np.mean(b - a))
+    assert r["mean_b"] - r["mean_a"] == pytest.approx(r["mean_diff"])
+    assert r["t_pvalue"] < 1e-6 and r["wilcoxon_pvalue"] < 1e-6
+    assert r["t_statistic"] > 0
+    assert r["ci95_low"] < 0.05 < r["ci95_high"]
+    assert r["effect_size_dz"] == pytest.approx(np.mean(b - a) / np.std(b - a, ddof=1))
+    assert r["effect_size_dz"] > 2
+    assert r["wins"] + r["losses"] + r["ties"] == 200 and r["wins"] > 190
+
+
+def test_ci_matches_t_formula():
+    d = np.array([0.1, -0.2, 0.3, 0.05, 0.0, 0.15])
+    r = paired_test(np.zeros(6), d)
+    half = 2.570581835636314 * d.std(ddof=1) / math.sqrt(6)  # t_{0.975, 5}
+    assert r["ci95_low"] == pytest.approx(d.mean() - half)
+    assert r["ci95_high"] == pytest.approx(d.mean() + half)
+    assert (r["wins"], r["losses"], r["ties"]) == (4, 1, 1)
+
+
+def test_swapping_models_flips_the_sign():
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=50), rng.uniform(size=50)
+    ab, ba = paired_test(a, b), paired_test(b, a)
+    assert ab["mean_diff"] == pytest.approx(-ba["mean_diff"])
+    assert ab["t_pvalue"] == pytest.approx(ba["t_pvalue"])
+    assert ab["wilcoxon_pvalue"] == pytest.approx(ba["wilcoxon_pvalue"])
+    assert (ab["wins"], ab["losses"]) == (ba["losses"], ba["wins"])
+
+
+def test_no_effect_is_not_significant():
+    rng = np.random.default_rng(7)
+    a = rng.uniform(0.2, 0.6, size=200)
+    noise = rng.normal(0, 0.05, size=100)
+    b = a + np.concatenate([noise, -noise])  # mean exactly 0, symmetric
+    r = paired_test(a, b)
+    assert r["mean_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert r["t_pvalue"] > 0.05 and r["wilcoxon_pvalue"] > 0.05
+    assert r["ci95_low"] < 0 < r["ci95_high"]
+
+
+def test_all_equal_gives_p_one_and_all_ties():
+    a = np.array([0.1, 0.5, 0.0, 0.3])
+    r = paired_test(a, a.copy())
+    assert r["t_pvalue"] == 1.0 and r["wilcoxon_pvalue"] == 1.0
+    assert r["effect_size_dz"] == 0.0 and r["mean_diff"] == 0.0
+    assert r["ci95_low"] == r["ci95_high"] == 0.0
+    assert (r["wins"], r["losses"], r["ties"]) == (0, 0, 4)
+
+
+def test_constant_nonzero_difference():
+    a = np.array([0.1, 0.5, 0.0, 0.3])
+    r = paired_test(a, a + 0.25)
+    assert r["mean_diff"] == pytest.approx(0.25)
+    assert r["t_pvalue"] == 0.0 and r["effect_size_dz"] == math.inf
+    assert r["wins"] == 4
+
+
+def test_nan_pairs_are_dropped():
+    a = np.array([0.1, np.nan, 0.3, 0.4, 0.2, 0.6])
+    b = np.array([0.2, 0.5, np.nan, 0.5, 0.1, 0.9])
+    r = paired_test(a, b)
+    ref = paired_test([0.1, 0.4, 0.2, 0.6], [0.2, 0.5, 0.1, 0.9])
+    assert r == ref
+    assert r["n"] == 4
+
+
+def test_accepts_lists_and_tensors():
+    torch = pytest.importorskip("torch")
+    a = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64)
+    assert paired_test(a, [0.2, 0.2, 0.5])["n"] == 3
+
+
+@pytest.mark.parametrize("a, b, match", [
+    ([0.1, 0.2, 0.3], [0.1, 0.2], "same users"),
+    ([0.1], [0.2], "at least 2"),
+    ([0.1, np.nan, 0.3], [0.2, 0.1, np.nan], "at least 2"),
+    ([[0.1, 0.2]], [[0.1, 0.2]], "1-D"),
+])
+def test_errors(a, b, match):
+    with pytest.raises(RactError, match=match):
+        paired_test(a, b)
+
+
+def test_over_seeds_averages_per_user_first():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.2, 0.6, size=100)
+    a_seeds = [base + rng.normal(0, 0.01, 100) for _ in range(3)]
+    b_seeds = [base + 0.03 + rng.normal(0, 0.01, 100) for _ in range(3)]
+    b_seeds[1][5] = np.nan  # user 5 dropped entirely
+    r = paired_test_over_seeds(a_seeds, b_seeds)
+    a_mean, b_mean = np.mean(a_seeds, axis=0), np.mean(b_seeds, axis=0)
+    assert r == paired_test(a_mean, b_mean)
+    assert r["n"] == 99  # users, not users x seeds
+    assert r["t_pvalue"] < 1e-6
+
+
+def test_over_seeds_errors():
+    with pytest.raises(RactError, match="no seeds"):
+        paired_test_over_seeds([], [[0.1, 0.2]])
+    with pytest.raises(RactError, match="different numbers"):
+        paired_test_over_seeds([[0.1, 0.2], [0.1, 0.2, 0.3]], [[0.1, 0.2]])
+    with pytest.raises(RactError, match="same users"):
+        paired_test_over_seeds([[0.1, 0.2]], [[0.1, 0.2, 0.3]])
