@@ -31,7 +31,7 @@ def tiny_config():
 
 
 def snakemake(workdir, config, *args, root=ROOT):
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return subprocess.run([SNAKEMAKE, "--snakefile", str(root / "Snakefile"), "--configfile",
                            "tiny.yaml", "--cores", "2", *args], cwd=workdir,
                           capture_output=True, text=True)
@@ -79,6 +79,14 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
 
 def test_second_run_does_nothing(study):
     assert planned_jobs(study, tiny_config()) == {}
+
+
+def test_reordering_config_keys_is_not_a_change(study):
+    def reverse(value):
+        if isinstance(value, dict):
+            return {k: reverse(value[k]) for k in reversed(list(value))}
+        return value
+    assert planned_jobs(study, reverse(tiny_config())) == {}
 
 
 def change(section_path, key, value):

@@ -176,11 +176,17 @@ def code_hash(kind):
     return h.hexdigest()[:16]
 
 
+def canonical(value):
+    """Settings with sorted keys: Snakemake compares params as written, and the order of keys
+    in config.yaml must not count as a change."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
 def stage_settings(stage):
     """Params function: exactly the settings a stage reads (its sections of its variant)."""
     def settings(w):
         cfg = VARIANTS[w.variant]
-        return {p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]}
+        return canonical({p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]})
     return settings
 
 

@@ -8,9 +8,9 @@ rule prepare_data:
     benchmark:
         "benchmarks/{dataset}/prepare_data.tsv"
     params:
-        reader=lambda w: {k: config["datasets"][w.dataset][k]
-                          for k in ("format", "columns", "sep", "header")},
-        settings=lambda w: config["datasets"][w.dataset]["prepare"],
+        reader=lambda w: canonical({k: config["datasets"][w.dataset][k]
+                                    for k in ("format", "columns", "sep", "header")}),
+        settings=lambda w: canonical(config["datasets"][w.dataset]["prepare"]),
         code=code_hash("data"),
     threads: 1
     resources:
