@@ -1,6 +1,7 @@
 # The RaCT study as a DAG:
 #   obtain_data -> prepare_data -> pretrain_actor -> pretrain_critic -> finetune
 #   -> evaluate (each Mult-VAE and RaCT checkpoint, validation and test) -> compare [-> sweep]
+#   baselines beside them: train_mult_dae, fit_ease, fit_popularity -> evaluate(_baseline)
 #
 # Output paths ({variant} is `main`, or `sweep-<hash>` for a sweep combination):
 #   data/raw/                                        download cache; {dataset}.json points at
@@ -9,6 +10,8 @@
 #   results/{dataset}/{variant}/seed{seed}/{stage}.pt           best checkpoint of a stage
 #   results/{dataset}/{variant}/seed{seed}/{stage}_history.csv  one row per epoch
 #   results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_per_user.csv, _summary.json
+#   results/{dataset}/main/seed{seed}/mult_dae.pt   Mult-DAE baseline (trained per seed)
+#   results/{dataset}/baselines/{ease,popularity}.pt, eval/   deterministic baselines
 #   results/{dataset}/comparison.csv, .md, figures/  models side by side, training curves
 #   results/{dataset}/sweep.csv, .md, sweep_best.json   every sweep combination, the best one
 #   logs/... for every job, benchmarks/... for preparation, training and evaluation jobs.
@@ -25,6 +28,8 @@ include: "workflow/rules/prepare_data.smk"
 include: "workflow/rules/pretrain_actor.smk"
 include: "workflow/rules/pretrain_critic.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/train_mult_dae.smk"
+include: "workflow/rules/fit_baselines.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/sweep.smk"

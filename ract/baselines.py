@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .data.splits import EvalSplit, SplitData, dense_rows
+from .data.splits import EvalSplit, SplitData
 from .errors import RactError
+from .evaluate import EVAL_BATCH_SIZE, evaluate_model
 from .io import atomic_path
-from .metrics import ranking_metrics
 
 FORMAT_VERSION = 1
 KINDS = ("ease", "popularity")
@@ -34,7 +34,6 @@ DEFAULT_LAMBDAS = (50, 100, 200, 500, 1000, 2000, 5000)
 # because lambda * I keeps the matrix well conditioned.
 FLOAT64_MAX_ITEMS = 5000
 GRAM_BLOCK = 2048
-EVAL_BATCH_SIZE = 1000
 
 
 class Popularity(nn.Module):
@@ -138,21 +137,13 @@ def _check_lambda(lam) -> float:
 def mean_ndcg(model: nn.Module, split: EvalSplit, k: int = 100, *,
               batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> float:
     """Mean NDCG@k over the split's users that have held-out items (exclude masked to -inf)."""
-    total, count = 0.0, 0
-    n = split.input.shape[0]
-    for start in range(0, n, batch_size):
-        rows = np.arange(start, min(start + batch_size, n))
-        scores = model(dense_rows(split.input, rows, device))
-        scores = scores.masked_fill(dense_rows(split.exclude, rows, device) > 0, -math.inf)
-        relevant = dense_rows(split.holdout, rows, device) > 0
-        ndcg = ranking_metrics(scores, relevant, (k,), metrics=("ndcg",))[f"ndcg@{k}"]
-        ok = ~torch.isnan(ndcg)
-        total += ndcg[ok].sum().item()
-        count += int(ok.sum())
-    if count == 0:
+    ndcg = evaluate_model(model, split, (k,), ("ndcg",), batch_size=batch_size,
+                          device=device)[f"ndcg@{k}"]
+    ok = ~torch.isnan(ndcg)
+    if not ok.any():
         raise RactError("validation split has no users with held-out items; cannot compare "
                         "models on it")
-    return total / count
+    return ndcg[ok].mean().item()
 
 
 def select_ease_lambda(data: SplitData, lambdas=DEFAULT_LAMBDAS, k: int = 100, *,

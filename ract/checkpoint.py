@@ -48,8 +48,10 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None = None) -> dict:
-    """Read and check a checkpoint; with `data_hash`/`n_items`, refuse one from other data."""
+def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None = None,
+                    any_kind: bool = False) -> dict:
+    """Read and check a checkpoint; with `data_hash`/`n_items`, refuse one from other data.
+    `any_kind` also accepts baseline checkpoints (which `ract.baselines` reads)."""
     path = Path(path)
     if not path.is_file():
         raise RactError(f"{path}: checkpoint file not found")
@@ -61,6 +63,10 @@ def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None =
                         f"are accepted): {reason}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise RactError(f"{path}: not a ract checkpoint of format {FORMAT_VERSION}")
+    if "kind" in state:
+        if any_kind:
+            return state
+        raise RactError(f"{path}: a {state['kind']} baseline, not a ract training checkpoint")
     ckpt_items = state["data"]["n_items"]
     if n_items is not None and ckpt_items != n_items:
         raise RactError(f"{path}: checkpoint was trained on {ckpt_items} items, the data has "
@@ -70,6 +76,17 @@ def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None =
                         f"{state['data']['content_hash'][:12]}, this split has {data_hash[:12]}; "
                         "it belongs to another data set or preparation")
     return state
+
+
+def load_model(path, *, data_hash: str | None = None, n_items: int | None = None):
+    """(model, info) from a checkpoint: the actor of a ract stage, or a baseline
+    (`ract.baselines`); info holds the stage (or baseline kind) and the epoch kept."""
+    from .baselines import KINDS, load_baseline
+    state = load_checkpoint(path, data_hash=data_hash, n_items=n_items, any_kind=True)
+    if state.get("kind") in KINDS:
+        model = load_baseline(path, data_hash=data_hash, n_items=n_items)
+        return model, {"stage": state["kind"], "epoch": None}
+    return build_actor(state), {"stage": state["stage"], "epoch": state["epoch"]}
 
 
 def build_actor(state: dict) -> MultVAE:

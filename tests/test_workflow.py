@@ -27,6 +27,8 @@ def tiny_config():
     config["stages"]["actor_pretrain"]["pretrain_epochs"] = 3
     config["stages"]["critic_pretrain"].update(pretrain_epochs=2, min_steps=0)
     config["stages"]["finetune"]["epochs"] = 2
+    config["baselines"]["mult_dae"].update(latent_dimension=16, pretrain_epochs=3)
+    config["baselines"]["ease"]["lambdas"] = [100, 500]
     return config
 
 
@@ -65,7 +67,12 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
         for split in ("validation", "test"):
             assert (run / "eval" / f"{stage}_{split}_summary.json").exists()
     table = pd.read_csv(study / "results/ml-100k/comparison.csv")
-    assert set(table["model"]) == {"Mult-VAE", "RaCT"}
+    assert set(table["model"]) == {"Mult-VAE", "RaCT", "Mult-DAE", "EASE", "Popularity"}
+    test = table[table["split"] == "test"].set_index("model")["ndcg@100"]
+    assert test["EASE"] > test["Popularity"]  # EASE needs no training epochs to beat it
+    significance = json.loads((study / "results/ml-100k/significance.json").read_text())
+    assert significance["a"] == "Mult-VAE" and significance["b"] == "RaCT"
+    assert significance["n"] == 94 and 0 <= significance["wilcoxon_pvalue"] <= 1
     assert set(table["split"]) == {"validation", "test"}
     assert table["ndcg@100"].between(0, 1).all()
     md = (study / "results/ml-100k/comparison.md").read_text()
@@ -100,6 +107,8 @@ def change(section_path, key, value):
 
 DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "finetune": 1, "evaluate": 2, "compare": 1,
                         "all": 1}
+BASELINES_FROM_SPLIT = {"train_mult_dae": 1, "fit_ease": 1, "fit_popularity": 1,
+                        "evaluate_baseline": 4}
 RERUNS = {
     "finetune setting": (change(("stages", "finetune"), "learning_rate", 1e-5),
                          {"finetune": 1, "evaluate": 2, "compare": 1, "all": 1}),
@@ -109,14 +118,20 @@ RERUNS = {
     "actor setting": (change(("actor",), "dropout_prob", 0.4),
                       {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4,
                        "compare": 1, "all": 1}),
+    "Mult-DAE setting": (change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
+                         {"train_mult_dae": 1, "evaluate": 2, "compare": 1, "all": 1}),
+    "EASE grid": (change(("baselines", "ease"), "lambdas", [200]),
+                  {"fit_ease": 1, "evaluate_baseline": 2, "compare": 1, "all": 1}),
     "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
                               {"prepare_data": 1, "pretrain_actor": 1, "pretrain_critic": 1,
-                               "finetune": 1, "evaluate": 4, "compare": 1, "all": 1}),
+                               "finetune": 1, "evaluate": 6, "compare": 1, "all": 1,
+                               **BASELINES_FROM_SPLIT}),
     "new seed": (change((), "seeds", [1, 2]),
-                 {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4,
-                  "compare": 1, "all": 1}),
+                 {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "train_mult_dae": 1,
+                  "evaluate": 6, "compare": 1, "all": 1}),
     "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
-                            {"evaluate": 4, "compare": 1, "all": 1}),
+                            {"evaluate": 6, "evaluate_baseline": 4, "compare": 1, "all": 1}),
+    "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
 }
 
 
@@ -141,10 +156,10 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
     assert planned_jobs(work, tiny_config(), root=repo) == {}
     with open(repo / "ract" / "model.py", "a") as f:
         f.write("\n# an edit\n")
-    # model.py is used by training and evaluation, not by data preparation
+    # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
-        "pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4, "compare": 1,
-        "all": 1}
+        "pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 6, "compare": 1,
+        "all": 1, **BASELINES_FROM_SPLIT}
     config = tiny_config()
     config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
     r = snakemake(work, config, "--touch", root=repo)  # (records the changed params once)

@@ -11,6 +11,7 @@ import ract
 
 STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
 MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
+BASELINES = {"mult_dae": "Mult-DAE", "ease": "EASE", "popularity": "Popularity"}
 SPLITS = ["validation", "test"]
 # The config sections each training stage reads (cumulatively, with the stages before it).
 STAGE_SECTIONS = {
@@ -24,7 +25,9 @@ CODE = {
     "train": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py", "checkpoint.py",
               "evaluate.py", "train.py"],
     "evaluate": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py",
-                 "checkpoint.py", "evaluate.py"],
+                 "checkpoint.py", "evaluate.py", "baselines.py"],
+    "baselines": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py",
+                  "evaluate.py", "baselines.py"],
 }
 
 wildcard_constraints:
@@ -188,6 +191,30 @@ def stage_settings(stage):
         cfg = VARIANTS[w.variant]
         return canonical({p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]})
     return settings
+
+
+def mult_dae_settings():
+    """The actor_pretrain stage run as Mult-DAE, from `baselines.mult_dae`."""
+    d = config["baselines"]["mult_dae"]
+    return canonical({
+        "actor": {"latent_dimension": d["latent_dimension"], "mlp_hidden_size": [],
+                  "dropout_prob": d["dropout_prob"], "variational": False},
+        "actor_pretrain": {k: d[k] for k in ("pretrain_epochs", "learning_rate", "batch_size",
+                                             "l2_penalty")},
+    })
+
+
+def compared(dataset):
+    """(summary path, model name, seed) of every model compared on a data set; the
+    deterministic EASE and popularity are fitted once (seed 0)."""
+    rows = [(evaluation(dataset, "main", seed, stage, split), name, seed)
+            for seed in SEEDS for stage, name in MODELS.items() for split in SPLITS]
+    if "mult_dae" in config["models"]:
+        rows += [(f"{run_dir(dataset, 'main', seed)}/eval/mult_dae_{split}_summary.json",
+                  BASELINES["mult_dae"], seed) for seed in SEEDS for split in SPLITS]
+    rows += [(f"results/{dataset}/baselines/eval/{kind}_{split}_summary.json", BASELINES[kind], 0)
+             for kind in ("ease", "popularity") if kind in config["models"] for split in SPLITS]
+    return rows
 
 
 def uses_gpu():

@@ -1,12 +1,17 @@
 rule compare:
     input:
-        summaries=lambda w: evaluations(w.dataset, "main"),
+        summaries=lambda w: [path for path, _, _ in compared(w.dataset)],
+        # per-user test metrics of RaCT and Mult-VAE, seed by seed, for the paired test
+        paired=lambda w: [evaluation(w.dataset, "main", seed, stage, "test")
+                          .replace("_summary.json", "_per_user.csv")
+                          for seed in SEEDS for stage in ("actor_pretrain", "finetune")],
         histories=lambda w: [history(w.dataset, "main", seed, stage)
                              for seed in SEEDS for stage in STAGES],
     output:
         csv=report("results/{dataset}/comparison.csv", caption="../report/comparison.rst",
                    category="{dataset}"),
         md="results/{dataset}/comparison.md",
+        significance="results/{dataset}/significance.json",
         curves=report("results/{dataset}/figures/training_curves.png",
                       caption="../report/training_curves.rst", category="{dataset}"),
         curves_pdf="results/{dataset}/figures/training_curves.pdf",
@@ -17,7 +22,7 @@ rule compare:
         "logs/{dataset}/compare.log",
     params:
         # (seed, model) of each summary and seed of each history, in input order
-        summaries=[(seed, MODELS[stage]) for seed in SEEDS for stage in MODELS for _ in SPLITS],
+        summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
         histories=[seed for seed in SEEDS for _ in STAGES],
     threads: 1
     resources:

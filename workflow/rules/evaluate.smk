@@ -9,6 +9,8 @@ rule evaluate:
         "logs/{dataset}/{variant}/seed{seed}/evaluate_{stage}_{split}.log",
     benchmark:
         "benchmarks/{dataset}/{variant}/seed{seed}/evaluate_{stage}_{split}.tsv"
+    wildcard_constraints:
+        stage="actor_pretrain|critic_pretrain|finetune|mult_dae",
     params:
         ks=config["evaluate"]["ks"],
         device=config["device"],
@@ -16,6 +18,32 @@ rule evaluate:
     threads: 2
     resources:
         mem_mb=4000,
+        runtime=30,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/evaluate.py"
+
+
+rule evaluate_baseline:
+    input:
+        split="results/{dataset}/split/manifest.json",
+        checkpoint="results/{dataset}/baselines/{kind}.pt",
+    output:
+        per_user="results/{dataset}/baselines/eval/{kind}_{split}_per_user.csv",
+        summary="results/{dataset}/baselines/eval/{kind}_{split}_summary.json",
+    log:
+        "logs/{dataset}/baselines/evaluate_{kind}_{split}.log",
+    benchmark:
+        "benchmarks/{dataset}/baselines/evaluate_{kind}_{split}.tsv"
+    wildcard_constraints:
+        kind="ease|popularity",
+    params:
+        ks=config["evaluate"]["ks"],
+        device=config["device"],
+        code=code_hash("evaluate"),
+    threads: 2
+    resources:
+        mem_mb=8000,
         runtime=30,
         gpu=uses_gpu(),
     script:

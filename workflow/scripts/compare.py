@@ -1,9 +1,10 @@
 import pandas as pd
 from adapter import run
 
-from ract.io import write_csv, write_text
+from ract.io import write_csv, write_json, write_text
 from ract.report import (aggregate_table, markdown_table, metrics_table, plot_metric_bars,
                          plot_training_curves, read_history, read_summary)
+from ract.stats import paired_test_over_seeds
 
 SHOWN = ["recall@20", "recall@50", "ndcg@100"]
 CRITIC = {"critic_r_train": "critic r (training batches)",
@@ -30,6 +31,15 @@ def main():
         critic_rows.append({"seed": seed, "critic steps": int(last["steps"]),
                             **{label: last[col] for col, label in CRITIC.items()}})
 
+    # Does the critic help? RaCT against Mult-VAE on the same test users, per user (a user's
+    # NDCG@100 averaged over seeds first: users, not seeds, are the independent samples).
+    per_user = [pd.read_csv(path) for path in snakemake.input.paired]
+    test = paired_test_over_seeds([f["ndcg@100"].to_numpy() for f in per_user[0::2]],
+                                  [f["ndcg@100"].to_numpy() for f in per_user[1::2]])
+    test = {"metric": "ndcg@100", "split": "test", "a": "Mult-VAE", "b": "RaCT", **test}
+    write_json(snakemake.output.significance, test)
+    verdict = "significant" if test["wilcoxon_pvalue"] < 0.05 else "not significant"
+
     cells = aggregate.copy()
     for m in SHOWN:
         cells[m] = [f"{a:.4f} ± {b:.4f}" if pd.notna(b) else f"{a:.4f}"
@@ -38,6 +48,12 @@ def main():
             markdown_table(cells, ["split", "model", "seeds", *SHOWN]), "",
             "Per seed:", "",
             markdown_table(table, ["split", "model", "seed", "epoch", "users", *SHOWN]), "",
+            f"RaCT - Mult-VAE, test NDCG@100 per user ({test['n']} users, averaged over "
+            f"seeds): mean difference {test['mean_diff']:+.4f} (95% CI {test['ci95_low']:+.4f}"
+            f" to {test['ci95_high']:+.4f}), Cohen's d_z {test['effect_size_dz']:+.3f}, "
+            f"{test['wins']} users better / {test['losses']} worse / {test['ties']} tied; "
+            f"Wilcoxon signed-rank p = {test['wilcoxon_pvalue']:.3g}, paired t-test p = "
+            f"{test['t_pvalue']:.3g}: {verdict} at the 5% level.", "",
             "Critic fit at the end of critic pretraining:", "",
             markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps", *CRITIC.values()],
                            floatfmt=".3f")]

@@ -2,7 +2,7 @@ from adapter import run  # first: sets the OpenMP wait policy before torch loads
 
 import torch
 
-from ract.checkpoint import build_actor, load_checkpoint
+from ract.checkpoint import load_model
 from ract.data.splits import load_split
 from ract.evaluate import evaluate_to_frames
 from ract.io import write_csv, write_json
@@ -12,14 +12,12 @@ from ract.train import resolve_device
 def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
-    state = load_checkpoint(snakemake.input.checkpoint, data_hash=data.content_hash,
-                            n_items=data.n_items)
+    model, info = load_model(snakemake.input.checkpoint, data_hash=data.content_hash,
+                             n_items=data.n_items)
     device = resolve_device(snakemake.params.device)
-    frame, summary = evaluate_to_frames(build_actor(state).to(device), data,
-                                        snakemake.wildcards.split, snakemake.params.ks,
-                                        device=device)
-    summary.update(checkpoint=snakemake.input.checkpoint, stage=state["stage"],
-                   epoch=state["epoch"])
+    frame, summary = evaluate_to_frames(model.to(device), data, snakemake.wildcards.split,
+                                        snakemake.params.ks, device=device)
+    summary.update(checkpoint=snakemake.input.checkpoint, **info)
     write_csv(snakemake.output.per_user, frame)
     write_json(snakemake.output.summary, summary)
 

@@ -1,0 +1,38 @@
+rule fit_ease:
+    input:
+        split="results/{dataset}/split/manifest.json",
+    output:
+        checkpoint="results/{dataset}/baselines/ease.pt",
+        grid="results/{dataset}/baselines/ease_lambda.csv",
+    log:
+        "logs/{dataset}/baselines/fit_ease.log",
+    benchmark:
+        "benchmarks/{dataset}/baselines/fit_ease.tsv"
+    params:
+        lambdas=lambda w: config["baselines"]["ease"]["lambdas"],
+        device=config["device"],
+        code=code_hash("baselines"),
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/fit_baseline.py"
+
+
+rule fit_popularity:
+    input:
+        split="results/{dataset}/split/manifest.json",
+    output:
+        checkpoint="results/{dataset}/baselines/popularity.pt",
+    log:
+        "logs/{dataset}/baselines/fit_popularity.log",
+    params:
+        code=code_hash("baselines"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/fit_baseline.py"

@@ -1,0 +1,23 @@
+rule train_mult_dae:
+    input:
+        split="results/{dataset}/split/manifest.json",
+    output:
+        checkpoint="results/{dataset}/main/seed{seed}/mult_dae.pt",
+        history="results/{dataset}/main/seed{seed}/mult_dae_history.csv",
+    log:
+        "logs/{dataset}/main/seed{seed}/mult_dae.log",
+    benchmark:
+        "benchmarks/{dataset}/main/seed{seed}/mult_dae.tsv"
+    params:
+        stage="actor_pretrain",
+        settings=lambda w: mult_dae_settings(),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/train_stage.py"

@@ -1,0 +1,24 @@
+import pandas as pd
+from adapter import run  # first: sets the OpenMP wait policy before torch loads
+
+import torch
+
+from ract.baselines import Popularity, save_baseline, select_ease_lambda
+from ract.data.splits import load_split
+from ract.io import write_csv
+from ract.train import resolve_device
+
+
+def main():
+    torch.set_num_threads(snakemake.threads)
+    data = load_split(snakemake.input.split.rsplit("/", 1)[0])
+    if snakemake.rule == "fit_ease":
+        model, grid = select_ease_lambda(data, tuple(snakemake.params.lambdas),
+                                         device=resolve_device(snakemake.params.device))
+        write_csv(snakemake.output.grid, pd.DataFrame(grid))
+    else:
+        model = Popularity.fit(data.train)
+    save_baseline(snakemake.output.checkpoint, model.cpu(), data_hash=data.content_hash)
+
+
+run(snakemake, main)
