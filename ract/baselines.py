@@ -10,7 +10,6 @@ load with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .checkpoint import check_data, read_state
 from .data.splits import EvalSplit, SplitData
 from .errors import RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
@@ -193,30 +193,20 @@ def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None 
 
 def load_baseline(path, *, data_hash: str | None = None, n_items: int | None = None) -> nn.Module:
     """Read a baseline checkpoint; with `data_hash`/`n_items`, refuse one from other data."""
-    path = Path(path)
-    if not path.is_file():
-        raise RactError(f"{path}: baseline checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RactError(f"{path}: not a loadable ract baseline checkpoint (only tensors and plain "
-                        f"values are accepted): {reason}") from None
+    return baseline_from_state(path, read_state(path, "baseline checkpoint"),
+                               data_hash=data_hash, n_items=n_items)
+
+
+def baseline_from_state(path, state: dict, *, data_hash: str | None = None,
+                        n_items: int | None = None) -> nn.Module:
+    """Rebuild a baseline from a checkpoint already read (`ract.checkpoint.read_state`)."""
     bad = RactError(f"{path}: not a ract baseline checkpoint of format {FORMAT_VERSION} "
                     f"(expected kind {' or '.join(KINDS)})")
-    if (not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION
-            or state.get("kind") not in KINDS or not isinstance(state.get("state"), dict)
+    if (state.get("kind") not in KINDS or not isinstance(state.get("state"), dict)
             or not isinstance(state.get("data"), dict)):
         raise bad
+    check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
     ckpt_items = state["data"].get("n_items")
-    if n_items is not None and ckpt_items != n_items:
-        raise RactError(f"{path}: baseline was fitted on {ckpt_items} items, the data has "
-                        f"{n_items}; it belongs to another data set")
-    ckpt_hash = str(state["data"].get("content_hash"))
-    if data_hash is not None and ckpt_hash != data_hash:
-        raise RactError(f"{path}: baseline was fitted on data with hash {ckpt_hash[:12]}, this "
-                        f"split has {data_hash[:12]}; it belongs to another data set or "
-                        "preparation")
     weights = state["state"]
     try:
         if state["kind"] == "ease":

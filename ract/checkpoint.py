@@ -48,44 +48,52 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
         torch.save(state, tmp)
 
 
-def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None = None,
-                    any_kind: bool = False) -> dict:
-    """Read and check a checkpoint; with `data_hash`/`n_items`, refuse one from other data.
-    `any_kind` also accepts baseline checkpoints (which `ract.baselines` reads)."""
+def read_state(path, what: str = "checkpoint") -> dict:
+    """torch.load with weights_only=True: tensors and plain values, never pickled objects."""
     path = Path(path)
     if not path.is_file():
-        raise RactError(f"{path}: checkpoint file not found")
+        raise RactError(f"{path}: {what} file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RactError(f"{path}: not a loadable ract checkpoint (only tensors and plain values "
+        raise RactError(f"{path}: not a loadable ract {what} (only tensors and plain values "
                         f"are accepted): {reason}") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise RactError(f"{path}: not a ract checkpoint of format {FORMAT_VERSION}")
+        raise RactError(f"{path}: not a ract {what} of format {FORMAT_VERSION}")
+    return state
+
+
+def check_data(path, recorded: dict, *, data_hash: str | None, n_items: int | None) -> None:
+    """Refuse a model made from other data than the split it is used with."""
+    if n_items is not None and recorded.get("n_items") != n_items:
+        raise RactError(f"{path}: made from data with {recorded.get('n_items')} items, this "
+                        f"split has {n_items}; it belongs to another data set")
+    ckpt_hash = str(recorded.get("content_hash"))
+    if data_hash is not None and ckpt_hash != data_hash:
+        raise RactError(f"{path}: made from data with hash {ckpt_hash[:12]}, this split has "
+                        f"{data_hash[:12]}; it belongs to another data set or preparation")
+
+
+def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None = None) -> dict:
+    """Read and check a training checkpoint; with `data_hash`/`n_items`, refuse one from other
+    data."""
+    state = read_state(path)
     if "kind" in state:
-        if any_kind:
-            return state
         raise RactError(f"{path}: a {state['kind']} baseline, not a ract training checkpoint")
-    ckpt_items = state["data"]["n_items"]
-    if n_items is not None and ckpt_items != n_items:
-        raise RactError(f"{path}: checkpoint was trained on {ckpt_items} items, the data has "
-                        f"{n_items}; it belongs to another data set")
-    if data_hash is not None and state["data"]["content_hash"] != data_hash:
-        raise RactError(f"{path}: checkpoint was trained on data with hash "
-                        f"{state['data']['content_hash'][:12]}, this split has {data_hash[:12]}; "
-                        "it belongs to another data set or preparation")
+    check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
     return state
 
 
 def load_model(path, *, data_hash: str | None = None, n_items: int | None = None):
     """(model, info) from a checkpoint: the actor of a ract stage, or a baseline
     (`ract.baselines`); info holds the stage (or baseline kind) and the epoch kept."""
-    from .baselines import KINDS, load_baseline
-    state = load_checkpoint(path, data_hash=data_hash, n_items=n_items, any_kind=True)
-    if state.get("kind") in KINDS:
-        model = load_baseline(path, data_hash=data_hash, n_items=n_items)
+    from .baselines import baseline_from_state
+    state = read_state(path)
+    if "kind" in state:
+        model = baseline_from_state(path, state, data_hash=data_hash, n_items=n_items)
         return model, {"stage": state["kind"], "epoch": None}
+    check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
     return build_actor(state), {"stage": state["stage"], "epoch": state["epoch"]}
 
 

@@ -243,6 +243,6 @@ def test_load_refusals(tmp_path):
 
     with pytest.raises(RactError, match="good.pt: .*hash"):
         load_baseline(good, data_hash="other")
-    with pytest.raises(RactError, match="good.pt: .*3 items, the data has 5"):
+    with pytest.raises(RactError, match="good.pt: .*3 items, this split has 5"):
         load_baseline(good, n_items=5)
     assert isinstance(load_baseline(good, data_hash="h" * 20, n_items=3), EASE)
