@@ -77,7 +77,8 @@ def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
     per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
                               batch_size=batch_size, device=device)
     n_holdout = per_user.pop("n_holdout")
-    frame = pd.DataFrame({"user": data.users(split)["user"],
+    n_input = np.asarray(data.eval_split(split).input.sum(axis=1)).ravel().astype(np.int64)
+    frame = pd.DataFrame({"user": data.users(split)["user"], "n_input": n_input,
                           "n_holdout": n_holdout.numpy().astype(np.int64)})
     for key, value in per_user.items():
         frame[key] = value.numpy()

@@ -413,6 +413,48 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
 # Helpers
 
 
+def gain_by_activity(activity, a, b, n_groups: int = 4) -> pd.DataFrame:
+    """Per-user b - a grouped into quantiles of user activity (items known per user): one row
+    per group with its item range, users, mean difference and its standard error."""
+    frame = pd.DataFrame({"activity": np.asarray(activity, dtype=float),
+                          "diff": np.asarray(b, dtype=float) - np.asarray(a, dtype=float)})
+    frame = frame.dropna()
+    if len(frame) < n_groups:
+        raise RactError(f"gain by activity: {len(frame)} users with values, need at least "
+                        f"{n_groups}")
+    # ranks, not raw counts, so that tied activities still give groups of equal size
+    frame["group"] = pd.qcut(frame["activity"].rank(method="first"), n_groups,
+                             labels=False)
+    rows = []
+    for g, part in frame.groupby("group"):
+        n = len(part)
+        rows.append({"group": f"Q{g + 1}", "min_items": int(part["activity"].min()),
+                     "max_items": int(part["activity"].max()), "users": n,
+                     "mean_diff": part["diff"].mean(),
+                     "se": part["diff"].std(ddof=1) / math.sqrt(n) if n > 1 else math.nan})
+    return pd.DataFrame(rows)
+
+
+def plot_gain_by_activity(groups: pd.DataFrame, path_png, path_pdf=None, *,
+                          label: str = "RaCT - Mult-VAE", metric: str = "NDCG@100") -> None:
+    """Bars of the mean per-user difference per activity group (from `gain_by_activity`), with
+    one standard error, and a zero line."""
+    if groups.empty:
+        raise RactError("gain by activity: no groups to plot")
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(groups))
+    ax.bar(x, groups["mean_diff"], yerr=groups["se"].fillna(0), capsize=4, color=_color(4))
+    ax.axhline(0, color="0.3", linewidth=0.8)
+    ax.set_xticks(x, [f"{r.group}\n{r.min_items}-{r.max_items} items\n{r.users} users"
+                      for r in groups.itertuples()])
+    ax.set_xlabel("user activity quartile (items known per test user)")
+    ax.set_ylabel(f"{label}, {metric} per user")
+    ax.set_title(f"{label}: mean per-user difference in {metric} (± 1 s.e.)")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path_png, path_pdf)
+
+
 def _save(fig: Figure, path_png, path_pdf) -> None:
     try:
         with atomic_path(path_png) as tmp:

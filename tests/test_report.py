@@ -168,3 +168,17 @@ def test_markdown_keeps_integer_columns_integer_beside_floats():
     frame = pd.DataFrame({"seed": [1, 2], "steps": [2000, 2000], "r": [0.81234, 0.5]})
     text = report.markdown_table(frame, floatfmt=".3f")
     assert "| 1 | 2000 | 0.812 |" in text and "| 2 | 2000 | 0.500 |" in text
+
+
+def test_gain_by_activity_groups_and_plot(tmp_path):
+    activity = np.arange(1, 41)  # 40 users, 10 per quartile
+    a = np.full(40, 0.4)
+    b = a + np.where(activity > 30, 0.1, 0.0)  # only the most active quarter gains
+    groups = report.gain_by_activity(activity, a, b)
+    assert groups["users"].tolist() == [10, 10, 10, 10]
+    assert groups["min_items"].tolist() == [1, 11, 21, 31]
+    np.testing.assert_allclose(groups["mean_diff"], [0, 0, 0, 0.1], atol=1e-12)
+    report.plot_gain_by_activity(groups, tmp_path / "g.png", tmp_path / "g.pdf")
+    assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g.pdf").stat().st_size
+    with pytest.raises(RactError, match="need at least 4"):
+        report.gain_by_activity([1, 2], [0, 0], [1, 1])

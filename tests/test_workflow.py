@@ -77,7 +77,7 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
     assert table["ndcg@100"].between(0, 1).all()
     md = (study / "results/ml-100k/comparison.md").read_text()
     assert "| test | RaCT |" in md and "critic r (validation users)" in md
-    for fig in ("training_curves", "metrics"):
+    for fig in ("training_curves", "metrics", "gain_by_activity"):
         for ext in ("png", "pdf"):
             assert (study / f"results/ml-100k/figures/{fig}.{ext}").stat().st_size > 1000
     pointer = json.loads((study / "data/raw/ml-100k.json").read_text())

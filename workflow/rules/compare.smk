@@ -18,6 +18,9 @@ rule compare:
         bars=report("results/{dataset}/figures/metrics.png",
                     caption="../report/metrics.rst", category="{dataset}"),
         bars_pdf="results/{dataset}/figures/metrics.pdf",
+        gain=report("results/{dataset}/figures/gain_by_activity.png",
+                    caption="../report/gain_by_activity.rst", category="{dataset}"),
+        gain_pdf="results/{dataset}/figures/gain_by_activity.pdf",
     log:
         "logs/{dataset}/compare.log",
     params:
