@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users per batch (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=_default(StageConfig, "weight_decay"),
                    help="L2 penalty of the trained network (default: %(default)s)")
+    p.add_argument("--l2-penalty", type=float, default=_default(StageConfig, "l2_penalty"),
+                   help="actor_pretrain: lam * sum of squared weights added to each batch's loss "
+                        "(Mult-DAE in vae_cf: 0.01 / batch size) (default: %(default)s)")
     p.add_argument("--min-steps", type=int,
                    help="critic: at least this many optimizer steps, extending the epochs "
                         f"(default: {STAGE_DEFAULTS['critic_pretrain']['min_steps']} for "
@@ -152,10 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "checkpoint)")
     g.add_argument("--latent-dimension", type=int, default=a.latent_dimension,
                    help="size of z; RecBole's 256 would be 128 here (default: %(default)s)")
-    g.add_argument("--mlp-hidden-size", type=int, nargs="+", default=list(a.mlp_hidden_size),
-                   help="hidden layer sizes (default: %(default)s)")
+    g.add_argument("--mlp-hidden-size", type=int, nargs="*", default=None,
+                   help=f"hidden layer sizes (default: {list(a.mlp_hidden_size)}, or none "
+                        "with --dae)")
     g.add_argument("--dropout-prob", type=float, default=a.dropout_prob,
                    help="input dropout probability (default: %(default)s)")
+    g.add_argument("--dae", action="store_true",
+                   help="train Mult-DAE instead of Mult-VAE: deterministic tanh code, no KL "
+                        "(with --mlp-hidden-size omitted: [n_items -> latent -> n_items])")
     g.add_argument("--anneal-cap", type=float, default=a.anneal_cap,
                    help="largest KL weight beta (default: %(default)s)")
     g.add_argument("--total-anneal-steps", type=int, default=a.total_anneal_steps,
@@ -244,15 +251,18 @@ def cmd_train(args):
     overrides = {k: getattr(args, k) for k in ("epochs", "learning_rate", "min_steps")
                  if getattr(args, k) is not None}
     cfg = stage_defaults(args.train_stage, batch_size=args.batch_size,
-                         weight_decay=args.weight_decay,
+                         weight_decay=args.weight_decay, l2_penalty=args.l2_penalty,
                          critic_learning_rate=args.critic_learning_rate,
                          freeze_critic=args.freeze_critic, save_step=args.save_step,
                          seed=args.seed, **overrides)
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
     data = load_split(args.data)
+    hidden = args.mlp_hidden_size
+    if hidden is None:
+        hidden = () if args.dae else _default(ActorConfig, "mlp_hidden_size")
     actor_cfg = ActorConfig(n_items=data.n_items, latent_dimension=args.latent_dimension,
-                            mlp_hidden_size=tuple(args.mlp_hidden_size),
+                            mlp_hidden_size=tuple(hidden), variational=not args.dae,
                             dropout_prob=args.dropout_prob, anneal_cap=args.anneal_cap,
                             total_anneal_steps=args.total_anneal_steps)
     critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k)

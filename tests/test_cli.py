@@ -31,7 +31,8 @@ def test_train_help_documents_recbole_names_and_stage_defaults():
     out = run("train", "--help").stdout
     for flag in ("--latent-dimension", "--mlp-hidden-size", "--dropout-prob", "--anneal-cap",
                  "--total-anneal-steps", "--critic-layers", "--metrics-k", "--train-stage",
-                 "--pretrain-epochs", "--save-step", "--pre-model-path", "--freeze-critic"):
+                 "--pretrain-epochs", "--save-step", "--pre-model-path", "--freeze-critic",
+                 "--dae", "--l2-penalty"):
         assert flag in out, flag
     assert "learning_rate=2e-06" in out.replace("\n", " ").replace("  ", " ")
 
@@ -54,6 +55,17 @@ def cli_run(tmp_path_factory):
                  "--history", tmp / "f.csv", "--pre-model-path", tmp / "c.pt", "--epochs", "2",
                  "--batch-size", "64", "--freeze-critic") == 0
     return tmp, data
+
+
+def test_train_mult_dae_from_the_command_line(cli_run, tmp_path):
+    _, data = cli_run
+    assert cli("train", "--stage", "actor_pretrain", "--data", data, "--out", tmp_path / "d.pt",
+               "--history", tmp_path / "d.csv", "--epochs", "2", "--dae", "--latent-dimension",
+               "16", "--l2-penalty", "2e-5", "--batch-size", "64") == 0
+    from ract.checkpoint import load_checkpoint
+    args = load_checkpoint(tmp_path / "d.pt")["actor_args"]
+    assert args["variational"] is False and args["mlp_hidden_size"] == []
+    assert (pd.read_csv(tmp_path / "d.csv")["kl"].iloc[1:] == 0).all()
 
 
 def test_evaluate_writes_per_user_and_summary(cli_run):
