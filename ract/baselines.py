@@ -19,7 +19,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import check_data, read_state
 from .data.splits import EvalSplit, SplitData
-from .errors import RactError
+from .errors import ModelFailure, RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
 from .io import atomic_path
 
@@ -89,7 +89,7 @@ class EASE(nn.Module):
         try:
             L = torch.linalg.cholesky(G)
         except torch.linalg.LinAlgError:
-            raise RactError(f"EASE: X^T X + {lam:g} I is not positive definite in "
+            raise ModelFailure(f"EASE: X^T X + {lam:g} I is not positive definite in "
                             f"{gram.dtype}; use a larger lambda") from None
         # P = G^-1 by solving G P = I: on CPU this is several times faster than
         # torch.cholesky_inverse (LAPACK potri) and as accurate. G's storage becomes I.
@@ -146,16 +146,29 @@ def mean_ndcg(model: nn.Module, split: EvalSplit, k: int = 100, *,
     return ndcg[ok].mean().item()
 
 
+def ease_fit_bytes(n_items: int) -> int:
+    """Peak memory of an EASE fit: the Gram matrix, its regularised copy, the Cholesky factor
+    and the solution, each (n_items, n_items)."""
+    itemsize = 8 if n_items <= FLOAT64_MAX_ITEMS else 4
+    return 4 * n_items * n_items * itemsize
+
+
 def select_ease_lambda(data: SplitData, lambdas=DEFAULT_LAMBDAS, k: int = 100, *,
-                       device="cpu") -> tuple[EASE, list[dict]]:
+                       device="cpu", max_bytes: int | None = None) -> tuple[EASE, list[dict]]:
     """Fit EASE on `data.train` for each lambda and keep the best by validation NDCG@k.
 
     Returns (best model, [{"lam": ..., f"val_ndcg@{k}": ...} per lambda, in grid order]); ties
-    go to the earlier lambda in the grid.
+    go to the earlier lambda in the grid. With `max_bytes`, a fit that would need more memory
+    (`ease_fit_bytes`) is refused before anything is allocated.
     """
     lambdas = [_check_lambda(lam) for lam in lambdas]
     if not lambdas:
         raise RactError("setting lambdas: expected at least one value")
+    need = ease_fit_bytes(data.n_items)
+    if max_bytes is not None and need > max_bytes:
+        raise ModelFailure(f"EASE on {data.n_items} items needs about {need / 2**30:.1f} GiB, "
+                           f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
+                           "fit_ease job's mem_mb or leave ease out of `models`")
     gram = gram_matrix(data.train, device=device)
     best, best_score, rows = None, -math.inf, []
     for lam in lambdas:

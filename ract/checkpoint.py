@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .errors import RactError
+from .errors import ModelFailure, RactError
 from .io import atomic_path, config_dict
 from .model import ActorConfig, Critic, CriticConfig, MultVAE
 
@@ -48,6 +48,21 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
         torch.save(state, tmp)
 
 
+def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
+    """Write, in place of a checkpoint, the record of a model that could not be fit
+    (`ModelFailure`), so that evaluation and the comparison report it instead of stopping."""
+    state = {"format_version": FORMAT_VERSION, "ract_version": __version__, "failed": str(reason),
+             "model": str(model), "data": {"content_hash": data_hash}}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _refuse_failed(path, state: dict) -> None:
+    if "failed" in state:
+        raise ModelFailure(f"{path}: {state.get('model', 'the model')} could not be fit: "
+                           f"{state['failed']}")
+
+
 def read_state(path, what: str = "checkpoint") -> dict:
     """torch.load with weights_only=True: tensors and plain values, never pickled objects."""
     path = Path(path)
@@ -79,6 +94,7 @@ def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None =
     """Read and check a training checkpoint; with `data_hash`/`n_items`, refuse one from other
     data."""
     state = read_state(path)
+    _refuse_failed(path, state)
     if "kind" in state:
         raise RactError(f"{path}: a {state['kind']} baseline, not a ract training checkpoint")
     check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
@@ -90,6 +106,7 @@ def load_model(path, *, data_hash: str | None = None, n_items: int | None = None
     (`ract.baselines`); info holds the stage (or baseline kind) and the epoch kept."""
     from .baselines import baseline_from_state
     state = read_state(path)
+    _refuse_failed(path, state)
     if "kind" in state:
         model = baseline_from_state(path, state, data_hash=data_hash, n_items=n_items)
         return model, {"stage": state["kind"], "epoch": None}

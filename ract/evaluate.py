@@ -13,7 +13,7 @@ import torch
 from .data.splits import EvalSplit, SplitData, dense_rows
 from .errors import RactError
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
-from .model import ActorOutput, MultVAE
+from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
 
 DEFAULT_KS = (20, 50, 100)
 EVAL_BATCH_SIZE = 1000
@@ -53,6 +53,49 @@ def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) ->
     'dropped' -- the evaluation analogue of a training dropout mask, used for the critic's fit."""
     out = actor(x_in)
     return ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, holdout > 0)
+
+
+def critic_batch(critic: Critic, out: ActorOutput, x_full: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The critic's view of one batch of users, in eval mode: its prediction, its target (true
+    NDCG@metrics_k of the dropped items given the kept ones; NaN with nothing dropped), the
+    actor's NLL feature, and d prediction / d NLL (negative: lower NLL is scored higher)."""
+    critic.eval()
+    feats = critic_features(out, x_full).detach()
+    with torch.enable_grad():
+        f = feats.clone().requires_grad_(True)
+        pred = critic(f)
+        (grad,) = torch.autograd.grad(pred.sum(), f)
+    return {"critic": pred.detach(), "target": critic_target(out, critic.cfg.metrics_k),
+            "nll": feats[:, 2], "slope": grad[:, 2]}
+
+
+@torch.no_grad()
+def critic_fit(actor: MultVAE, critic: Critic, split: EvalSplit, *,
+               batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
+    """Per user of a held-out split (fold-in as input, held-out items as the relevant set):
+    `critic_batch`'s four values, concatenated over batches (float64, on the CPU)."""
+    actor.eval()
+    parts: dict[str, list] = {}
+    for _, x_in, holdout, _ in eval_batches(split, batch_size, device):
+        out = heldout_output(actor, x_in, holdout)
+        for key, value in critic_batch(critic, out, x_in + holdout).items():
+            parts.setdefault(key, []).append(value.double().cpu())
+    return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def critic_fit_frame(actor: MultVAE, critic: Critic, data: SplitData, split: str, *,
+                     batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> pd.DataFrame:
+    """`critic_fit` as a table with the original user ids: user, n_input, n_holdout,
+    ndcg@<metrics_k> (the true value the critic predicts), critic, nll, slope."""
+    es = data.eval_split(split)
+    fit = critic_fit(actor, critic, es, batch_size=batch_size, device=device)
+    return pd.DataFrame({
+        "user": data.users(split)["user"].to_numpy(),
+        "n_input": np.asarray(es.input.sum(axis=1)).ravel().astype(np.int64),
+        "n_holdout": np.asarray(es.holdout.sum(axis=1)).ravel().astype(np.int64),
+        f"ndcg@{critic.cfg.metrics_k}": fit["target"].numpy(),
+        "critic": fit["critic"].numpy(), "nll": fit["nll"].numpy(),
+        "slope": fit["slope"].numpy()})
 
 
 @torch.inference_mode()

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from .errors import RactError
 from .io import atomic_path
 
-KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users")
+KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users", "status")
 GROUP_COLUMNS = ("variant", "split", "model")
 DEFAULT_METRICS = ("recall@20", "recall@50", "ndcg@100")
 STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
@@ -53,7 +53,37 @@ def read_summary(path: str | os.PathLike, *, model: str, seed: int, variant: str
         raise RactError(f"{path}: cannot read evaluation summary as JSON ({exc})") from None
     if not isinstance(summary, dict):
         raise RactError(f"{path}: expected a JSON object, got {type(summary).__name__}")
-    return {**summary, "model": model, "seed": int(seed), "variant": variant}
+    return {**summary, "model": model, "seed": int(seed), "variant": variant, "path": str(path)}
+
+
+def check_same_data(summaries: Sequence[Mapping]) -> str:
+    """The one data hash all evaluation summaries were computed on; refuses summaries from
+    different splits or data (their numbers are not comparable) and ones without a hash."""
+    by_hash: dict[str, list[str]] = {}
+    for i, summary in enumerate(summaries):
+        where = summary.get("path") or _summary_name(summary, i)
+        digest = summary.get("data_hash")
+        if not digest:
+            raise RactError(f"{where}: evaluation summary has no data_hash (written by an older "
+                            "ract); evaluate this model again")
+        by_hash.setdefault(str(digest), []).append(str(where))
+    if len(by_hash) > 1:
+        groups = "; ".join(f"{digest[:12]}: {', '.join(paths[:3])}"
+                           f"{f' and {len(paths) - 3} more' if len(paths) > 3 else ''}"
+                           for digest, paths in by_hash.items())
+        raise RactError(f"evaluation summaries come from {len(by_hash)} different splits or data "
+                        f"sets and cannot be compared ({groups}); evaluate every model on the "
+                        "same split")
+    if not by_hash:
+        raise RactError("check data: no evaluation summaries given")
+    return next(iter(by_hash))
+
+
+def failures(summaries: Sequence[Mapping]) -> list[dict]:
+    """(model, seed, split, error) of every summary that records a failed model."""
+    return [{"model": s.get("model"), "seed": s.get("seed"), "split": s.get("split"),
+             "error": s.get("error", "unknown error")}
+            for s in summaries if s.get("status") == "failed"]
 
 
 def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -78,9 +108,10 @@ def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
 def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     """One row per evaluation summary.
 
-    Columns: variant, model, seed, split, epoch, users (users evaluated), then for every metric
-    found in any summary `<metric>` (mean over users) and `<metric>_se` (standard error over
-    users); a metric missing from a summary is NaN. Rows are sorted by variant, split, model,
+    Columns: variant, model, seed, split, epoch, users (users evaluated), status ("ok", or
+    "failed" for a summary that records a model that could not be fit: its metrics are NaN),
+    then for every metric found in any summary `<metric>` (mean over users) and `<metric>_se`
+    (standard error over users); a metric missing from a summary is NaN. Rows are sorted by variant, split, model,
     seed; metrics keep the order in which they first appear.
     """
     if not summaries:
@@ -91,11 +122,12 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
         if not isinstance(summary, Mapping):
             raise RactError(f"evaluation summary {where}: expected a dict, "
                             f"got {type(summary).__name__}")
-        for key in ("variant", "model", "seed", "split", "metrics"):
+        failed = summary.get("status") == "failed"
+        for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
             if key not in summary:
                 raise RactError(f"evaluation summary {where}: missing key '{key}'")
-        metrics = summary["metrics"]
-        if not isinstance(metrics, Mapping) or not metrics:
+        metrics = {} if failed else summary["metrics"]
+        if not failed and (not isinstance(metrics, Mapping) or not metrics):
             raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
         try:
             seed = int(summary["seed"])
@@ -104,7 +136,8 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
                             f"got {summary['seed']!r}") from None
         users = summary.get("n_users_evaluated", summary.get("n_users"))
         row = {"variant": str(summary["variant"]), "model": str(summary["model"]), "seed": seed,
-               "split": str(summary["split"]), "epoch": summary.get("epoch"), "users": users}
+               "split": str(summary["split"]), "epoch": summary.get("epoch"), "users": users,
+               "status": "failed" if failed else "ok"}
         for name, value in metrics.items():
             if not isinstance(value, Mapping) or "mean" not in value:
                 raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
@@ -133,7 +166,8 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
 def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
     """Across-seed summary of a `metrics_table`, one row per (variant, split, model).
 
-    Columns: variant, split, model, seeds (number of seeds), then per metric `<metric>` (mean
+    Columns: variant, split, model, seeds (number of seeds with results), failed (number of
+    seeds where the model was recorded as failed), then per metric `<metric>` (mean
     over seeds), `<metric>_se` (standard error across seeds: sample std with ddof=1 over
     sqrt(seeds); NaN with one seed) and `<metric>_user_se` (mean over seeds of the per-user
     standard error, a fallback spread when there is only one seed). Seeds where a metric is NaN
@@ -151,7 +185,10 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRIC
     rows = []
     for key, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         row = dict(zip(GROUP_COLUMNS, key))
-        row["seeds"] = int(group["seed"].nunique())
+        status = group["status"] if "status" in group.columns else pd.Series("ok", group.index)
+        ok = status != "failed"
+        row["seeds"] = int(group.loc[ok, "seed"].nunique())
+        row["failed"] = int(group.loc[~ok, "seed"].nunique())
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").dropna()
             n = len(values)
@@ -164,7 +201,7 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRIC
             else:
                 row[f"{m}_user_se"] = math.nan
         rows.append(row)
-    columns = [*GROUP_COLUMNS, "seeds"] + [c for m in metrics
+    columns = [*GROUP_COLUMNS, "seeds", "failed"] + [c for m in metrics
                                            for c in (m, f"{m}_se", f"{m}_user_se")]
     return pd.DataFrame(rows, columns=columns)
 
@@ -356,13 +393,14 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     missing = [c for c in (*GROUP_COLUMNS, "seeds") if c not in aggregate.columns]
     if missing:
         raise RactError(f"metric bars: aggregate table has no column(s) {missing}")
+    aggregate = aggregate.assign(failed=aggregate.get("failed", 0))
     frame = aggregate[aggregate["split"] == split]
     if frame.empty:
         raise RactError(f"metric bars: no rows for split '{split}'; "
                         f"available: {sorted(set(aggregate['split']))}")
     if metrics is None:
         metrics = [c for c in aggregate.columns
-                   if c not in (*GROUP_COLUMNS, "seeds") and not c.endswith("_se")]
+                   if c not in (*GROUP_COLUMNS, "seeds", "failed") and not c.endswith("_se")]
     metrics = list(metrics)
     absent = [m for m in metrics if m not in frame.columns]
     if not metrics or absent:
@@ -373,7 +411,7 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     n = len(series)
     width = 0.8 / n
     x = np.arange(len(metrics))
-    fig = Figure(figsize=(max(5.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2),
+    fig = Figure(figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
                  layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -384,17 +422,24 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
         err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
         errors = np.array([_as_float(row.get(c)) for c in err_cols])
         label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
-        label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
-        label += ", per-user SE)" if single else ")"
+        if row["seeds"] == 0:
+            label += " (failed: no results)"
+        else:
+            label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+            label += f", {row['failed']} failed" if row["failed"] else ""
+            label += ", per-user SE)" if single else ")"
         pos = x - 0.4 + width * (i + 0.5)
         yerr = np.where(np.isfinite(errors), errors, 0.0)
         bars = ax.bar(pos, heights, width * 0.92, color=_color(i), label=label,
                       yerr=yerr, capsize=3, error_kw={"lw": 1.0, "ecolor": "0.2"})
-        if n <= 4:
-            for bar, h, e in zip(bars, heights, yerr):
-                if np.isfinite(h):
-                    ax.text(bar.get_x() + bar.get_width() / 2, h + e, f"{h:.3f}",
-                            ha="center", va="bottom", fontsize=8)
+        for bar, h, e in zip(bars, heights, yerr):
+            if not np.isfinite(h):  # a model without results keeps its place, marked
+                ax.text(bar.get_x() + bar.get_width() / 2, 0, " failed" if row["failed"]
+                        else " missing", rotation=90, ha="center", va="bottom", fontsize=8,
+                        color=_color(i))
+            elif n <= 4:
+                ax.text(bar.get_x() + bar.get_width() / 2, h + e, f"{h:.3f}",
+                        ha="center", va="bottom", fontsize=8)
         finite = heights + yerr
         finite = finite[np.isfinite(finite)]
         if len(finite):
@@ -405,8 +450,65 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
-    fig.legend(loc="outside lower center", ncols=min(n, 3), fontsize=9, frameon=False)
+    fig.legend(loc="outside lower center", ncols=min(n, 2), fontsize=9, frameon=False)
     _save(fig, path_png, path_pdf)
+
+
+def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
+                    path_pdf: str | os.PathLike | None = None, *, metric: str = "ndcg@100",
+                    split: str = "validation") -> None:
+    """Critic prediction (left) and the actor's NLL (right) against the true `metric` per user,
+    one colour per seed, with Pearson r over all users in each title and per seed in the
+    legend (the paper's check that the critic tracks NDCG far better than the NLL does).
+
+    `fits` maps seed -> a `ract.evaluate.critic_fit_frame` table (columns `metric`, `critic`,
+    `nll`); users whose true value is undefined (nothing held out) are left out.
+    """
+    if not fits:
+        raise RactError("critic fit: no per-user critic tables given")
+    for seed, frame in fits.items():
+        absent = [c for c in (metric, "critic", "nll") if c not in frame.columns]
+        if absent:
+            raise RactError(f"critic fit: table of seed {seed} has no column(s) {absent}")
+    seeds = sorted(fits, key=_seed_key)
+    clean = {seed: fits[seed][[metric, "critic", "nll"]].apply(pd.to_numeric, errors="coerce")
+             .dropna() for seed in seeds}
+    if not any(len(f) for f in clean.values()):
+        raise RactError(f"critic fit: no user has a defined {metric}")
+    pooled = pd.concat(clean.values(), ignore_index=True)
+    label = metric.replace("ndcg", "NDCG").replace("recall", "Recall")
+    fig = Figure(figsize=(10, 4.6 + 0.2 * len(seeds)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharey=True)
+    panels = (("critic", "critic prediction (sigmoid output)"),
+              ("nll", "actor's NLL feature (nats)"))
+    for ax, (column, xlabel) in zip(axes, panels):
+        for i, seed in enumerate(seeds):
+            f = clean[seed]
+            ax.scatter(f[column], f[metric], s=10, alpha=0.6, color=_color(i), lw=0,
+                       label=f"seed {seed} (r = {pearson_r(f[column], f[metric]):+.2f}, "
+                             f"{len(f)} users)")
+        r = pearson_r(pooled[column], pooled[metric])
+        name = "critic" if column == "critic" else "NLL"
+        ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
+        ax.set_xlabel(xlabel, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+        # below the panel: inside it, the legend would hide points
+        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False,
+                  markerscale=1.5)
+    axes[0].set_ylabel(f"true {label} on held-out items", fontsize=10)
+    fig.suptitle(f"How well the critic predicts {label} ({split} users, after critic "
+                 "pre-training)", fontsize=11)
+    _save(fig, path_png, path_pdf)
+
+
+def pearson_r(a, b) -> float:
+    """Pearson r of two equal-length sequences; NaN with fewer than two values or no spread."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,8 +26,9 @@ import torch
 from .checkpoint import (build_actor, build_critic, load_checkpoint, model_states,
                          save_checkpoint)
 from .data.splits import SplitData, dense_rows
-from .errors import RactError
-from .evaluate import EVAL_BATCH_SIZE, eval_batches, heldout_output, masked_scores
+from .errors import ModelFailure, RactError
+from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
+                       masked_scores)
 from .io import config_dict, write_csv
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
@@ -125,7 +126,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 def _finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> float:
     v = value.item()
     if not math.isfinite(v):
-        raise RactError(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the last "
+        raise ModelFailure(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the last "
                         "saved checkpoint is untouched). Lower the learning rate.")
     return v
 
@@ -143,37 +144,30 @@ def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
     NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement)."""
     actor.eval()
     split = data.validation
-    metric_parts, preds, targets, nlls, slopes = {}, [], [], [], []
+    metric_parts, critic_parts = {}, {}
     for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
         out = heldout_output(actor, x_in, holdout)
         per = ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, VALIDATION_KS,
                               ("ndcg", "recall"))
         for key, value in per.items():
             metric_parts.setdefault(key, []).append(value)
-        if critic is None:
-            continue
-        critic.eval()
-        feats = critic_features(out, x_in + holdout)
-        with torch.enable_grad():
-            f = feats.clone().requires_grad_(True)
-            pred = critic(f)
-            (grad,) = torch.autograd.grad(pred.sum(), f)
-        preds.append(pred.detach())
-        targets.append(critic_target(out, critic.cfg.metrics_k))
-        nlls.append(feats[:, 2])
-        slopes.append(grad[:, 2])
+        if critic is not None:
+            fit = critic_batch(critic, out, x_in + holdout)
+            for key, value in fit.items():
+                critic_parts.setdefault(key, []).append(value)
     row = {}
     for key in ("ndcg@100", "recall@20", "recall@50"):
         v = torch.cat(metric_parts[key])
         row[f"val_{key}"] = v[~torch.isnan(v)].mean().item()
     if critic is not None:
-        pred, target = torch.cat(preds), torch.cat(targets)
-        has = ~torch.isnan(target)
+        fit = {key: torch.cat(values) for key, values in critic_parts.items()}
+        pred, target = fit["critic"], fit["target"]
         row["val_critic_mse"] = _critic_mse(pred, target).item()
         row["val_critic_r"] = pearson(pred, target)
-        row["val_nll_r"] = pearson(torch.cat(nlls), target)
+        row["val_nll_r"] = pearson(fit["nll"], target)
         # d critic / d NLL < 0 means "lower NLL scores higher": the direction finetuning needs.
-        row["val_nll_slope_negative"] = (torch.cat(slopes)[has] < 0).double().mean().item()
+        has = ~torch.isnan(target)
+        row["val_nll_slope_negative"] = (fit["slope"][has] < 0).double().mean().item()
     return row
 
 

@@ -246,3 +246,28 @@ def test_load_refusals(tmp_path):
     with pytest.raises(RactError, match="good.pt: .*3 items, this split has 5"):
         load_baseline(good, n_items=5)
     assert isinstance(load_baseline(good, data_hash="h" * 20, n_items=3), EASE)
+
+
+def test_ease_larger_than_its_memory_budget_is_a_model_failure(tmp_path):
+    from ract.checkpoint import load_model, save_failure
+    from ract.errors import ModelFailure
+    data = taste_split()  # 40 items: 4 matrices of 40 x 40 float64
+    assert baselines.ease_fit_bytes(40) == 4 * 40 * 40 * 8
+    assert baselines.ease_fit_bytes(20_000) == 4 * 20_000 ** 2 * 4  # float32 above 5000 items
+    with pytest.raises(ModelFailure, match=r"EASE on 40 items needs about 0\.0 GiB, more than "
+                                           r"its budget"):
+        select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8 - 1)
+    best, _ = select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8)
+    assert best.n_items == 40
+    # the failure recorded in place of the checkpoint is reported when the model is loaded
+    save_failure(tmp_path / "ease.pt", model="EASE", reason="too big",
+                 data_hash=data.content_hash)
+    with pytest.raises(ModelFailure, match=r"ease.pt: EASE could not be fit: too big"):
+        load_model(tmp_path / "ease.pt", data_hash=data.content_hash, n_items=40)
+
+
+def test_ease_not_positive_definite_is_a_model_failure():
+    from ract.errors import ModelFailure
+    gram = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalues 3 and -1
+    with pytest.raises(ModelFailure, match="not positive definite"):
+        EASE.from_gram(gram, 0.5)

@@ -40,7 +40,7 @@ def history(seed, n_actor=6, n_critic=10, n_finetune=4):
 
 def test_metrics_table_rows_columns_and_order(summaries):
     table = report.metrics_table(summaries)
-    assert list(table.columns) == ["variant", "model", "seed", "split", "epoch", "users",
+    assert list(table.columns) == ["variant", "model", "seed", "split", "epoch", "users", "status",
                                    "recall@20", "recall@20_se", "ndcg@100", "ndcg@100_se"]
     assert list(zip(table["split"], table["model"], table["seed"])) == [
         ("test", "Mult-VAE", 1), ("test", "RaCT", 1), ("test", "RaCT", 2), ("test", "RaCT", 3),
@@ -60,7 +60,7 @@ def test_metrics_table_missing_metric_is_nan(summaries):
 
 def test_aggregate_mean_and_se(summaries):
     agg = report.aggregate_table(report.metrics_table(summaries), metrics=("recall@20", "ndcg@100"))
-    assert list(agg.columns) == ["variant", "split", "model", "seeds",
+    assert list(agg.columns) == ["variant", "split", "model", "seeds", "failed",
                                  "recall@20", "recall@20_se", "recall@20_user_se",
                                  "ndcg@100", "ndcg@100_se", "ndcg@100_user_se"]
     assert len(agg) == 3
@@ -182,3 +182,58 @@ def test_gain_by_activity_groups_and_plot(tmp_path):
     assert (tmp_path / "g.png").stat().st_size > 1000 and (tmp_path / "g.pdf").stat().st_size
     with pytest.raises(RactError, match="need at least 4"):
         report.gain_by_activity([1, 2], [0, 0], [1, 1])
+
+
+def critic_fit_table(seed, n=60, noise=0.05):
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 1, n)
+    frame = pd.DataFrame({"user": [f"u{i}" for i in range(n)], "ndcg@100": truth,
+                          "critic": truth + rng.normal(0, noise, n),  # tracks the truth
+                          "nll": rng.normal(300, 50, n)})             # unrelated to it
+    frame.loc[0, "ndcg@100"] = np.nan  # a user with nothing held out is left out
+    return frame
+
+
+def test_plot_critic_fit(tmp_path):
+    fits = {1: critic_fit_table(1), 2: critic_fit_table(2)}
+    report.plot_critic_fit(fits, tmp_path / "f.png", tmp_path / "f.pdf")
+    assert_figure(tmp_path / "f.png", b"\x89PNG")
+    assert_figure(tmp_path / "f.pdf", b"%PDF")
+    pooled = pd.concat(fits.values()).dropna()
+    assert report.pearson_r(pooled["critic"], pooled["ndcg@100"]) > 0.9
+    assert abs(report.pearson_r(pooled["nll"], pooled["ndcg@100"])) < 0.3
+    assert math.isnan(report.pearson_r([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))
+    with pytest.raises(RactError, match=r"seed 1 has no column\(s\) \['critic'\]"):
+        report.plot_critic_fit({1: fits[1].drop(columns="critic")}, tmp_path / "x.png")
+    with pytest.raises(RactError, match="no user has a defined"):
+        report.plot_critic_fit({1: fits[1].assign(**{"ndcg@100": np.nan})}, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_summaries_from_different_splits_are_refused(summaries):
+    same = [dict(s, data_hash="a" * 64, path=f"s{i}.json") for i, s in enumerate(summaries)]
+    assert report.check_same_data(same) == "a" * 64
+    other = same[:-1] + [dict(same[-1], data_hash="b" * 64)]
+    with pytest.raises(RactError, match=r"2 different splits.*aaaaaaaaaaaa: s0.json, s1.json, "
+                                        r"s2.json and 1 more; bbbbbbbbbbbb: s4.json"):
+        report.check_same_data(other)
+    with pytest.raises(RactError, match="s0.json: evaluation summary has no data_hash"):
+        report.check_same_data([dict(same[0], data_hash=None)] + same[1:])
+
+
+def test_failed_model_is_shown_not_dropped(tmp_path, summaries):
+    failed = {"split": "test", "status": "failed", "error": "EASE on 20108 items needs 6 GiB",
+              "model": "EASE", "seed": 0, "variant": "main"}
+    table = report.metrics_table(summaries + [failed])
+    row = table[table["model"] == "EASE"].iloc[0]
+    assert row["status"] == "failed" and math.isnan(row["ndcg@100"])
+    assert (table.loc[table["model"] != "EASE", "status"] == "ok").all()
+    agg = report.aggregate_table(table, metrics=("recall@20", "ndcg@100"))
+    ease = agg[agg["model"] == "EASE"].iloc[0]
+    assert (ease["seeds"], ease["failed"]) == (0, 1) and math.isnan(ease["ndcg@100"])
+    ract = agg[(agg["model"] == "RaCT")].iloc[0]
+    assert (ract["seeds"], ract["failed"]) == (3, 0)
+    assert report.failures(summaries + [failed]) == [
+        {"model": "EASE", "seed": 0, "split": "test", "error": failed["error"]}]
+    report.plot_metric_bars(agg, tmp_path / "b.png")  # EASE keeps its place, marked failed
+    assert_figure(tmp_path / "b.png", b"\x89PNG")

@@ -207,3 +207,32 @@ def test_mult_dae_trains_with_l2_penalty(split, tmp_path):
         losses[lam] = hist["loss"].iloc[1] - hist["nll"].iloc[1]
     assert losses[0.0] == 0 and losses[1e-2] > 0  # the penalty is part of the loss
     assert not load_checkpoint(tmp_path / "d0.0.pt")["actor_args"]["variational"]
+
+
+def test_critic_fit_per_user_matches_the_validation_record(trained, split):
+    from ract.evaluate import critic_fit_frame
+    from ract.train import pearson, validate
+    paths, _ = trained
+    state = load_checkpoint(paths["critic_pretrain"][0])
+    actor, critic = build_actor(state), build_critic(state)
+    frame = critic_fit_frame(actor, critic, split, "validation")
+    assert len(frame) == split.validation.input.shape[0]
+    assert list(frame.columns) == ["user", "n_input", "n_holdout", "ndcg@10", "critic", "nll",
+                                   "slope"]
+    assert frame["ndcg@10"].isna().equals(frame["n_holdout"] == 0)
+    assert frame["ndcg@10"].dropna().between(0, 1).all() and frame["critic"].between(0, 1).all()
+    row = validate(actor, critic, split, "cpu")
+    t = torch.tensor
+    assert pearson(t(frame["critic"].values), t(frame["ndcg@10"].values)) == pytest.approx(
+        row["val_critic_r"], abs=1e-6)
+    assert pearson(t(frame["nll"].values), t(frame["ndcg@10"].values)) == pytest.approx(
+        row["val_nll_r"], abs=1e-6)
+
+
+def test_non_finite_loss_is_a_model_failure(split, tmp_path):
+    from ract.errors import ModelFailure
+    cfg = stage_defaults("actor_pretrain", epochs=2, batch_size=64, learning_rate=1e30)
+    with pytest.raises(ModelFailure, match=r"actor loss became (nan|inf) at epoch \d+, batch \d+"):
+        train_stage(split, cfg, out_checkpoint=tmp_path / "a.pt",
+                    history_path=tmp_path / "a.csv", actor_cfg=small_actor(split.n_items))
+    assert not (tmp_path / "a.pt").exists()

@@ -77,7 +77,10 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
     assert table["ndcg@100"].between(0, 1).all()
     md = (study / "results/ml-100k/comparison.md").read_text()
     assert "| test | RaCT |" in md and "critic r (validation users)" in md
-    for fig in ("training_curves", "metrics", "gain_by_activity"):
+    assert "Pearson r with the true NDCG@100: critic" in md
+    fit = pd.read_csv(run / "eval/critic_pretrain_validation_critic_fit.csv")
+    assert len(fit) == 94 and {"ndcg@100", "critic", "nll", "slope"} <= set(fit.columns)
+    for fig in ("training_curves", "metrics", "gain_by_activity", "critic_fit"):
         for ext in ("png", "pdf"):
             assert (study / f"results/ml-100k/figures/{fig}.{ext}").stat().st_size > 1000
     pointer = json.loads((study / "data/raw/ml-100k.json").read_text())
@@ -105,8 +108,8 @@ def change(section_path, key, value):
     return config
 
 
-DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "finetune": 1, "evaluate": 2, "compare": 1,
-                        "all": 1}
+DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 2,
+                        "compare": 1, "all": 1}
 BASELINES_FROM_SPLIT = {"train_mult_dae": 1, "fit_ease": 1, "fit_popularity": 1,
                         "evaluate_baseline": 4}
 RERUNS = {
@@ -116,19 +119,19 @@ RERUNS = {
     "critic stage setting": (change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
                              DOWNSTREAM_OF_CRITIC),
     "actor setting": (change(("actor",), "dropout_prob", 0.4),
-                      {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 4,
-                       "compare": 1, "all": 1}),
+                      {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1,
+                       "finetune": 1, "evaluate": 4, "compare": 1, "all": 1}),
     "Mult-DAE setting": (change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
                          {"train_mult_dae": 1, "evaluate": 2, "compare": 1, "all": 1}),
     "EASE grid": (change(("baselines", "ease"), "lambdas", [200]),
                   {"fit_ease": 1, "evaluate_baseline": 2, "compare": 1, "all": 1}),
     "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
                               {"prepare_data": 1, "pretrain_actor": 1, "pretrain_critic": 1,
-                               "finetune": 1, "evaluate": 6, "compare": 1, "all": 1,
+                               "critic_fit": 1, "finetune": 1, "evaluate": 6, "compare": 1, "all": 1,
                                **BASELINES_FROM_SPLIT}),
     "new seed": (change((), "seeds", [1, 2]),
-                 {"pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "train_mult_dae": 1,
-                  "evaluate": 6, "compare": 1, "all": 1}),
+                 {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
+                  "train_mult_dae": 1, "evaluate": 6, "compare": 1, "all": 1}),
     "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
                             {"evaluate": 6, "evaluate_baseline": 4, "compare": 1, "all": 1}),
     "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
@@ -158,8 +161,8 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
         f.write("\n# an edit\n")
     # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
-        "pretrain_actor": 1, "pretrain_critic": 1, "finetune": 1, "evaluate": 6, "compare": 1,
-        "all": 1, **BASELINES_FROM_SPLIT}
+        "pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 6,
+        "compare": 1, "all": 1, **BASELINES_FROM_SPLIT}
     config = tiny_config()
     config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
     r = snakemake(work, config, "--touch", root=repo)  # (records the changed params once)
@@ -267,3 +270,28 @@ def test_failing_job_names_rule_dataset_and_log_and_leaves_no_output(tmp_path):
     assert "line 3: rating 'oops' is not a number" in (
         tmp_path / "logs/my-data/prepare_data.log").read_text()
     assert not (tmp_path / "results/my-data/split").exists()
+
+
+def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    # EASE's memory budget is its job's mem_mb: 1 MB cannot hold a 1411-item fit
+    r = snakemake(work, tiny_config(), "-R", "fit_ease", "--set-resources", "fit_ease:mem_mb=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "EASE could not be fit, recorded as failed" in r.stdout + r.stderr
+    table = pd.read_csv(work / "results/ml-100k/comparison.csv")
+    ease = table[table["model"] == "EASE"]
+    assert len(ease) == 2 and (ease["status"] == "failed").all() and ease["ndcg@100"].isna().all()
+    assert (table.loc[table["model"] != "EASE", "status"] == "ok").all()
+    md = (work / "results/ml-100k/comparison.md").read_text()
+    assert "| test | EASE | 0 | 1 | failed | failed | failed |" in md
+    assert "EASE on 1411 items needs about" in md
+    # a summary from another split cannot be compared with the rest
+    path = work / "results/ml-100k/baselines/eval/popularity_test_summary.json"
+    summary = json.loads(path.read_text())
+    path.write_text(json.dumps({**summary, "data_hash": "0" * 64}))
+    r = snakemake(work, tiny_config(), "-R", "compare")
+    assert r.returncode != 0
+    assert "different splits or data sets and cannot be compared" in r.stdout + r.stderr
+    assert "000000000000: results/ml-100k/baselines/eval/popularity_test_summary.json" in (
+        r.stdout + r.stderr)

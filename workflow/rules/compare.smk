@@ -7,6 +7,8 @@ rule compare:
                           for seed in SEEDS for stage in ("actor_pretrain", "finetune")],
         histories=lambda w: [history(w.dataset, "main", seed, stage)
                              for seed in SEEDS for stage in STAGES],
+        critic_fits=lambda w: [f"{run_dir(w.dataset, 'main', seed)}/eval/"
+                               "critic_pretrain_validation_critic_fit.csv" for seed in SEEDS],
     output:
         csv=report("results/{dataset}/comparison.csv", caption="../report/comparison.rst",
                    category="{dataset}"),
@@ -21,12 +23,16 @@ rule compare:
         gain=report("results/{dataset}/figures/gain_by_activity.png",
                     caption="../report/gain_by_activity.rst", category="{dataset}"),
         gain_pdf="results/{dataset}/figures/gain_by_activity.pdf",
+        critic=report("results/{dataset}/figures/critic_fit.png",
+                      caption="../report/critic_fit.rst", category="{dataset}"),
+        critic_pdf="results/{dataset}/figures/critic_fit.pdf",
     log:
         "logs/{dataset}/compare.log",
     params:
         # (seed, model) of each summary and seed of each history, in input order
         summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
         histories=[seed for seed in SEEDS for _ in STAGES],
+        critic_seeds=SEEDS,
     threads: 1
     resources:
         mem_mb=2000,

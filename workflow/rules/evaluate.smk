@@ -48,3 +48,27 @@ rule evaluate_baseline:
         gpu=uses_gpu(),
     script:
         "../scripts/evaluate.py"
+
+
+rule critic_fit:
+    # Per held-out user: the critic's prediction, the true NDCG it predicts and the actor's NLL
+    # (the paper's critic-correlation check), from a checkpoint that carries a critic.
+    input:
+        split="results/{dataset}/split/manifest.json",
+        checkpoint="results/{dataset}/{variant}/seed{seed}/{stage}.pt",
+    output:
+        "results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_critic_fit.csv",
+    log:
+        "logs/{dataset}/{variant}/seed{seed}/critic_fit_{stage}_{split}.log",
+    wildcard_constraints:
+        stage="critic_pretrain|finetune",
+    params:
+        device=config["device"],
+        code=code_hash("evaluate"),
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=uses_gpu(),
+    script:
+        "../scripts/critic_fit.py"

@@ -9,6 +9,7 @@ rule fit_ease:
     benchmark:
         "benchmarks/{dataset}/baselines/fit_ease.tsv"
     params:
+        model=BASELINES["ease"],  # a ModelFailure (memory, not positive definite) is recorded
         lambdas=lambda w: config["baselines"]["ease"]["lambdas"],
         device=config["device"],
         code=code_hash("baselines"),
@@ -29,6 +30,7 @@ rule fit_popularity:
     log:
         "logs/{dataset}/baselines/fit_popularity.log",
     params:
+        model=BASELINES["popularity"],
         code=code_hash("baselines"),
     threads: 1
     resources:

@@ -10,6 +10,7 @@ rule train_mult_dae:
         "benchmarks/{dataset}/main/seed{seed}/mult_dae.tsv"
     params:
         stage="actor_pretrain",
+        baseline=BASELINES["mult_dae"],  # a ModelFailure is recorded, not fatal
         settings=lambda w: mult_dae_settings(),
         seed=lambda w: int(w.seed),
         device=config["device"],

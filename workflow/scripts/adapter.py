@@ -10,7 +10,9 @@ import sys
 # passive waiting, no slower than two 1-thread jobs. Import this module before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ract.errors import RactError  # noqa: E402
+from ract.errors import ModelFailure, RactError  # noqa: E402
+
+log = logging.getLogger("ract")
 
 
 def run(snakemake, body):
@@ -20,6 +22,25 @@ def run(snakemake, body):
     try:
         body()
     except RactError as exc:
-        logging.getLogger("ract").error("%s", exc)
+        log.error("%s", exc)
         print(f"ract: error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def record_failure(snakemake, exc: ModelFailure, *, model: str, data_hash: str) -> None:
+    """A baseline that cannot be fit does not stop the study: its checkpoint output becomes a
+    failure record (evaluation and the comparison then show the model as failed, with this
+    reason) and any other output a one-row CSV saying so. Deterministic, so not retried; change
+    the model's settings, or force it with `snakemake -R <rule>`, to try again."""
+    import pandas as pd
+
+    from ract.checkpoint import save_failure
+    from ract.io import write_csv
+
+    log.warning("%s could not be fit, recorded as failed: %s", model, exc)
+    print(f"ract: warning: {model} could not be fit, recorded as failed: {exc}", file=sys.stderr)
+    for path in snakemake.output:
+        if path.endswith(".pt"):
+            save_failure(path, model=model, reason=str(exc), data_hash=data_hash)
+        else:
+            write_csv(path, pd.DataFrame({"failed": [str(exc)]}))

@@ -1,10 +1,12 @@
-import pandas as pd
-from adapter import run
+from adapter import log, run
 
-from ract.io import write_csv, write_json, write_text
 import numpy as np
+import pandas as pd
 
-from ract.report import (aggregate_table, gain_by_activity, markdown_table, metrics_table,
+from ract.errors import RactError
+from ract.io import write_csv, write_json, write_text
+from ract.report import (aggregate_table, check_same_data, failures, gain_by_activity,
+                         markdown_table, metrics_table, pearson_r, plot_critic_fit,
                          plot_gain_by_activity, plot_metric_bars, plot_training_curves,
                          read_history, read_summary)
 from ract.stats import paired_test_over_seeds
@@ -16,10 +18,26 @@ CRITIC = {"critic_r_train": "critic r (training batches)",
           "val_nll_slope_negative": "share of users with d critic/d NLL < 0"}
 
 
+def paired_frames(paths):
+    """Per-user test tables of Mult-VAE and RaCT, seed by seed: the same users in the same order
+    (they come from one split), which the per-user averaging over seeds relies on."""
+    frames = [pd.read_csv(path, dtype={"user": str}) for path in paths]
+    for path, frame in zip(paths[1:], frames[1:]):
+        if not frame["user"].equals(frames[0]["user"]):
+            raise RactError(f"{path}: its test users differ from those of {paths[0]}; the "
+                            "paired test needs every model evaluated on the same split")
+    return frames[0::2], frames[1::2]
+
+
 def main():
     p = snakemake.params
     summaries = [read_summary(path, model=model, seed=seed, variant="main")
                  for path, (seed, model) in zip(snakemake.input.summaries, p.summaries)]
+    check_same_data(summaries)
+    failed = failures(summaries)
+    for f in failed:
+        log.warning("%s (seed %s, %s) is shown as failed: %s", f["model"], f["seed"], f["split"],
+                    f["error"])
     table = metrics_table(summaries)
     write_csv(snakemake.output.csv, table)
     aggregate = aggregate_table(table, SHOWN)
@@ -33,46 +51,58 @@ def main():
         last = h[h["stage"] == "critic_pretrain"].iloc[-1]
         critic_rows.append({"seed": seed, "critic steps": int(last["steps"]),
                             **{label: last[col] for col, label in CRITIC.items()}})
+    fits = {seed: pd.read_csv(path) for seed, path in zip(p.critic_seeds,
+                                                           snakemake.input.critic_fits)}
+    pooled = pd.concat(fits.values()).dropna(subset=["ndcg@100"])
+    critic_r, nll_r = (pearson_r(pooled[c], pooled["ndcg@100"]) for c in ("critic", "nll"))
 
     # Does the critic help? RaCT against Mult-VAE on the same test users, per user (a user's
     # NDCG@100 averaged over seeds first: users, not seeds, are the independent samples).
-    per_user = [pd.read_csv(path) for path in snakemake.input.paired]
-    test = paired_test_over_seeds([f["ndcg@100"].to_numpy() for f in per_user[0::2]],
-                                  [f["ndcg@100"].to_numpy() for f in per_user[1::2]])
+    vae, ract = paired_frames(snakemake.input.paired)
+    test = paired_test_over_seeds([f["ndcg@100"].to_numpy() for f in vae],
+                                  [f["ndcg@100"].to_numpy() for f in ract])
     test = {"metric": "ndcg@100", "split": "test", "a": "Mult-VAE", "b": "RaCT", **test}
     write_json(snakemake.output.significance, test)
     verdict = "significant" if test["wilcoxon_pvalue"] < 0.05 else "not significant"
-    # The same test users under every seed, in the same order: average each user over seeds.
-    mean_a = np.nanmean([f["ndcg@100"].to_numpy() for f in per_user[0::2]], axis=0)
-    mean_b = np.nanmean([f["ndcg@100"].to_numpy() for f in per_user[1::2]], axis=0)
-    activity = per_user[0]["n_input"] + per_user[0]["n_holdout"]
-    groups = gain_by_activity(activity, mean_a, mean_b)
+    mean_a = np.nanmean([f["ndcg@100"].to_numpy() for f in vae], axis=0)
+    mean_b = np.nanmean([f["ndcg@100"].to_numpy() for f in ract], axis=0)
+    groups = gain_by_activity(vae[0]["n_input"] + vae[0]["n_holdout"], mean_a, mean_b)
     plot_gain_by_activity(groups, snakemake.output.gain, snakemake.output.gain_pdf)
 
     cells = aggregate.copy()
     for m in SHOWN:
-        cells[m] = [f"{a:.4f} ± {b:.4f}" if pd.notna(b) else f"{a:.4f}"
-                    for a, b in zip(aggregate[m], aggregate[f"{m}_se"])]
+        cells[m] = [("failed" if seeds == 0 else "n/a") if pd.isna(a) else
+                    f"{a:.4f} ± {b:.4f}" if pd.notna(b) else f"{a:.4f}"
+                    for a, b, seeds in zip(aggregate[m], aggregate[f"{m}_se"], aggregate["seeds"])]
     text = ["Mean over seeds ± standard error across seeds:", "",
-            markdown_table(cells, ["split", "model", "seeds", *SHOWN]), "",
-            "Per seed:", "",
-            markdown_table(table, ["split", "model", "seed", "epoch", "users", *SHOWN]), "",
-            f"RaCT - Mult-VAE, test NDCG@100 per user ({test['n']} users, averaged over "
-            f"seeds): mean difference {test['mean_diff']:+.4f} (95% CI {test['ci95_low']:+.4f}"
-            f" to {test['ci95_high']:+.4f}), Cohen's d_z {test['effect_size_dz']:+.3f}, "
-            f"{test['wins']} users better / {test['losses']} worse / {test['ties']} tied; "
-            f"Wilcoxon signed-rank p = {test['wilcoxon_pvalue']:.3g}, paired t-test p = "
-            f"{test['t_pvalue']:.3g}: {verdict} at the 5% level.", "",
-            "RaCT - Mult-VAE test NDCG@100 by user activity (items known per user):", "",
-            markdown_table(groups, ["group", "min_items", "max_items", "users", "mean_diff",
-                                    "se"]), "",
-            "Critic fit at the end of critic pretraining:", "",
-            markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps", *CRITIC.values()],
-                           floatfmt=".3f")]
+            markdown_table(cells, ["split", "model", "seeds", "failed", *SHOWN]), ""]
+    if failed:
+        text += ["Models recorded as failed (no results; fix the setting named and rerun):", "",
+                 *[f"- {f['model']}, seed {f['seed']}, {f['split']}: {f['error']}"
+                   for f in failed], ""]
+    text += ["Per seed:", "",
+             markdown_table(table, ["split", "model", "seed", "epoch", "users", "status",
+                                    *SHOWN]), "",
+             f"RaCT - Mult-VAE, test NDCG@100 per user ({test['n']} users, averaged over "
+             f"seeds): mean difference {test['mean_diff']:+.4f} (95% CI {test['ci95_low']:+.4f}"
+             f" to {test['ci95_high']:+.4f}), Cohen's d_z {test['effect_size_dz']:+.3f}, "
+             f"{test['wins']} users better / {test['losses']} worse / {test['ties']} tied; "
+             f"Wilcoxon signed-rank p = {test['wilcoxon_pvalue']:.3g}, paired t-test p = "
+             f"{test['t_pvalue']:.3g}: {verdict} at the 5% level.", "",
+             "RaCT - Mult-VAE test NDCG@100 by user activity (items known per user):", "",
+             markdown_table(groups, ["group", "min_items", "max_items", "users", "mean_diff",
+                                     "se"]), "",
+             "Critic fit at the end of critic pretraining:", "",
+             markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps",
+                                                        *CRITIC.values()], floatfmt=".3f"), "",
+             f"Over all validation users and seeds ({len(pooled)}), Pearson r with the true "
+             f"NDCG@100: critic {critic_r:+.3f}, NLL {nll_r:+.3f} (paper, ML-20M: about 0.49 "
+             "and 0.05)."]
     write_text(snakemake.output.md, "\n".join(text) + "\n")
     plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf)
     plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
                      metrics=SHOWN)
+    plot_critic_fit(fits, snakemake.output.critic, snakemake.output.critic_pdf)
 
 
 run(snakemake, main)

@@ -1,9 +1,11 @@
-from adapter import run  # first: sets the OpenMP wait policy before torch loads
+from adapter import log, run  # first: sets the OpenMP wait policy before torch loads
 
+import pandas as pd
 import torch
 
 from ract.checkpoint import load_model
 from ract.data.splits import load_split
+from ract.errors import ModelFailure
 from ract.evaluate import evaluate_to_frames
 from ract.io import write_csv, write_json
 from ract.train import resolve_device
@@ -12,12 +14,21 @@ from ract.train import resolve_device
 def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
-    model, info = load_model(snakemake.input.checkpoint, data_hash=data.content_hash,
-                             n_items=data.n_items)
+    split, checkpoint = snakemake.wildcards.split, snakemake.input.checkpoint
+    # the data hash lets the comparison refuse results from different splits
+    record = {"checkpoint": checkpoint, "data_hash": data.content_hash}
+    try:
+        model, info = load_model(checkpoint, data_hash=data.content_hash, n_items=data.n_items)
+    except ModelFailure as exc:  # a baseline recorded as failed: say so, for the comparison
+        log.warning("%s", exc)
+        write_csv(snakemake.output.per_user, pd.DataFrame(columns=["user", "n_input", "n_holdout"]))
+        write_json(snakemake.output.summary, {"split": split, "status": "failed",
+                                              "error": str(exc), **record})
+        return
     device = resolve_device(snakemake.params.device)
-    frame, summary = evaluate_to_frames(model.to(device), data, snakemake.wildcards.split,
-                                        snakemake.params.ks, device=device)
-    summary.update(checkpoint=snakemake.input.checkpoint, **info)
+    frame, summary = evaluate_to_frames(model.to(device), data, split, snakemake.params.ks,
+                                        device=device)
+    summary.update(status="ok", **record, **info)
     write_csv(snakemake.output.per_user, frame)
     write_json(snakemake.output.summary, summary)
 

@@ -1,10 +1,11 @@
 import pandas as pd
-from adapter import run  # first: sets the OpenMP wait policy before torch loads
+from adapter import record_failure, run  # first: sets the OpenMP wait policy before torch loads
 
 import torch
 
 from ract.baselines import Popularity, save_baseline, select_ease_lambda
 from ract.data.splits import load_split
+from ract.errors import ModelFailure
 from ract.io import write_csv
 from ract.train import resolve_device
 
@@ -12,12 +13,19 @@ from ract.train import resolve_device
 def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
-    if snakemake.rule == "fit_ease":
-        model, grid = select_ease_lambda(data, tuple(snakemake.params.lambdas),
-                                         device=resolve_device(snakemake.params.device))
-        write_csv(snakemake.output.grid, pd.DataFrame(grid))
-    else:
-        model = Popularity.fit(data.train)
+    try:
+        if snakemake.rule == "fit_ease":
+            # the job's memory request is EASE's budget: refused up front rather than killed
+            model, grid = select_ease_lambda(
+                data, tuple(snakemake.params.lambdas),
+                device=resolve_device(snakemake.params.device),
+                max_bytes=int(snakemake.resources.mem_mb) * 2**20)
+            write_csv(snakemake.output.grid, pd.DataFrame(grid))
+        else:
+            model = Popularity.fit(data.train)
+    except ModelFailure as exc:
+        record_failure(snakemake, exc, model=snakemake.params.model, data_hash=data.content_hash)
+        return
     save_baseline(snakemake.output.checkpoint, model.cpu(), data_hash=data.content_hash)
 
 

@@ -1,8 +1,9 @@
-from adapter import run  # first: sets the OpenMP wait policy before torch loads
+from adapter import record_failure, run  # first: sets the OpenMP wait policy before torch loads
 
 import torch
 
 from ract.data.splits import load_split
+from ract.errors import ModelFailure
 from ract.model import ActorConfig, CriticConfig
 from ract.train import stage_defaults, train_stage
 
@@ -16,14 +17,20 @@ def main():
     cfg = stage_defaults(p.stage, seed=p.seed, **stage)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
     actor, critic = p.settings.get("actor"), p.settings.get("critic")
-    train_stage(
-        data, cfg,
-        out_checkpoint=snakemake.output.checkpoint, history_path=snakemake.output.history,
-        actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
-        critic_cfg=CriticConfig(**critic) if critic else None,
-        pre_model_path=snakemake.input.get("start"),
-        checkpoint_dir=snakemake.output.checkpoint.rsplit("/", 1)[0] + "/checkpoints",
-        device=p.device)
+    try:
+        train_stage(
+            data, cfg,
+            out_checkpoint=snakemake.output.checkpoint, history_path=snakemake.output.history,
+            actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
+            critic_cfg=CriticConfig(**critic) if critic else None,
+            pre_model_path=snakemake.input.get("start"),
+            checkpoint_dir=snakemake.output.checkpoint.rsplit("/", 1)[0] + "/checkpoints",
+            device=p.device)
+    except ModelFailure as exc:
+        # RaCT's own stages stop the study; a baseline (Mult-DAE) is recorded as failed
+        if not p.get("baseline"):
+            raise
+        record_failure(snakemake, exc, model=p.baseline, data_hash=data.content_hash)
 
 
 run(snakemake, main)
