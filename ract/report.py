@@ -111,8 +111,8 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     Columns: variant, model, seed, split, epoch, users (users evaluated), status ("ok", or
     "failed" for a summary that records a model that could not be fit: its metrics are NaN),
     then for every metric found in any summary `<metric>` (mean over users) and `<metric>_se`
-    (standard error over users); a metric missing from a summary is NaN. Rows are sorted by variant, split, model,
-    seed; metrics keep the order in which they first appear.
+    (standard error over users); a metric missing from a summary is NaN. Rows are sorted by
+    variant, split, model, seed; metrics keep the order in which they first appear.
     """
     if not summaries:
         raise RactError("metrics table: no evaluation summaries given")
