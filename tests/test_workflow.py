@@ -135,6 +135,8 @@ RERUNS = {
     "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
                             {"evaluate": 6, "evaluate_baseline": 4, "compare": 1, "all": 1}),
     "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
+    "paper to compare with": (change(("datasets", "ml-100k"), "paper", "ml-20m"),
+                              {"compare": 1, "all": 1}),
 }
 
 
@@ -276,7 +278,8 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     work = tmp_path / "copy"
     shutil.copytree(study, work, symlinks=True)
     # EASE's memory budget is its job's mem_mb: 1 MB cannot hold a 1411-item fit
-    r = snakemake(work, tiny_config(), "-R", "fit_ease", "--set-resources", "fit_ease:mem_mb=1")
+    config = change(("datasets", "ml-100k"), "paper", "ml-20m")  # the paper's table beside ours
+    r = snakemake(work, config, "-R", "fit_ease", "--set-resources", "fit_ease:mem_mb=1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "EASE could not be fit, recorded as failed" in r.stdout + r.stderr
     table = pd.read_csv(work / "results/ml-100k/comparison.csv")
@@ -286,11 +289,15 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     md = (work / "results/ml-100k/comparison.md").read_text()
     assert "| test | EASE | 0 | 1 | failed | failed | failed |" in md
     assert "EASE on 1411 items needs about" in md
+    assert "Against the paper (ml-20m, test users" in md
+    assert re.search(r"\| EASE \| 0 \| n/a \| 0\.391 \| n/a \|", md)
+    assert re.search(r"\| RaCT \| 1 \| 0\.\d{3} \| 0\.403 \| [+-]0\.\d{3} \|", md)
+    assert "Pearson r with the true NDCG@100, ours on validation users / paper on test" in md
     # a summary from another split cannot be compared with the rest
     path = work / "results/ml-100k/baselines/eval/popularity_test_summary.json"
     summary = json.loads(path.read_text())
     path.write_text(json.dumps({**summary, "data_hash": "0" * 64}))
-    r = snakemake(work, tiny_config(), "-R", "compare")
+    r = snakemake(work, config, "-R", "compare")
     assert r.returncode != 0
     assert "different splits or data sets and cannot be compared" in r.stdout + r.stderr
     assert "000000000000: results/ml-100k/baselines/eval/popularity_test_summary.json" in (

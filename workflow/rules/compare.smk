@@ -33,6 +33,7 @@ rule compare:
         summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
         histories=[seed for seed in SEEDS for _ in STAGES],
         critic_seeds=SEEDS,
+        paper=lambda w: config["datasets"][w.dataset]["paper"],  # the paper's numbers beside ours
     threads: 1
     resources:
         mem_mb=2000,

@@ -5,6 +5,7 @@ import pandas as pd
 
 from ract.errors import RactError
 from ract.io import write_csv, write_json, write_text
+from ract.paper import CRITIC_CORRELATION, paper_comparison, paper_markdown
 from ract.report import (aggregate_table, check_same_data, failures, gain_by_activity,
                          markdown_table, metrics_table, pearson_r, plot_critic_fit,
                          plot_gain_by_activity, plot_metric_bars, plot_training_curves,
@@ -98,6 +99,14 @@ def main():
              f"Over all validation users and seeds ({len(pooled)}), Pearson r with the true "
              f"NDCG@100: critic {critic_r:+.3f}, NLL {nll_r:+.3f} (paper, ML-20M: about 0.49 "
              "and 0.05)."]
+    if p.paper:
+        text += ["", f"Against the paper ({p.paper}, test users; ours: mean over seeds):", "",
+                 paper_markdown(paper_comparison(aggregate, p.paper))]
+        if p.paper in CRITIC_CORRELATION:
+            ref = CRITIC_CORRELATION[p.paper]
+            text += [f"Pearson r with the true NDCG@100, ours on validation users / paper on "
+                     f"test users: critic {critic_r:+.3f} / {ref['critic']:+.2f}, NLL "
+                     f"{nll_r:+.3f} / {ref['nll']:+.2f}."]
     write_text(snakemake.output.md, "\n".join(text) + "\n")
     plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf)
     plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
