@@ -6,6 +6,9 @@ Property-based tests then check the split invariants and metric ranges on random
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,3 +199,36 @@ def test_metrics_stay_within_zero_and_one(n_users, n_items, seed, k):
         assert torch.isnan(values[~has]).all(), name  # undefined without a relevant item
         v = values[has]
         assert ((v >= 0) & (v <= 1 + 1e-12)).all(), (name, v)
+
+
+# ----------------------------------------------------------------------------------------------
+# Safe loading
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_no_config_value_reaches_a_shell_and_loaders_are_safe():
+    rules = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    for path in rules:  # every rule runs a Python script: settings never pass through a shell
+        text = path.read_text()
+        assert not re.search(r"^\s*(shell|run):", text, re.M), path
+    sources = [*ROOT.glob("ract/**/*.py"), *ROOT.glob("workflow/scripts/*.py")]
+    for path in sources:
+        text = path.read_text()
+        assert not re.search(r"yaml\.(load|full_load|unsafe_load)\(", text), path
+        assert not re.search(r"\bpickle\b|\bsubprocess\.\w+\([^)]*shell=True", text), path
+        for call in re.findall(r"torch\.load\([^)]*\)", text):
+            assert "weights_only=True" in call, (path, call)
+
+
+def test_a_config_carrying_a_python_object_is_refused(tmp_path):
+    marker = tmp_path / "executed"
+    (tmp_path / "evil.yaml").write_text(
+        f"seeds: !!python/object/apply:os.system ['touch {marker}']\n")
+    snakemake = Path(sys.executable).parent / "snakemake"
+    r = subprocess.run([str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--configfile",
+                        "evil.yaml", "--cores", "1", "--dry-run"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and not marker.exists()
+    assert "Config file is not valid JSON or YAML" in r.stdout + r.stderr  # safe loader
