@@ -1,4 +1,4 @@
-"""Command line: `python -m ract <fetch|prepare|train|evaluate|recommend> ...`.
+"""Command line: `python -m ract <fetch|synthesize|prepare|train|evaluate|recommend> ...`.
 
 Defaults come from the library's dataclasses, so the command line, the workflow and a notebook
 always agree. Bad input ends with one line `ract: error: ...` and exit status 2.
@@ -53,6 +53,7 @@ def _add_fetch_args(p, required: bool):
 def build_parser() -> argparse.ArgumentParser:
     from .data.prepare import PROTOCOLS, PrepareConfig
     from .data.readers import FORMAT_HELP, FORMATS
+    from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
     from .model import ActorConfig, CriticConfig
     from .train import STAGE_DEFAULTS, STAGES, StageConfig
@@ -67,6 +68,32 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Download (or take from the cache) a known data set and "
                        "print the raw file's path and reader format.")
     _add_fetch_args(p, required=True)
+
+    p = sub.add_parser("synthesize", help="write synthetic interactions in a raw format",
+                       description="Generate interactions with power-law item popularity and a "
+                       "log-normal spread of items per user, and write them as a raw file that "
+                       "`ract prepare` reads (prints the file and its format). Presets: " +
+                       "; ".join(f"{k}: {v['n_users']:,} users, {v['n_items']:,} items, "
+                                 f"{v['n_interactions']:,} positive interactions"
+                                 for k, v in PRESETS.items()))
+    p.add_argument("--preset", choices=sorted(PRESETS), help="shape of a paper data set")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply the preset's users and interactions (default: %(default)s)")
+    for name in ("n_users", "n_items", "n_interactions"):
+        p.add_argument("--" + name.replace("_", "-"), type=int,
+                       help="required without --preset; overrides the preset")
+    d = {f.name: f.default for f in dataclasses.fields(SyntheticConfig)}
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed of the generator (default: %(default)s)")
+    p.add_argument("--format", choices=sorted(SYNTHETIC_FORMATS),
+                   help="raw format to write (default: the preset's, else ml-csv)")
+    p.add_argument("--item-exponent", type=float, default=d["item_exponent"],
+                   help="power-law exponent of item popularity (default: %(default)s)")
+    p.add_argument("--user-sigma", type=float, default=d["user_sigma"],
+                   help="log-normal spread of items per user (default: %(default)s)")
+    p.add_argument("--low-rating-share", type=float, default=d["low_rating_share"],
+                   help="extra rows rated <= 3.5 per positive interaction (default: %(default)s)")
+    p.add_argument("--out", required=True, help="folder to write the raw file into")
 
     p = sub.add_parser("prepare", help="binarise, filter and split interactions",
                        description="Read raw interactions, binarise, filter, split users, and "
@@ -212,6 +239,18 @@ def cmd_fetch(args):
     print(f"{path}\t{fmt}")
 
 
+def cmd_synthesize(args):
+    from .data.synthetic import synthetic_config, write_synthetic
+    cfg = synthetic_config(args.preset, args.scale, n_users=args.n_users, n_items=args.n_items,
+                           n_interactions=args.n_interactions, seed=args.seed,
+                           format=args.format, item_exponent=args.item_exponent,
+                           user_sigma=args.user_sigma, low_rating_share=args.low_rating_share)
+    path = write_synthetic(cfg, args.out)
+    log.info("wrote %s: %s users, %s items, %s rows (%s positive)", path, f"{cfg.n_users:,}",
+             f"{cfg.n_items:,}", f"{cfg.n_rows:,}", f"{cfg.n_interactions:,}")
+    print(f"{path}\t{cfg.format}")
+
+
 def cmd_prepare(args):
     from .data.prepare import PrepareConfig, prepare_split
     from .data.readers import read_interactions
@@ -315,8 +354,8 @@ def cmd_recommend(args):
         recs.to_csv(sys.stdout, index=False)
 
 
-COMMANDS = {"fetch": cmd_fetch, "prepare": cmd_prepare, "train": cmd_train,
-            "evaluate": cmd_evaluate, "recommend": cmd_recommend}
+COMMANDS = {"fetch": cmd_fetch, "synthesize": cmd_synthesize, "prepare": cmd_prepare,
+            "train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend}
 
 
 def main(argv=None) -> int:

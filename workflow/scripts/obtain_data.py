@@ -1,12 +1,16 @@
 from adapter import run
 
 from ract.data.sources import fetch_dataset
+from ract.data.synthetic import synthesize
 from ract.io import write_json
 
 
 def main():
     p = snakemake.params
-    path, fmt = fetch_dataset(p.source, p.cache, offline=bool(p.offline))
+    if p.source == "synthetic":
+        path, fmt = synthesize(p.cache, **p.synthetic)
+    else:
+        path, fmt = fetch_dataset(p.source, p.cache, offline=bool(p.offline))
     # A pointer, not a copy: the raw file stays in the download cache.
     write_json(snakemake.output.pointer, {"dataset": p.source, "path": str(path), "format": fmt})
 
