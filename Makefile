@@ -1,6 +1,8 @@
 # Two entry points, each setting itself up on a fresh machine:
 #   make study   the full RaCT study on the default data set (snakemake --cores 4)
 #   make test    the test suite
+# and, as root on Debian 12 (it installs and starts SLURM, MUNGE and MariaDB):
+#   make cluster-test   the workflow submitted to a one-node SLURM cluster started here
 # The venv takes torch 2.13.0 first (TORCH=... to choose another build), so that the project's
 # torch range installs nothing more.
 
@@ -16,7 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e ".[test]"
 	touch $@
 
-.PHONY: setup study test
+$(VENV)/.slurm-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -e ".[test,slurm]"
+	touch $@
+
+.PHONY: setup study test cluster-test
 setup: $(VENV)/.installed
 
 study: setup
@@ -24,3 +30,13 @@ study: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+
+# The cluster is torn down however the test ends; sacct then lists the jobs the test submitted.
+cluster-test: $(VENV)/.slurm-installed
+	trap './tests/cluster/slurm.sh down' EXIT; \
+	./tests/cluster/slurm.sh up --yes || exit 1; \
+	start=$$(date +%FT%T); \
+	RACT_CLUSTER_TEST=1 $(VENV)/bin/python -m pytest -q -rs -m cluster tests/test_cluster.py; \
+	status=$$?; \
+	sacct -X -S $$start -o JobID,Comment%60,State,ExitCode,Elapsed,AllocCPUS,ReqMem; \
+	exit $$status
