@@ -14,6 +14,7 @@ from .data.splits import EvalSplit, SplitData, dense_rows
 from .errors import RactError
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
 from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
+from .runtime import reuse_freed_memory
 
 DEFAULT_KS = (20, 50, 100)
 EVAL_BATCH_SIZE = 1000
@@ -117,6 +118,7 @@ def evaluate_model(model, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
 def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
                        batch_size: int = EVAL_BATCH_SIZE, device="cpu"):
     """(per-user DataFrame with original user ids, summary dict) for one split."""
+    reuse_freed_memory()
     per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
                               batch_size=batch_size, device=device)
     n_holdout = per_user.pop("n_holdout")

@@ -27,10 +27,28 @@ def top_k_items(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best items per row, best first; ties go to the lower item index.
 
     `torch.topk` alone leaves the order of tied scores unspecified, which would make metrics
-    depend on the backend. Here the k-th largest score is found with topk, every item above it
-    is taken, and the remaining slots are filled with the lowest-indexed items equal to it.
+    depend on the backend. One topk of k + 1 decides most rows: where the (k+1)-th score is
+    below the k-th, the k items are exactly determined and only need ordering (score, then
+    index). Rows with a tie across the cut (rare with float scores; many -inf) take the exact
+    path of `_top_k_exact`.
     """
     k = min(k, scores.shape[1])
+    if k == scores.shape[1]:
+        return _top_k_exact(scores, k)
+    values, idx = torch.topk(scores, k + 1, dim=1)  # (B, k + 1), best first
+    idx = idx[:, :k].sort(dim=1).values  # (B, k) ascending item index
+    order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
+    top = idx.gather(1, order)
+    cut = (values[:, k] == values[:, k - 1]).nonzero().flatten()
+    if cut.numel():
+        top[cut] = _top_k_exact(scores[cut], k)
+    return top
+
+
+def _top_k_exact(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """top_k_items for any row: the k-th largest score is found with topk, every item above it
+    is taken, and the remaining slots are filled with the lowest-indexed items equal to it.
+    Several passes over (B, n_items), so only used for rows with a tie at the cut."""
     kth = torch.topk(scores, k, dim=1).values[:, -1:]  # (B, 1)
     above = scores > kth  # (B, n_items)
     tied = scores == kth
