@@ -28,17 +28,21 @@ def top_k_items(scores: torch.Tensor, k: int) -> torch.Tensor:
 
     `torch.topk` alone leaves the order of tied scores unspecified, which would make metrics
     depend on the backend. One topk of k + 1 decides most rows: where the (k+1)-th score is
-    below the k-th, the k items are exactly determined and only need ordering (score, then
-    index). Rows with a tie across the cut (rare with float scores; many -inf) take the exact
-    path of `_top_k_exact`.
+    below the k-th, the k items are exactly determined, and only rows with equal scores among
+    them need reordering by index. Rows with a tie across the cut (rare with float scores;
+    many -inf) take the exact path of `_top_k_exact`.
     """
     k = min(k, scores.shape[1])
     if k == scores.shape[1]:
         return _top_k_exact(scores, k)
     values, idx = torch.topk(scores, k + 1, dim=1)  # (B, k + 1), best first
-    idx = idx[:, :k].sort(dim=1).values  # (B, k) ascending item index
-    order = torch.sort(scores.gather(1, idx), dim=1, descending=True, stable=True).indices
-    top = idx.gather(1, order)
+    top = idx[:, :k].contiguous()  # (B, k)
+    tied = (values[:, 1:k] == values[:, : k - 1]).any(dim=1).nonzero().flatten()
+    if tied.numel():  # equal scores among the k: put them in item order
+        sub = top[tied].sort(dim=1).values
+        order = torch.sort(scores[tied].gather(1, sub), dim=1, descending=True,
+                           stable=True).indices
+        top[tied] = sub.gather(1, order)
     cut = (values[:, k] == values[:, k - 1]).nonzero().flatten()
     if cut.numel():
         top[cut] = _top_k_exact(scores[cut], k)
