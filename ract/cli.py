@@ -150,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pre-model-path", help="checkpoint to start from (required for "
                    "critic_pretrain and finetune; continues the actor for actor_pretrain)")
     p.add_argument("--checkpoint-dir", help="folder for the --save-step checkpoints")
+    p.add_argument("--resume", metavar="PATH",
+                   help="keep a resume point here (written every --resume-every seconds and on "
+                        "SIGTERM); run the same command again after a kill to continue from it")
+    p.add_argument("--resume-every", type=float, default=60.0, metavar="SECONDS",
+                   help="seconds between resume points written to disk (default: %(default)s)")
     p.add_argument("--epochs", "--pretrain-epochs", dest="epochs", type=int,
                    help="epochs (RecBole's pretrain_epochs); default per stage")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
@@ -307,7 +312,8 @@ def cmd_train(args):
     critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k)
     train_stage(data, cfg, out_checkpoint=args.out, history_path=args.history,
                 actor_cfg=actor_cfg, critic_cfg=critic_cfg, pre_model_path=args.pre_model_path,
-                checkpoint_dir=args.checkpoint_dir, device=args.device)
+                checkpoint_dir=args.checkpoint_dir, device=args.device,
+                resume_path=args.resume, resume_every=args.resume_every)
 
 
 def _load_actor(args):

@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,7 @@ from .errors import ModelFailure, RactError
 from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
                        masked_scores)
 from .io import config_dict, write_csv
+from .resume import DEFAULT_EVERY, Interrupted, ResumePoint, cpu_copy, fingerprint, sigterm_flag
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
@@ -190,6 +192,7 @@ class _Run:
         self.data, self.cfg, self.actor, self.critic, self.device = data, cfg, actor, critic, device
         self.updates = updates  # actor optimizer steps, carried across stages for KL annealing
         self.steps = 0  # optimizer steps of this stage
+        self.stop: Callable[[], bool] = lambda: False  # asked to stop (SIGTERM)?
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         stage = cfg.train_stage
@@ -228,6 +231,9 @@ class _Run:
                 preds.append(pred)
                 targets.append(target)
             self.steps += 1
+            if self.stop():
+                raise Interrupted(f"stopped by SIGTERM in epoch {epoch} after batch {b + 1} "
+                                  f"of {n_batches}")
         row = {k: v / max(n_batches, 1) for k, v in sums.items()}
         if stage == "actor_pretrain":
             row["beta"] = beta  # at the epoch's last step
@@ -299,12 +305,18 @@ def _log_every(n_epochs: int) -> int:
 
 def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_path,
                 actor_cfg: ActorConfig | None = None, critic_cfg: CriticConfig | None = None,
-                pre_model_path=None, checkpoint_dir=None, device: str = "cpu") -> dict:
+                pre_model_path=None, checkpoint_dir=None, device: str = "cpu",
+                resume_path=None, resume_every: float = DEFAULT_EVERY) -> dict:
     """Run one stage and write its best checkpoint and per-epoch history (CSV).
 
     actor_pretrain starts from `actor_cfg` (or continues `pre_model_path`); the other stages
     need `pre_model_path`. critic_pretrain builds a new critic from `critic_cfg` unless the
     starting checkpoint already has one. Returns a summary of the run.
+
+    With `resume_path` the stage keeps a resume point there (`ract.resume`: written every
+    `resume_every` seconds and on SIGTERM, which stops the stage after the current batch), and
+    a run of the same stage on the same settings and data continues from it, with the same
+    final result as an uninterrupted run.
     """
     stage = cfg.train_stage
     dev = resolve_device(device)
@@ -343,6 +355,48 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     run = _Run(data, cfg, actor, critic, dev, updates)
     n_epochs = _n_epochs(cfg, data.train.shape[0])
     select = stage != "critic_pretrain"
+    resume = None
+    if resume_path is not None:
+        settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
+                    "critic": config_dict(critic.cfg) if critic is not None else None,
+                    "data": data.content_hash, "device": dev.type}
+        resume = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
+    with sigterm_flag() as stopping:
+        run.stop = stopping
+        return _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_path,
+                       checkpoint_dir, dev)
+
+
+def _snapshot(run: _Run, epoch: int, best, history: list) -> dict:
+    """Everything the epochs after `epoch` depend on, copied to the CPU (`ract.resume`)."""
+    opt = {name: cpu_copy(o.state_dict()) if o is not None else None
+           for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))}
+    return {"epoch": epoch, "models": model_states(run.actor, run.critic), **opt,
+            "updates": run.updates, "steps": run.steps,
+            "shuffle_gen": run.shuffle_gen.get_state(), "noise_gen": run.noise_gen.get_state(),
+            "best": {"metric": best[0], "epoch": best[1], "models": best[2]},
+            "rows": {"history": list(history), "best_row": best[3]}}
+
+
+def _restore(run: _Run, state: dict):
+    """Put a snapshot back into the live run; returns (best, history)."""
+    models = state["models"]
+    run.actor.load_state_dict(models["actor_state"])
+    if run.critic is not None:
+        run.critic.load_state_dict(models["critic_state"])
+    for name in ("actor_opt", "critic_opt"):
+        if getattr(run, name) is not None:
+            getattr(run, name).load_state_dict(state[name])
+    run.updates, run.steps = int(state["updates"]), int(state["steps"])
+    run.shuffle_gen.set_state(state["shuffle_gen"])
+    run.noise_gen.set_state(state["noise_gen"])
+    b, rows = state["best"], state["rows"]
+    return (b["metric"], b["epoch"], b["models"], rows["best_row"]), rows["history"]
+
+
+def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_path,
+            checkpoint_dir, dev) -> dict:
+    stage, actor, critic = cfg.train_stage, run.actor, run.critic
 
     def save(path, epoch, row, models):
         save_checkpoint(path, stage=stage, epoch=epoch, models=models,
@@ -350,17 +404,34 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
                         extra={"updates": int(row["updates"]),  # at that epoch, for annealing
                                "stage_config": config_dict(cfg)})
 
-    history = []
     t0 = time.perf_counter()
-    row = {"epoch": 0, "steps": 0, "updates": run.updates, **validate(actor, critic, data, dev)}
-    row["seconds"] = time.perf_counter() - t0
-    history.append(row)
-    best = (row[SELECT_METRIC], 0, model_states(actor, critic), row)
-    log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
+    state = resume.load() if resume is not None else None
+    if state is not None:
+        best, history = _restore(run, state)
+        first = int(state["epoch"]) + 1
+        log.info("%s: resuming after epoch %d from %s", stage, first - 1, resume.path)
+    else:
+        row = {"epoch": 0, "steps": 0, "updates": run.updates,
+               **validate(actor, critic, data, dev)}
+        row["seconds"] = time.perf_counter() - t0
+        history = [row]
+        best = (row[SELECT_METRIC], 0, model_states(actor, critic), row)
+        first = 1
+        log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
     every = _log_every(n_epochs)
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(first, n_epochs + 1):
         t_epoch = time.perf_counter()
-        train_row = run.epoch(epoch)
+        try:
+            if run.stop():  # arrived during the last validation
+                raise Interrupted(f"stopped by SIGTERM before epoch {epoch}")
+            train_row = run.epoch(epoch)
+        except Interrupted as exc:
+            if resume is None:
+                raise
+            resume.write()
+            done = resume.latest["epoch"] if resume.latest else first - 1
+            raise Interrupted(f"{stage}: {exc}; resume point after epoch {done} written to "
+                              f"{resume.path}; run the same command again to continue") from None
         val_row = validate(actor, critic, data, dev)
         row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row,
                **val_row, "seconds": time.perf_counter() - t_epoch}
@@ -372,6 +443,8 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
         if cfg.save_step and checkpoint_dir and epoch % cfg.save_step == 0:
             save(Path(checkpoint_dir) / f"{stage}-epoch{epoch:04d}.pt", epoch, row,
                  model_states(actor, critic))
+        if resume is not None:
+            resume.keep(_snapshot(run, epoch, best, history))
     if select:
         _, best_epoch, models, best_row = best
     else:  # the critic stage keeps its last epoch
@@ -380,6 +453,8 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
     frame["stage"] = stage
     write_csv(history_path, frame)
+    if resume is not None:
+        resume.remove()
     total = time.perf_counter() - t0
     summary = {"train_stage": stage, "epochs": n_epochs, "steps": run.steps,
                "best_epoch": best_epoch, "seconds": total, **_metrics_of(best_row)}

@@ -2,6 +2,8 @@
 resumed, numerical faults. Nothing may be lost, torn or silently wrong."""
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from ract.checkpoint import read_state
 from ract.io import atomic_path, write_csv
 
 
@@ -41,7 +44,6 @@ WRITER = textwrap.dedent("""
 
 
 def test_a_reader_never_sees_a_torn_checkpoint_even_when_the_writer_is_killed(tmp_path):
-    from ract.checkpoint import read_state
     path = tmp_path / "model.pt"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)])
     seen, deadline = set(), time.monotonic() + 60
@@ -61,3 +63,175 @@ def test_a_reader_never_sees_a_torn_checkpoint_even_when_the_writer_is_killed(tm
     # a killed writer can leave its temporary behind, but never under the real name
     assert {p.name for p in tmp_path.iterdir()} - {"model.pt"} <= {
         p.name for p in tmp_path.glob(".model.pt.*.tmp")}
+
+
+# ----------------------------------------------------------------------------------------------
+# Kill and resume
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory):
+    from conftest import make_interactions
+    from ract.data.prepare import PrepareConfig, prepare_split
+    out = tmp_path_factory.mktemp("resume") / "split"
+    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
+    return out
+
+
+def train_cmd(split, out, stage, epochs, *extra):
+    return [sys.executable, "-m", "ract", "train", "--stage", stage, "--data", str(split),
+            "--out", str(out / f"{stage}.pt"), "--history", str(out / f"{stage}.csv"),
+            "--epochs", str(epochs), "--batch-size", "16", "--latent-dimension", "8",
+            "--mlp-hidden-size", "32", "--critic-layers", "8", "4", "--min-steps", "0",
+            "--device", "cpu", "--threads", "1", *map(str, extra)]
+
+
+def kill_when_resumable(cmd, resume, sig, min_epoch=3):
+    """Start `cmd`, wait until its resume point has reached `min_epoch`, send `sig`."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if resume.exists() and read_state(resume, "resume point")["epoch"] >= min_epoch:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the stage finished before it could be killed"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def assert_same_run(a, b, stage):
+    sa, sb = read_state(a / f"{stage}.pt"), read_state(b / f"{stage}.pt")
+    assert sa["epoch"] == sb["epoch"] and sa["updates"] == sb["updates"]
+    for part in ("actor_state", "critic_state"):
+        if sa[part] is not None:
+            for k in sa[part]:
+                assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    ha, hb = (pd.read_csv(d / f"{stage}.csv").drop(columns=["seconds", "train_seconds"])
+              for d in (a, b))
+    pd.testing.assert_frame_equal(ha, hb)
+
+
+def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_dir, tmp_path):
+    plain, killed = tmp_path / "plain", tmp_path / "killed"
+    plain.mkdir(), killed.mkdir()
+    assert subprocess.run(train_cmd(split_dir, plain, "actor_pretrain", 30)).returncode == 0
+    resume = killed / "resume.pt"
+    cmd = train_cmd(split_dir, killed, "actor_pretrain", 30, "--resume", resume,
+                    "--resume-every", 0)
+    code, _ = kill_when_resumable(cmd, resume, signal.SIGKILL)
+    assert code == -signal.SIGKILL and not (killed / "actor_pretrain.pt").exists()
+    stopped_at = read_state(resume)["epoch"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"actor_pretrain: resuming after epoch {stopped_at} from {resume}" in r.stderr
+    assert not resume.exists()  # removed once the stage is complete
+    assert_same_run(plain, killed, "actor_pretrain")
+
+
+def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_matches(
+        split_dir, tmp_path):
+    plain, stopped = tmp_path / "plain", tmp_path / "stopped"
+    plain.mkdir(), stopped.mkdir()
+    assert subprocess.run(train_cmd(split_dir, plain, "actor_pretrain", 3)).returncode == 0
+    start = ["--pre-model-path", plain / "actor_pretrain.pt"]
+    assert subprocess.run(train_cmd(split_dir, plain, "critic_pretrain", 40, *start)
+                          ).returncode == 0
+    resume = stopped / "resume.pt"
+    # written only on SIGTERM: the file must come from the signal, not from the timer
+    cmd = train_cmd(split_dir, stopped, "critic_pretrain", 40, *start, "--resume", resume,
+                    "--resume-every", 3600)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while "critic_pretrain epoch 3/" not in (line := proc.stderr.readline()):
+        assert line and time.monotonic() < deadline, "the stage never reached epoch 3"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    lines = [x for x in err.splitlines() if x.startswith("ract: error:")]
+    assert proc.returncode == 2 and len(lines) == 1, err
+    assert "critic_pretrain: stopped by SIGTERM" in lines[0]
+    assert f"written to {resume}; run the same command again to continue" in lines[0]
+    assert resume.exists() and not (stopped / "critic_pretrain.pt").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and "critic_pretrain: resuming after epoch" in r.stderr, r.stderr
+    assert_same_run(plain, stopped, "critic_pretrain")
+
+
+def test_a_resume_point_from_other_settings_is_ignored(split_dir, tmp_path):
+    resume = tmp_path / "resume.pt"
+    cmd = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
+                    "--resume-every", 0)
+    kill_when_resumable(cmd, resume, signal.SIGKILL)
+    other = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
+                      "--learning-rate", "0.01")
+    r = subprocess.run(other, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "ignoring resume point" in r.stderr and "resuming" not in r.stderr
+    assert pd.read_csv(tmp_path / "actor_pretrain.csv")["epoch"].tolist() == list(range(31))
+
+
+ACTOR = "results/ml-100k/main/seed{}/actor_pretrain.pt"
+
+
+def snakemake_study(workdir, seeds, epochs=150, *targets):
+    """Start the tiny ml-100k study (its own process group) up to the actors of `seeds`."""
+    import yaml
+    from test_workflow import ROOT, SNAKEMAKE, tiny_config
+    config = tiny_config()
+    config["seeds"] = list(seeds)
+    config["stages"]["actor_pretrain"]["pretrain_epochs"] = epochs
+    workdir.mkdir(exist_ok=True)
+    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
+    cache = ROOT / "data" / "raw"
+    if cache.is_dir() and not (workdir / "data").exists():  # no second pip download
+        shutil.copytree(cache, workdir / "data" / "raw")
+    return subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
+                             "tiny.yaml", "--cores", "4", "--rerun-incomplete",
+                             *(targets or [ACTOR.format(s) for s in seeds])], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """Seed 1's actor, trained by the workflow with nothing else running."""
+    workdir = tmp_path_factory.mktemp("alone")
+    proc = snakemake_study(workdir, [1])
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    return workdir
+
+
+def assert_same_actor(a, b):
+    sa, sb = read_state(a), read_state(b)
+    assert sa["epoch"] == sb["epoch"]
+    assert all(torch.equal(sa["actor_state"][k], sb["actor_state"][k]) for k in sa["actor_state"])
+
+
+def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path):
+    log = tmp_path / "logs/ml-100k/main/seed1/actor_pretrain.log"
+    proc = snakemake_study(tmp_path, [1])
+
+    def epochs_logged():
+        text = log.read_text() if log.exists() else ""
+        return max(map(int, re.findall(r"actor_pretrain epoch (\d+)/", text)), default=0)
+
+    deadline = time.monotonic() + 300
+    while epochs_logged() < 20:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler's wall-time limit or pre-emption does
+    proc.wait(timeout=120)
+    assert proc.returncode != 0 and not (tmp_path / ACTOR.format(1)).exists()
+    assert (tmp_path / "results/ml-100k/main/seed1/resume/actor_pretrain.pt").exists()
+    proc = snakemake_study(tmp_path, [1])  # Snakemake reruns the incomplete job
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    assert "actor_pretrain: resuming after epoch" in log.read_text()
+    assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
+
+
+def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path):
+    proc = snakemake_study(tmp_path, [1, 2])  # two 2-thread jobs at once under --cores 4
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
+    assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
+    a, b = (read_state(tmp_path / ACTOR.format(s))["actor_state"] for s in (1, 2))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two different runs

@@ -17,6 +17,7 @@ def main():
     cfg = stage_defaults(p.stage, seed=p.seed, **stage)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
     actor, critic = p.settings.get("actor"), p.settings.get("critic")
+    run_dir, name = snakemake.output.checkpoint.rsplit("/", 1)
     try:
         train_stage(
             data, cfg,
@@ -24,8 +25,10 @@ def main():
             actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
             critic_cfg=CriticConfig(**critic) if critic else None,
             pre_model_path=snakemake.input.get("start"),
-            checkpoint_dir=snakemake.output.checkpoint.rsplit("/", 1)[0] + "/checkpoints",
-            device=p.device)
+            checkpoint_dir=f"{run_dir}/checkpoints", device=p.device,
+            # outside the rule's outputs, which Snakemake deletes when a job fails: a job
+            # killed mid-way (wall time, pre-emption) continues from here when rerun
+            resume_path=f"{run_dir}/resume/{name}")
     except ModelFailure as exc:
         # RaCT's own stages stop the study; a baseline (Mult-DAE) is recorded as failed
         if not p.get("baseline"):

@@ -1,0 +1,132 @@
+"""Resume points: a training stage that is killed starts again where it stopped.
+
+At the end of every epoch the stage takes a snapshot of everything the next epoch depends on
+(model and optimizer states, update counters, the random generators' states, the best model so
+far and the history) and keeps it in memory; it is written to disk, atomically, at most every
+`every` seconds and whenever the process receives SIGTERM (which then stops the stage after the
+current batch). A run started again with the same settings, data and starting checkpoint loads
+the file and continues with the next epoch, so its result is identical to an uninterrupted run.
+A resume point from other settings is ignored (and said so), never mixed in.
+
+The file lives outside a workflow rule's declared outputs (Snakemake deletes those when a job
+fails) and is removed once the stage has written its checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from .checkpoint import FORMAT_VERSION, read_state
+from .errors import RactError
+from .io import atomic_path
+
+log = logging.getLogger("ract.resume")
+
+DEFAULT_EVERY = 60.0  # seconds between resume points written to disk
+
+
+class Interrupted(RactError):
+    """The stage was asked to stop (SIGTERM); its resume point has been written."""
+
+
+@contextlib.contextmanager
+def sigterm_flag() -> Iterator[Callable[[], bool]]:
+    """While active, SIGTERM sets a flag instead of ending the process; yields a function that
+    says whether it arrived. Outside the main thread (no signal handling there) it never does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fingerprint(settings: dict, start_file=None) -> str:
+    """Hash of everything a stage's result depends on besides the seed-driven training itself:
+    its settings, the model settings, the data hash, and the bytes of its starting checkpoint."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    if start_file is not None:
+        with open(start_file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def cpu_copy(value):
+    """A deep copy with every tensor detached and on the CPU (snapshots must not change when
+    training goes on updating the live tensors in place)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: cpu_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(cpu_copy(v) for v in value)
+    return value
+
+
+class ResumePoint:
+    """The resume file of one stage run: `load` what a previous run left, `keep` each epoch's
+    snapshot, `write` it (by time, or when stopping), `remove` it when the stage is done.
+
+    A snapshot is a dict of tensors and plain values, plus "epoch" and "rows" (lists and dicts
+    of numbers and text, stored as JSON)."""
+
+    def __init__(self, path, fingerprint: str, every: float = DEFAULT_EVERY):
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        self.every = float(every)
+        self.latest: dict | None = None
+        self.written_at = time.monotonic()
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = read_state(self.path, "resume point")
+        except RactError as exc:
+            log.warning("ignoring resume point: %s", exc)
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("ignoring resume point %s: it was made with other settings, data or "
+                        "starting checkpoint; starting the stage afresh", self.path)
+            return None
+        try:
+            return {**state, "rows": json.loads(state.get("rows", "{}"))}
+        except ValueError as exc:
+            log.warning("ignoring resume point %s: its rows are not JSON (%s)", self.path, exc)
+            return None
+
+    def keep(self, snapshot: dict) -> None:
+        """Hold the snapshot of the epoch just finished; write it if `every` seconds passed."""
+        self.latest = snapshot
+        if time.monotonic() - self.written_at >= self.every:
+            self.write()
+
+    def write(self) -> None:
+        if self.latest is None:
+            return
+        # the snapshot's "rows" (history and the like) as JSON: plain text survives
+        # weights_only loading whatever number types they hold, and costs nothing until now
+        state = {"format_version": FORMAT_VERSION, "kind": "resume",
+                 "fingerprint": self.fingerprint, **self.latest,
+                 "rows": json.dumps(self.latest.get("rows", {}))}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+        self.written_at = time.monotonic()
+        log.info("resume point: epoch %d written to %s", self.latest["epoch"], self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
