@@ -1,10 +1,10 @@
 """Resume points: a training stage that is killed starts again where it stopped.
 
-At the end of every epoch the stage takes a snapshot of everything the next epoch depends on
+At the end of an epoch the stage can take a snapshot of everything the next epoch depends on
 (model and optimizer states, update counters, the random generators' states, the best model so
-far and the history) and keeps it in memory; it is written to disk, atomically, at most every
-`every` seconds and whenever the process receives SIGTERM (which then stops the stage after the
-current batch). A run started again with the same settings, data and starting checkpoint loads
+far and the history). It is written to disk, atomically, at most every `every` seconds and
+whenever the process receives SIGTERM. Epochs of a second or more keep each snapshot in memory,
+so SIGTERM stops the stage after the current batch; shorter epochs are finished first. A run started again with the same settings, data and starting checkpoint loads
 the file and continues with the next epoch, so its result is identical to an uninterrupted run.
 A resume point from other settings is ignored (and said so), never mixed in.
 
@@ -33,6 +33,10 @@ from .io import atomic_path
 log = logging.getLogger("ract.resume")
 
 DEFAULT_EVERY = 60.0  # seconds between resume points written to disk
+# Epochs at least this long keep an in-memory snapshot each (copying the states costs about 15
+# ms on ml-100k's 1.9M-parameter actor, 12% of its 0.12 s epoch); shorter ones take it only
+# when it is written.
+EAGER_SNAPSHOT_SECONDS = 1.0
 
 
 class Interrupted(RactError):
@@ -90,6 +94,7 @@ class ResumePoint:
         self.every = float(every)
         self.latest: dict | None = None
         self.written_at = time.monotonic()
+        self.written_epoch: int | None = None  # epoch of the file on disk, if any
 
     def load(self) -> dict | None:
         if not self.path.exists():
@@ -104,15 +109,19 @@ class ResumePoint:
                         "starting checkpoint; starting the stage afresh", self.path)
             return None
         try:
-            return {**state, "rows": json.loads(state.get("rows", "{}"))}
+            state = {**state, "rows": json.loads(state.get("rows", "{}"))}
         except ValueError as exc:
             log.warning("ignoring resume point %s: its rows are not JSON (%s)", self.path, exc)
             return None
+        self.written_epoch = int(state["epoch"])
+        return state
 
-    def keep(self, snapshot: dict) -> None:
-        """Hold the snapshot of the epoch just finished; write it if `every` seconds passed."""
-        self.latest = snapshot
-        if time.monotonic() - self.written_at >= self.every:
+    def keep(self, make_snapshot: Callable[[], dict], now: bool = False) -> None:
+        """At the end of an epoch: take its snapshot if `now` or if `every` seconds have passed
+        since the last write (then write it); otherwise drop the held one, now stale."""
+        due = time.monotonic() - self.written_at >= self.every
+        self.latest = make_snapshot() if now or due else None
+        if due:
             self.write()
 
     def write(self) -> None:
@@ -126,6 +135,7 @@ class ResumePoint:
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         self.written_at = time.monotonic()
+        self.written_epoch = int(self.latest["epoch"])
         log.info("resume point: epoch %d written to %s", self.latest["epoch"], self.path)
 
     def remove(self) -> None:

@@ -31,7 +31,8 @@ from .errors import ModelFailure, RactError
 from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
                        masked_scores)
 from .io import config_dict, write_csv
-from .resume import DEFAULT_EVERY, Interrupted, ResumePoint, cpu_copy, fingerprint, sigterm_flag
+from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
+                     fingerprint, sigterm_flag)
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
@@ -193,6 +194,8 @@ class _Run:
         self.updates = updates  # actor optimizer steps, carried across stages for KL annealing
         self.steps = 0  # optimizer steps of this stage
         self.stop: Callable[[], bool] = lambda: False  # asked to stop (SIGTERM)?
+        # on a stop, drop the epoch (a snapshot of the last one is at hand) or finish it
+        self.abandon_on_stop = False
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
         self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         stage = cfg.train_stage
@@ -231,7 +234,7 @@ class _Run:
                 preds.append(pred)
                 targets.append(target)
             self.steps += 1
-            if self.stop():
+            if self.stop() and self.abandon_on_stop:
                 raise Interrupted(f"stopped by SIGTERM in epoch {epoch} after batch {b + 1} "
                                   f"of {n_batches}")
         row = {k: v / max(n_batches, 1) for k, v in sums.items()}
@@ -367,6 +370,17 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
                        checkpoint_dir, dev)
 
 
+def _stopped(stage: str, exc: Interrupted, resume: ResumePoint | None) -> Interrupted:
+    """Write the resume point (if any) and say where it is."""
+    if resume is None:
+        return exc
+    resume.write()
+    done = resume.written_epoch
+    where = (f"resume point after epoch {done} in {resume.path}" if done is not None
+             else "no epoch completed, no resume point")
+    return Interrupted(f"{stage}: {exc}; {where}; run the same command again to continue")
+
+
 def _snapshot(run: _Run, epoch: int, best, history: list) -> dict:
     """Everything the epochs after `epoch` depend on, copied to the CPU (`ract.resume`)."""
     opt = {name: cpu_copy(o.state_dict()) if o is not None else None
@@ -422,16 +436,11 @@ def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_pa
     for epoch in range(first, n_epochs + 1):
         t_epoch = time.perf_counter()
         try:
-            if run.stop():  # arrived during the last validation
+            if run.stop():  # arrived while restoring or during the first validation
                 raise Interrupted(f"stopped by SIGTERM before epoch {epoch}")
             train_row = run.epoch(epoch)
         except Interrupted as exc:
-            if resume is None:
-                raise
-            resume.write()
-            done = resume.latest["epoch"] if resume.latest else first - 1
-            raise Interrupted(f"{stage}: {exc}; resume point after epoch {done} written to "
-                              f"{resume.path}; run the same command again to continue") from None
+            raise _stopped(stage, exc, resume) from None
         val_row = validate(actor, critic, data, dev)
         row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row,
                **val_row, "seconds": time.perf_counter() - t_epoch}
@@ -444,7 +453,15 @@ def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_pa
             save(Path(checkpoint_dir) / f"{stage}-epoch{epoch:04d}.pt", epoch, row,
                  model_states(actor, critic))
         if resume is not None:
-            resume.keep(_snapshot(run, epoch, best, history))
+            # Epochs long enough for a copy of the states to cost little (< ~2%) keep an
+            # in-memory snapshot each, so SIGTERM can drop the running epoch; short ones are
+            # finished on SIGTERM and snapshotted then.
+            run.abandon_on_stop = time.perf_counter() - t_epoch >= EAGER_SNAPSHOT_SECONDS
+            resume.keep(lambda: _snapshot(run, epoch, best, history),
+                        now=run.abandon_on_stop or run.stop())
+            if run.stop():
+                raise _stopped(stage, Interrupted(f"stopped by SIGTERM after epoch {epoch}"),
+                               resume)
     if select:
         _, best_epoch, models, best_row = best
     else:  # the critic stage keeps its last epoch

@@ -1,6 +1,7 @@
 """Faults injected on purpose: writers that fail or are killed mid-file, training killed and
 resumed, numerical faults. Nothing may be lost, torn or silently wrong."""
 
+import math
 import os
 import re
 import shutil
@@ -150,7 +151,8 @@ def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_match
     lines = [x for x in err.splitlines() if x.startswith("ract: error:")]
     assert proc.returncode == 2 and len(lines) == 1, err
     assert "critic_pretrain: stopped by SIGTERM" in lines[0]
-    assert f"written to {resume}; run the same command again to continue" in lines[0]
+    assert re.search(rf"resume point after epoch \d+ in {re.escape(str(resume))}; run the same "
+                     "command again to continue", lines[0])
     assert resume.exists() and not (stopped / "critic_pretrain.pt").exists()
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "critic_pretrain: resuming after epoch" in r.stderr, r.stderr
@@ -235,3 +237,42 @@ def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path):
     assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
     a, b = (read_state(tmp_path / ACTOR.format(s))["actor_state"] for s in (1, 2))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two different runs
+
+
+def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_path,
+                                                                  monkeypatch):
+    """Long epochs (here: every epoch, threshold 0) keep each epoch's snapshot in memory, so
+    SIGTERM stops after the current batch and the rerun redoes that epoch from its start."""
+    from ract import resume as resume_module, train
+    from ract.data.splits import load_split
+    from ract.model import ActorConfig
+    monkeypatch.setattr(train, "EAGER_SNAPSHOT_SECONDS", 0.0)
+    data = load_split(split_dir)
+    cfg = train.stage_defaults("actor_pretrain", epochs=6, batch_size=16, seed=3)
+    actor = ActorConfig(n_items=data.n_items, latent_dimension=8, mlp_hidden_size=(32,))
+
+    def run(out, resume=None):
+        out.mkdir(exist_ok=True)
+        return train.train_stage(data, cfg, out_checkpoint=out / "actor_pretrain.pt",
+                                 history_path=out / "actor_pretrain.csv", actor_cfg=actor,
+                                 resume_path=resume, resume_every=3600)
+
+    run(tmp_path / "plain")
+    step, calls = train._Run._actor_pretrain_step, []
+
+    def step_then_sigterm(self, *args):
+        calls.append(1)
+        if len(calls) == 2 * math.ceil(data.train.shape[0] / 16) + 3:  # epoch 3, batch 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, *args)
+
+    monkeypatch.setattr(train._Run, "_actor_pretrain_step", step_then_sigterm)
+    resume = tmp_path / "resume.pt"
+    with pytest.raises(resume_module.Interrupted,
+                       match=r"actor_pretrain: stopped by SIGTERM in epoch 3 after batch 3 of "
+                             r"\d+; resume point after epoch 2 in "):
+        run(tmp_path / "stopped", resume)
+    assert read_state(resume)["epoch"] == 2
+    monkeypatch.setattr(train._Run, "_actor_pretrain_step", step)
+    run(tmp_path / "stopped", resume)
+    assert_same_run(tmp_path / "plain", tmp_path / "stopped", "actor_pretrain")
