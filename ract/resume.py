@@ -4,8 +4,9 @@ At the end of an epoch the stage can take a snapshot of everything the next epoc
 (model and optimizer states, update counters, the random generators' states, the best model so
 far and the history). It is written to disk, atomically, at most every `every` seconds and
 whenever the process receives SIGTERM. Epochs of a second or more keep each snapshot in memory,
-so SIGTERM stops the stage after the current batch; shorter epochs are finished first. A run started again with the same settings, data and starting checkpoint loads
-the file and continues with the next epoch, so its result is identical to an uninterrupted run.
+so SIGTERM stops the stage after the current batch; shorter epochs are finished first. A run
+started again with the same settings, data and starting checkpoint loads the file and continues
+with the next epoch, so its result is identical to an uninterrupted run.
 A resume point from other settings is ignored (and said so), never mixed in.
 
 The file lives outside a workflow rule's declared outputs (Snakemake deletes those when a job

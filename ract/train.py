@@ -130,8 +130,8 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 def _finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> float:
     v = value.item()
     if not math.isfinite(v):
-        raise ModelFailure(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the last "
-                        "saved checkpoint is untouched). Lower the learning rate.")
+        raise ModelFailure(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the "
+                           "last saved checkpoint is untouched). Lower the learning rate.")
     return v
 
 
