@@ -513,6 +513,10 @@ def dataset_table(results: dict) -> list[str]:
         cells = [fmt.format(fn(n) if fn else fig[n][key]) for n in names]
         return f"| {label} | " + " | ".join(cells) + " |"
 
+    def pair(label, key, bracketed, fmt):  # "value (bracketed value)"
+        return row(label, "{}", fn=lambda n: f"{fmt.format(fig[n][key])} "
+                   f"({fmt.format(fig[n][bracketed])})")
+
     lines = [
         "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
         row("users x items (interactions)", "{}", fn=lambda n: f"{prep[n]['users']:,} x "
@@ -533,21 +537,18 @@ def dataset_table(results: dict) -> list[str]:
                 f"{stage}_cpu_utilisation"),
         ]
     return lines + [
-        row("actor epoch: GFLOP executed (dense equivalent)", "{}", fn=lambda n:
-            f"{fig[n]['actor_gflop_per_epoch']:,.0f} "
-            f"({fig[n]['actor_dense_equivalent_gflop_per_epoch']:,.0f})"),
-        row("actor epoch: GFLOP/s executed (dense equivalent)", "{}", fn=lambda n:
-            f"{fig[n]['actor_gflops']:.1f} ({fig[n]['actor_dense_equivalent_gflops']:.1f})"),
-        row("dense matmul GFLOP/s, same shapes (spread)", "{}", fn=lambda n:
-            f"{fig[n]['matmul_gflops']:.1f} ({fig[n]['matmul_gflops_spread']:.1f})"),
-        row("**actor / matmul rate: epoch (best steps)**", "**{}**", fn=lambda n:
-            f"{fig[n]['actor_share_of_matmul_rate']:.0%} "
-            f"({fig[n]['actor_step_share_of_matmul_rate']:.0%})"),
-        row("critic / actor: epoch (step, interleaved)", "{}", fn=lambda n:
-            f"{fig[n]['critic_over_actor']:.2f} ({fig[n]['critic_step_over_actor_step']:.2f})"),
-        row("finetune / actor: epoch (step, interleaved)", "{}", fn=lambda n:
-            f"{fig[n]['finetune_over_actor']:.2f} "
-            f"({fig[n]['finetune_step_over_actor_step']:.2f})"),
+        pair("actor epoch: GFLOP executed (dense equivalent)", "actor_gflop_per_epoch",
+             "actor_dense_equivalent_gflop_per_epoch", "{:,.0f}"),
+        pair("actor epoch: GFLOP/s executed (dense equivalent)", "actor_gflops",
+             "actor_dense_equivalent_gflops", "{:.1f}"),
+        pair("dense matmul GFLOP/s, same shapes (spread)", "matmul_gflops",
+             "matmul_gflops_spread", "{:.1f}"),
+        pair("**actor / matmul rate: epoch (best steps)**", "actor_share_of_matmul_rate",
+             "actor_step_share_of_matmul_rate", "{:.0%}"),
+        pair("critic / actor: epoch (step, interleaved)", "critic_over_actor",
+             "critic_step_over_actor_step", "{:.2f}"),
+        pair("finetune / actor: epoch (step, interleaved)", "finetune_over_actor",
+             "finetune_step_over_actor_step", "{:.2f}"),
         row("NDCG target per batch, ms", "{:.1f}", fn=lambda n:
             fig[n]["target_seconds_per_batch"] * 1e3),
         row("NDCG target share of critic / finetune step", "{}", fn=lambda n:
