@@ -66,7 +66,7 @@ def run_variant(code: str, split: Path, batches: int, epochs: int, threads: int,
     """Milliseconds per training step of each stage (the fastest of `epochs` epochs of
     `batches` batches), in a fresh process with `code` run first."""
     with tempfile.TemporaryDirectory() as work:
-        script = CHILD.format(patch=code, threads=threads, split=str(split),
+        script = CHILD.format(patch=code, threads=threads, split=str(Path(split).resolve()),
                               users=500 * batches, stages=STAGES, work=work, epochs=epochs)
         # run where no ract/ folder shadows the one PYTHONPATH names
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -88,12 +88,12 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     variants = {name: (code, env) for name, code in VARIANTS.items()}
+    old = tempfile.TemporaryDirectory(prefix="ract-baseline-")
     if args.baseline:
-        old = Path(tempfile.mkdtemp(prefix="ract-baseline-"))
         archive = subprocess.run(["git", "archive", args.baseline, "ract"], cwd=ROOT,
                                  check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        variants[f"code of {args.baseline}"] = ("", {**env, "PYTHONPATH": str(old)})
+        subprocess.run(["tar", "-x", "-C", old.name], input=archive, check=True)
+        variants[f"code of {args.baseline}"] = ("", {**env, "PYTHONPATH": old.name})
     best: dict[str, dict] = {}
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     for _ in range(args.repeats):
@@ -105,6 +105,7 @@ def main() -> int:
     print("| variant | " + " | ".join(STAGES) + " |\n|---|---|---|---|")
     for name, ms in best.items():
         print(f"| {name} | " + " | ".join(f"{ms[s]:.0f}" for s in STAGES) + " |")
+    old.cleanup()
     return 0
 
 

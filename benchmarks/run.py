@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -380,8 +381,10 @@ def study_overhead(args) -> dict:
                           text=True, env=env)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"study failed:\n{proc.stderr[-3000:]}")
-    return analyse_study(clone, wall, env)
+        sys.exit(f"study failed in {clone}:\n{proc.stderr[-3000:]}")
+    result = analyse_study(clone, wall, env)
+    shutil.rmtree(clone)
+    return result
 
 
 def analyse_study(clone: Path, wall: float, env: dict) -> dict:
@@ -417,8 +420,7 @@ def analyse_study(clone: Path, wall: float, env: dict) -> dict:
             "outside_loops_share": 1 - loop_seconds / (job_seconds + alone),
             # the other reading: wall time during which no training loop runs at all
             "no_loop_running_share": 1 - in_some_loop / wall,
-            "eval_loop_seconds": eval_loop, "by_rule": by_rule.round(2).to_dict("index"),
-            "clone": str(clone)}
+            "eval_loop_seconds": eval_loop, "by_rule": by_rule.round(2).to_dict("index")}
 
 
 def _loop_end(log: Path, fallback: float) -> float:
