@@ -88,15 +88,21 @@ def critic_fit_frame(actor: MultVAE, critic: Critic, data: SplitData, split: str
                      batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> pd.DataFrame:
     """`critic_fit` as a table with the original user ids: user, n_input, n_holdout,
     ndcg@<metrics_k> (the true value the critic predicts), critic, nll, slope."""
+    fit = critic_fit(actor, critic, data.eval_split(split), batch_size=batch_size,
+                     device=device)
+    return user_table(data, split).assign(**{
+        f"ndcg@{critic.cfg.metrics_k}": fit["target"].numpy(), "critic": fit["critic"].numpy(),
+        "nll": fit["nll"].numpy(), "slope": fit["slope"].numpy()})
+
+
+def user_table(data: SplitData, split: str) -> pd.DataFrame:
+    """One row per user of a held-out split, in split order: original id, items given as input
+    (fold-in) and items held out to predict."""
     es = data.eval_split(split)
-    fit = critic_fit(actor, critic, es, batch_size=batch_size, device=device)
     return pd.DataFrame({
         "user": data.users(split)["user"].to_numpy(),
         "n_input": np.asarray(es.input.sum(axis=1)).ravel().astype(np.int64),
-        "n_holdout": np.asarray(es.holdout.sum(axis=1)).ravel().astype(np.int64),
-        f"ndcg@{critic.cfg.metrics_k}": fit["target"].numpy(),
-        "critic": fit["critic"].numpy(), "nll": fit["nll"].numpy(),
-        "slope": fit["slope"].numpy()})
+        "n_holdout": np.asarray(es.holdout.sum(axis=1)).ravel().astype(np.int64)})
 
 
 @torch.inference_mode()
@@ -122,9 +128,7 @@ def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
     per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
                               batch_size=batch_size, device=device)
     n_holdout = per_user.pop("n_holdout")
-    n_input = np.asarray(data.eval_split(split).input.sum(axis=1)).ravel().astype(np.int64)
-    frame = pd.DataFrame({"user": data.users(split)["user"], "n_input": n_input,
-                          "n_holdout": n_holdout.numpy().astype(np.int64)})
+    frame = user_table(data, split)
     for key, value in per_user.items():
         frame[key] = value.numpy()
     summary = {

@@ -456,13 +456,14 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
 
 def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
                     path_pdf: str | os.PathLike | None = None, *, metric: str = "ndcg@100",
-                    split: str = "validation") -> None:
+                    split: str = "validation") -> dict[str, float]:
     """Critic prediction (left) and the actor's NLL (right) against the true `metric` per user,
     one colour per seed, with Pearson r over all users in each title and per seed in the
     legend (the paper's check that the critic tracks NDCG far better than the NLL does).
 
     `fits` maps seed -> a `ract.evaluate.critic_fit_frame` table (columns `metric`, `critic`,
-    `nll`); users whose true value is undefined (nothing held out) are left out.
+    `nll`); users whose true value is undefined (nothing held out) are left out. Returns the
+    pooled r shown in the titles, {"critic": r, "nll": r, "users": user-seeds}.
     """
     if not fits:
         raise RactError("critic fit: no per-user critic tables given")
@@ -482,13 +483,14 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
     axes = fig.subplots(1, 2, sharey=True)
     panels = (("critic", "critic prediction (sigmoid output)"),
               ("nll", "actor's NLL feature (nats)"))
+    pooled_r = {"users": len(pooled)}
     for ax, (column, xlabel) in zip(axes, panels):
         for i, seed in enumerate(seeds):
             f = clean[seed]
             ax.scatter(f[column], f[metric], s=10, alpha=0.6, color=_color(i), lw=0,
                        label=f"seed {seed} (r = {pearson_r(f[column], f[metric]):+.2f}, "
                              f"{len(f)} users)")
-        r = pearson_r(pooled[column], pooled[metric])
+        r = pooled_r[column] = pearson_r(pooled[column], pooled[metric])
         name = "critic" if column == "critic" else "NLL"
         ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
         ax.set_xlabel(xlabel, fontsize=10)
@@ -501,6 +503,7 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
     fig.suptitle(f"How well the critic predicts {label} ({split} users, after critic "
                  "pre-training)", fontsize=11)
     _save(fig, path_png, path_pdf)
+    return pooled_r
 
 
 def pearson_r(a, b) -> float:

@@ -31,11 +31,11 @@ from .errors import ModelFailure, RactError
 from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
                        masked_scores)
 from .io import config_dict, write_csv
-from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
-                     fingerprint, sigterm_flag)
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
+from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
+                     fingerprint, sigterm_flag)
 from .runtime import reuse_freed_memory
 
 log = logging.getLogger("ract.train")

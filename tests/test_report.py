@@ -196,10 +196,13 @@ def critic_fit_table(seed, n=60, noise=0.05):
 
 def test_plot_critic_fit(tmp_path):
     fits = {1: critic_fit_table(1), 2: critic_fit_table(2)}
-    report.plot_critic_fit(fits, tmp_path / "f.png", tmp_path / "f.pdf")
+    shown = report.plot_critic_fit(fits, tmp_path / "f.png", tmp_path / "f.pdf")
     assert_figure(tmp_path / "f.png", b"\x89PNG")
     assert_figure(tmp_path / "f.pdf", b"%PDF")
     pooled = pd.concat(fits.values()).dropna()
+    assert shown == {"users": len(pooled),  # the pooled r of the titles, for the caller's table
+                     "critic": report.pearson_r(pooled["critic"], pooled["ndcg@100"]),
+                     "nll": report.pearson_r(pooled["nll"], pooled["ndcg@100"])}
     assert report.pearson_r(pooled["critic"], pooled["ndcg@100"]) > 0.9
     assert abs(report.pearson_r(pooled["nll"], pooled["ndcg@100"])) < 0.3
     assert math.isnan(report.pearson_r([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))

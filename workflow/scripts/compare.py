@@ -7,7 +7,7 @@ from ract.errors import RactError
 from ract.io import write_csv, write_json, write_text
 from ract.paper import CRITIC_CORRELATION, paper_comparison, paper_markdown
 from ract.report import (aggregate_table, check_same_data, failures, gain_by_activity,
-                         markdown_table, metrics_table, pearson_r, plot_critic_fit,
+                         markdown_table, metrics_table, plot_critic_fit,
                          plot_gain_by_activity, plot_metric_bars, plot_training_curves,
                          read_history, read_summary)
 from ract.stats import paired_test_over_seeds
@@ -54,19 +54,18 @@ def main():
                             **{label: last[col] for col, label in CRITIC.items()}})
     fits = {seed: pd.read_csv(path) for seed, path in zip(p.critic_seeds,
                                                            snakemake.input.critic_fits)}
-    pooled = pd.concat(fits.values()).dropna(subset=["ndcg@100"])
-    critic_r, nll_r = (pearson_r(pooled[c], pooled["ndcg@100"]) for c in ("critic", "nll"))
+    # the pooled r of the figure's titles, so that table and figure cannot disagree
+    fit_r = plot_critic_fit(fits, snakemake.output.critic, snakemake.output.critic_pdf)
 
     # Does the critic help? RaCT against Mult-VAE on the same test users, per user (a user's
     # NDCG@100 averaged over seeds first: users, not seeds, are the independent samples).
     vae, ract = paired_frames(snakemake.input.paired)
-    test = paired_test_over_seeds([f["ndcg@100"].to_numpy() for f in vae],
-                                  [f["ndcg@100"].to_numpy() for f in ract])
+    vae_ndcg, ract_ndcg = ([f["ndcg@100"].to_numpy() for f in frames] for frames in (vae, ract))
+    test = paired_test_over_seeds(vae_ndcg, ract_ndcg)
     test = {"metric": "ndcg@100", "split": "test", "a": "Mult-VAE", "b": "RaCT", **test}
     write_json(snakemake.output.significance, test)
     verdict = "significant" if test["wilcoxon_pvalue"] < 0.05 else "not significant"
-    mean_a = np.nanmean([f["ndcg@100"].to_numpy() for f in vae], axis=0)
-    mean_b = np.nanmean([f["ndcg@100"].to_numpy() for f in ract], axis=0)
+    mean_a, mean_b = np.nanmean(vae_ndcg, axis=0), np.nanmean(ract_ndcg, axis=0)
     groups = gain_by_activity(vae[0]["n_input"] + vae[0]["n_holdout"], mean_a, mean_b)
     plot_gain_by_activity(groups, snakemake.output.gain, snakemake.output.gain_pdf)
 
@@ -96,22 +95,21 @@ def main():
              "Critic fit at the end of critic pretraining:", "",
              markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps",
                                                         *CRITIC.values()], floatfmt=".3f"), "",
-             f"Over all validation users and seeds ({len(pooled)}), Pearson r with the true "
-             f"NDCG@100: critic {critic_r:+.3f}, NLL {nll_r:+.3f} (paper, ML-20M: about 0.49 "
-             "and 0.05)."]
+             f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
+             f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
+             "about 0.49 and 0.05)."]
     if p.paper:
         text += ["", f"Against the paper ({p.paper}, test users; ours: mean over seeds):", "",
                  paper_markdown(paper_comparison(aggregate, p.paper))]
         if p.paper in CRITIC_CORRELATION:
             ref = CRITIC_CORRELATION[p.paper]
             text += [f"Pearson r with the true NDCG@100, ours on validation users / paper on "
-                     f"test users: critic {critic_r:+.3f} / {ref['critic']:+.2f}, NLL "
-                     f"{nll_r:+.3f} / {ref['nll']:+.2f}."]
+                     f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
+                     f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."]
     write_text(snakemake.output.md, "\n".join(text) + "\n")
     plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf)
     plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
                      metrics=SHOWN)
-    plot_critic_fit(fits, snakemake.output.critic, snakemake.output.critic_pdf)
 
 
 run(snakemake, main)
