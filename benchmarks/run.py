@@ -435,7 +435,8 @@ def _loop_end(log: Path, fallback: float) -> float:
 
 
 def _study_eval_loop(clone: Path, env: dict) -> float:
-    """Seconds of one evaluation loop of the study (the jobs do not time theirs)."""
+    """Seconds of the evaluation loops of one evaluate job of the study, both splits (the jobs
+    do not time theirs)."""
     code = ("import time, torch\n"
             "from ract.checkpoint import build_actor, load_checkpoint\n"
             "from ract.data.splits import load_split\n"
@@ -447,7 +448,7 @@ def _study_eval_loop(clone: Path, env: dict) -> float:
             "start = time.perf_counter()\n"
             "for split in ('validation', 'test'):\n"
             "    evaluate_model(actor, data.eval_split(split))\n"
-            "print((time.perf_counter() - start) / 2)\n")
+            "print(time.perf_counter() - start)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=clone, capture_output=True,
                          text=True, check=True, env=env)
     return float(out.stdout.strip())

@@ -108,32 +108,32 @@ def change(section_path, key, value):
     return config
 
 
-DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 2,
+DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 1,
                         "compare": 1, "all": 1}
 BASELINES_FROM_SPLIT = {"train_mult_dae": 1, "fit_ease": 1, "fit_popularity": 1,
-                        "evaluate_baseline": 4}
+                        "evaluate_baseline": 2}
 RERUNS = {
     "finetune setting": (change(("stages", "finetune"), "learning_rate", 1e-5),
-                         {"finetune": 1, "evaluate": 2, "compare": 1, "all": 1}),
+                         {"finetune": 1, "evaluate": 1, "compare": 1, "all": 1}),
     "critic setting": (change(("critic",), "critic_layers", [8]), DOWNSTREAM_OF_CRITIC),
     "critic stage setting": (change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
                              DOWNSTREAM_OF_CRITIC),
     "actor setting": (change(("actor",), "dropout_prob", 0.4),
                       {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1,
-                       "finetune": 1, "evaluate": 4, "compare": 1, "all": 1}),
+                       "finetune": 1, "evaluate": 2, "compare": 1, "all": 1}),
     "Mult-DAE setting": (change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
-                         {"train_mult_dae": 1, "evaluate": 2, "compare": 1, "all": 1}),
+                         {"train_mult_dae": 1, "evaluate": 1, "compare": 1, "all": 1}),
     "EASE grid": (change(("baselines", "ease"), "lambdas", [200]),
-                  {"fit_ease": 1, "evaluate_baseline": 2, "compare": 1, "all": 1}),
+                  {"fit_ease": 1, "evaluate_baseline": 1, "compare": 1, "all": 1}),
     "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
                               {"prepare_data": 1, "pretrain_actor": 1, "pretrain_critic": 1,
-                               "critic_fit": 1, "finetune": 1, "evaluate": 6, "compare": 1,
+                               "critic_fit": 1, "finetune": 1, "evaluate": 3, "compare": 1,
                                "all": 1, **BASELINES_FROM_SPLIT}),
     "new seed": (change((), "seeds", [1, 2]),
                  {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
-                  "train_mult_dae": 1, "evaluate": 6, "compare": 1, "all": 1}),
+                  "train_mult_dae": 1, "evaluate": 3, "compare": 1, "all": 1}),
     "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
-                            {"evaluate": 6, "evaluate_baseline": 4, "compare": 1, "all": 1}),
+                            {"evaluate": 3, "evaluate_baseline": 2, "compare": 1, "all": 1}),
     "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
     "paper to compare with": (change(("datasets", "ml-100k"), "paper", "ml-20m"),
                               {"compare": 1, "all": 1}),
@@ -163,7 +163,7 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
         f.write("\n# an edit\n")
     # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
-        "pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 6,
+        "pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 3,
         "compare": 1, "all": 1, **BASELINES_FROM_SPLIT}
     config = tiny_config()
     config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
@@ -178,7 +178,7 @@ def test_sweep_shares_untouched_stages_and_picks_the_best(study):
     config = tiny_config()
     config["sweep"] = {"finetune": {"learning_rate": [1e-5, 1e-4]}}
     # two finetunes per seed; actor and critic are the main run's
-    assert planned_jobs(study, config) == {"finetune": 2, "evaluate": 4, "sweep": 1, "all": 1}
+    assert planned_jobs(study, config) == {"finetune": 2, "evaluate": 2, "sweep": 1, "all": 1}
     r = snakemake(study, config)
     assert r.returncode == 0, r.stderr[-3000:]
     table = pd.read_csv(study / "results/ml-100k/sweep.csv")

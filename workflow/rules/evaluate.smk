@@ -1,17 +1,26 @@
+# One job per checkpoint scores both splits: the model and the split files are loaded once, and
+# on small data sets a job's start (Python, torch) costs more than its evaluation.
+
+
+def eval_outputs(prefix):
+    return {kind: [f"{prefix}_{split}_{kind}.{ext}" for split in SPLITS]
+            for kind, ext in (("per_user", "csv"), ("summary", "json"))}
+
+
 rule evaluate:
     input:
         split="results/{dataset}/split/manifest.json",
         checkpoint="results/{dataset}/{variant}/seed{seed}/{stage}.pt",
     output:
-        per_user="results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_per_user.csv",
-        summary="results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_summary.json",
+        **eval_outputs("results/{dataset}/{variant}/seed{seed}/eval/{stage}"),
     log:
-        "logs/{dataset}/{variant}/seed{seed}/evaluate_{stage}_{split}.log",
+        "logs/{dataset}/{variant}/seed{seed}/evaluate_{stage}.log",
     benchmark:
-        "benchmarks/{dataset}/{variant}/seed{seed}/evaluate_{stage}_{split}.tsv"
+        "benchmarks/{dataset}/{variant}/seed{seed}/evaluate_{stage}.tsv"
     wildcard_constraints:
         stage="actor_pretrain|critic_pretrain|finetune|mult_dae",
     params:
+        splits=SPLITS,
         ks=config["evaluate"]["ks"],
         device=config["device"],
         code=code_hash("evaluate"),
@@ -24,30 +33,22 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-rule evaluate_baseline:
+use rule evaluate as evaluate_baseline with:
     input:
         split="results/{dataset}/split/manifest.json",
         checkpoint="results/{dataset}/baselines/{kind}.pt",
     output:
-        per_user="results/{dataset}/baselines/eval/{kind}_{split}_per_user.csv",
-        summary="results/{dataset}/baselines/eval/{kind}_{split}_summary.json",
+        **eval_outputs("results/{dataset}/baselines/eval/{kind}"),
     log:
-        "logs/{dataset}/baselines/evaluate_{kind}_{split}.log",
+        "logs/{dataset}/baselines/evaluate_{kind}.log",
     benchmark:
-        "benchmarks/{dataset}/baselines/evaluate_{kind}_{split}.tsv"
+        "benchmarks/{dataset}/baselines/evaluate_{kind}.tsv"
     wildcard_constraints:
         kind="ease|popularity",
-    params:
-        ks=config["evaluate"]["ks"],
-        device=config["device"],
-        code=code_hash("evaluate"),
-    threads: 2
     resources:
         mem_mb=8000,
         runtime=30,
         gpu=uses_gpu(),
-    script:
-        "../scripts/evaluate.py"
 
 
 rule critic_fit:

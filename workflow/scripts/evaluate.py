@@ -14,23 +14,28 @@ from ract.train import resolve_device
 def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(snakemake.input.split.rsplit("/", 1)[0])
-    split, checkpoint = snakemake.wildcards.split, snakemake.input.checkpoint
+    checkpoint = snakemake.input.checkpoint
+    outputs = list(zip(snakemake.params.splits, snakemake.output.per_user,
+                       snakemake.output.summary))
     # the data hash lets the comparison refuse results from different splits
     record = {"checkpoint": checkpoint, "data_hash": data.content_hash}
     try:
         model, info = load_model(checkpoint, data_hash=data.content_hash, n_items=data.n_items)
     except ModelFailure as exc:  # a baseline recorded as failed: say so, for the comparison
         log.warning("%s", exc)
-        write_csv(snakemake.output.per_user, pd.DataFrame(columns=["user", "n_input", "n_holdout"]))
-        write_json(snakemake.output.summary, {"split": split, "status": "failed",
-                                              "error": str(exc), **record})
+        for split, per_user, summary in outputs:
+            write_csv(per_user, pd.DataFrame(columns=["user", "n_input", "n_holdout"]))
+            write_json(summary, {"split": split, "status": "failed", "error": str(exc),
+                                 **record})
         return
     device = resolve_device(snakemake.params.device)
-    frame, summary = evaluate_to_frames(model.to(device), data, split, snakemake.params.ks,
-                                        device=device)
-    summary.update(status="ok", **record, **info)
-    write_csv(snakemake.output.per_user, frame)
-    write_json(snakemake.output.summary, summary)
+    model = model.to(device)
+    for split, per_user, summary in outputs:
+        frame, result = evaluate_to_frames(model, data, split, snakemake.params.ks,
+                                           device=device)
+        result.update(status="ok", **record, **info)
+        write_csv(per_user, frame)
+        write_json(summary, result)
 
 
 run(snakemake, main)
