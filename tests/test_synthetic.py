@@ -2,9 +2,6 @@
 user, the same file from the same seed, files the readers parse, and the workflow source."""
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +14,7 @@ from ract.data.readers import read_interactions
 from ract.data.synthetic import (PRESETS, generate, synthesize, synthetic_config,
                                  write_synthetic)
 from ract.errors import RactError
-
-ROOT = Path(__file__).resolve().parents[1]
+from test_workflow import ROOT, copy_project, planned_jobs, snakemake
 
 
 def small(**overrides):
@@ -123,27 +119,28 @@ def test_synthesize_caches_by_settings(tmp_path):
     assert path.parent != other.parent
 
 
-def _snakemake(workdir, config, *args):
-    exe = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
-    (workdir / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run([exe, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
-                           "tiny.yaml", "--cores", "1", *args], cwd=workdir,
-                          capture_output=True, text=True)
-
-
 def test_workflow_source_synthetic_obtains_and_prepares(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["datasets"] = {"syn": {"source": "synthetic", "synthetic": {
         "n_users": 300, "n_items": 80, "n_interactions": 4000, "seed": 5},
         "prepare": {"heldout_users": 30}}}
-    r = _snakemake(tmp_path, config, "results/syn/split/manifest.json")
+    r = snakemake(tmp_path, config, "results/syn/split/manifest.json")
     assert r.returncode == 0, r.stderr[-3000:]
     pointer = json.loads((tmp_path / "data/raw/syn.json").read_text())
     assert pointer["format"] == "ml-csv" and "/synthetic/" in pointer["path"]
     manifest = json.loads((tmp_path / "results/syn/split/manifest.json").read_text())
     assert manifest["n_users"] == 300 and manifest["n_interactions_kept"] == 4000
 
+    # the generator's code is part of the data: an edit regenerates and re-prepares it
+    repo = copy_project(tmp_path / "repo")
+    target = ["results/syn/split/manifest.json"]
+    assert planned_jobs(tmp_path, config, root=repo, targets=target) == {}
+    with open(repo / "ract" / "data" / "synthetic.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert planned_jobs(tmp_path, config, root=repo, targets=target) == {
+        "obtain_data": 1, "prepare_data": 1}
+
     config["datasets"]["syn"]["synthetic"] = None
-    r = _snakemake(tmp_path, config, "--dry-run")
+    r = snakemake(tmp_path, config, "--dry-run")
     assert r.returncode != 0
     assert "datasets.syn.synthetic: give a `synthetic:` block" in r.stdout + r.stderr

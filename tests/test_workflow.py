@@ -39,14 +39,27 @@ def snakemake(workdir, config, *args, root=ROOT):
                           capture_output=True, text=True)
 
 
-def planned_jobs(workdir, config, root=ROOT) -> dict[str, int]:
+def planned_jobs(workdir, config, root=ROOT, targets=()) -> dict[str, int]:
     """Job counts from a dry run's 'Job stats' table ({} when there is nothing to do)."""
-    r = snakemake(workdir, config, "--dry-run", root=root)
+    r = snakemake(workdir, config, "--dry-run", *targets, root=root)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     table = out.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in out else ""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
             if m.group(1) != "total"}
+
+
+def copy_project(repo):
+    """A copy of the workflow and the ract package it imports (from beside its Snakefile), to
+    edit in a test."""
+    repo.mkdir(parents=True)
+    for part in ("Snakefile", "config.yaml", "workflow", "ract"):
+        src = ROOT / part
+        if src.is_dir():
+            shutil.copytree(src, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, repo / part)
+    return repo
 
 
 @pytest.fixture(scope="module")
@@ -149,14 +162,7 @@ def test_a_change_reruns_only_what_depends_on_it(study, case):
 def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
     # The workflow imports ract from beside its Snakefile: edit a copy of the project, and run
     # it on a copy of the study (outputs, times and Snakemake's records).
-    repo, work = tmp_path / "repo", tmp_path / "study"
-    for part in ("Snakefile", "config.yaml", "workflow", "ract"):
-        src = ROOT / part
-        if src.is_dir():
-            shutil.copytree(src, repo / part, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            repo.mkdir(exist_ok=True)
-            shutil.copy(src, repo / part)
+    repo, work = copy_project(tmp_path / "repo"), tmp_path / "study"
     shutil.copytree(study, work, symlinks=True)
     assert planned_jobs(work, tiny_config(), root=repo) == {}
     with open(repo / "ract" / "model.py", "a") as f:

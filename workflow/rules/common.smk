@@ -21,6 +21,7 @@ STAGE_SECTIONS = {
 }
 # The ract modules each kind of job runs; their source hash is a param when code_hash is on.
 CODE = {
+    "synthetic": ["errors.py", "io.py", "data/synthetic.py"],
     "data": ["errors.py", "io.py", "data/sources.py", "data/readers.py", "data/prepare.py"],
     "train": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py", "checkpoint.py",
               "evaluate.py", "train.py"],

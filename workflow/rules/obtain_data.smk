@@ -13,6 +13,9 @@ rule obtain_data:
         source=lambda w: config["datasets"][w.dataset]["source"],
         offline=lambda w: config["datasets"][w.dataset]["offline"],
         synthetic=lambda w: canonical(config["datasets"][w.dataset]["synthetic"]),
+        # generated data changes with the generator's code; a download does not
+        code=lambda w: code_hash("synthetic") if config["datasets"][w.dataset]["synthetic"]
+        else "",
         cache="data/raw",
     threads: 1
     resources:
