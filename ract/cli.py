@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH",
                    help="keep a resume point here (written every --resume-every seconds and on "
                         "SIGTERM); run the same command again after a kill to continue from it")
-    p.add_argument("--resume-every", type=float, default=60.0, metavar="SECONDS",
-                   help="seconds between resume points written to disk (default: %(default)s)")
+    p.add_argument("--resume-every", type=float, metavar="SECONDS",
+                   help="seconds between resume points written to disk (default: once a "
+                        "minute, ract.resume.DEFAULT_EVERY)")
     p.add_argument("--epochs", "--pretrain-epochs", dest="epochs", type=int,
                    help="epochs (RecBole's pretrain_epochs); default per stage")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
@@ -289,6 +290,7 @@ def cmd_train(args):
     import torch
     from .data.splits import load_split
     from .model import ActorConfig, CriticConfig
+    from .resume import DEFAULT_EVERY
     from .train import stage_defaults, train_stage
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -313,7 +315,8 @@ def cmd_train(args):
     train_stage(data, cfg, out_checkpoint=args.out, history_path=args.history,
                 actor_cfg=actor_cfg, critic_cfg=critic_cfg, pre_model_path=args.pre_model_path,
                 checkpoint_dir=args.checkpoint_dir, device=args.device,
-                resume_path=args.resume, resume_every=args.resume_every)
+                resume_path=args.resume,
+                resume_every=DEFAULT_EVERY if args.resume_every is None else args.resume_every)
 
 
 def _load_actor(args):
