@@ -118,3 +118,54 @@ def test_over_seeds_errors():
         paired_test_over_seeds([[0.1, 0.2], [0.1, 0.2, 0.3]], [[0.1, 0.2]])
     with pytest.raises(RactError, match="same users"):
         paired_test_over_seeds([[0.1, 0.2]], [[0.1, 0.2, 0.3]])
+
+
+@pytest.mark.parametrize("shift, expected", [(0.03, "better"), (-0.03, "worse"),
+                                             (0.0, "no detectable difference")])
+def test_verdict_direction_from_the_interval(shift, expected):
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0.2, 0.6, size=300)
+    noise = rng.normal(0, 0.05, size=150)
+    b = a + shift + np.concatenate([noise, -noise])  # mean difference exactly `shift`
+    r = paired_test(a, b)
+    assert r["verdict"] == expected
+    assert r["boot_low"] < r["mean_diff"] < r["boot_high"]
+    assert r["boot_low"] == pytest.approx(r["ci95_low"], abs=0.004)  # bootstrap ~ t here
+    if expected == "no detectable difference":
+        assert r["boot_low"] < 0 < r["boot_high"]
+
+
+@pytest.mark.parametrize("sign, expected", [(1, "better"), (-1, "worse")])
+def test_verdict_with_mostly_exact_ties(sign, expected):
+    # 900 users tied (both models score the same), 100 differ, all in one direction
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.1, 0.5, size=1000)
+    b = a.copy()
+    b[:100] += sign * rng.uniform(0.01, 0.05, size=100)
+    r = paired_test(a, b)
+    assert r["ties"] == 900 and r["verdict"] == expected
+    assert r["wilcoxon_pvalue"] < 1e-6
+
+
+def test_ties_count_as_no_difference():
+    # 18 of 400 users differ, most of them up: dropping the 382 ties ("wilcox") calls this
+    # significant; splitting the ties' ranks between the signs ("zsplit") does not.
+    a = np.full(400, 0.3)
+    b = a.copy()
+    b[:14] += 0.01
+    b[14:18] -= 0.001
+    r = paired_test(a, b)
+    from scipy import stats as sst
+    assert sst.wilcoxon(b, a, zero_method="wilcox").pvalue < 0.05
+    assert r["wilcoxon_pvalue"] > 0.05 and r["ties"] == 382
+
+
+def test_a_wilcoxon_p_below_005_with_an_interval_across_zero_is_no_difference():
+    # Many small gains and a few large losses: the signed ranks favour b, the mean does not.
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0.2, 0.6, size=200)
+    diff = np.concatenate([rng.uniform(0.001, 0.003, 150), -rng.uniform(0.0, 0.02, 50)])
+    r = paired_test(a, a + diff)
+    assert r["wilcoxon_pvalue"] < 0.05
+    assert r["boot_low"] < 0 < r["boot_high"] or r["verdict"] == "worse"
+    assert r["verdict"] != "better"
