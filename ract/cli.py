@@ -22,6 +22,10 @@ def _default(cls, name):
     return {f.name: f.default for f in dataclasses.fields(cls)}[name]
 
 
+def _anneal_steps(text: str):
+    return "auto" if text == "auto" else int(text)
+
+
 def _threshold(text: str):
     return None if text.lower() in ("none", "null", "") else float(text)
 
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
     from .model import ActorConfig, CriticConfig
-    from .train import STAGE_DEFAULTS, STAGES, StageConfig
+    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, STAGES, StageConfig
 
     parser = argparse.ArgumentParser(
         prog="ract", description="RaCT: ranking-critical actor-critic training for "
@@ -167,9 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="actor_pretrain: lam * sum of squared weights added to each batch's loss "
                         "(Mult-DAE in vae_cf: 0.01 / batch size) (default: %(default)s)")
     p.add_argument("--min-steps", type=int,
-                   help="critic: at least this many optimizer steps, extending the epochs "
+                   help="at least this many optimizer steps, extending the epochs "
                         f"(default: {STAGE_DEFAULTS['critic_pretrain']['min_steps']} for "
                         "critic_pretrain, 0 otherwise)")
+    p.add_argument("--validate-every", type=int,
+                   help="validate once this many optimizer steps have passed since the last "
+                        "validation; 0 every epoch (default: "
+                        f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for "
+                        "critic_pretrain, 0 otherwise)")
+    p.add_argument("--objective", choices=OBJECTIVES, default=_default(StageConfig, "objective"),
+                   help="finetune: critic (RaCT), or likelihood: the control arm, the same "
+                        "finetune on NLL + beta KL from the actor_pretrain checkpoint "
+                        "(default: %(default)s)")
+    p.add_argument("--critic-keep", choices=CRITIC_KEEP,
+                   default=_default(StageConfig, "critic_keep"),
+                   help="critic_pretrain: keep the last epoch, or the one with the best "
+                        "validation r (default: %(default)s)")
+    p.add_argument("--fresh-critic-optimizer", action="store_true",
+                   help="finetune: start the critic's Adam afresh; default carries its state "
+                        "from critic_pretrain (original code)")
     p.add_argument("--critic-learning-rate", type=float,
                    default=_default(StageConfig, "critic_learning_rate"),
                    help="finetune: learning rate of the critic's own steps (default: %(default)s)")
@@ -198,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(with --mlp-hidden-size omitted: [n_items -> latent -> n_items])")
     g.add_argument("--anneal-cap", type=float, default=a.anneal_cap,
                    help="largest KL weight beta (default: %(default)s)")
-    g.add_argument("--total-anneal-steps", type=int, default=a.total_anneal_steps,
-                   help="optimizer steps for beta to reach 1 before the cap "
-                        "(default: %(default)s)")
+    g.add_argument("--total-anneal-steps", type=_anneal_steps, default=a.total_anneal_steps,
+                   help="optimizer steps for beta to reach 1 before the cap, or auto: beta "
+                        "reaches the cap after 85.5%% of the stage's updates, as vae_cf on "
+                        "ML-20M (default: %(default)s)")
     c = CriticConfig()
     g = p.add_argument_group("critic (new critic in critic_pretrain)")
     g.add_argument("--critic-layers", type=int, nargs="+", default=list(c.critic_layers),
@@ -294,13 +315,16 @@ def cmd_train(args):
     from .train import stage_defaults, train_stage
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("epochs", "learning_rate", "min_steps")
+    overrides = {k: getattr(args, k) for k in ("epochs", "learning_rate", "min_steps",
+                                               "validate_every")
                  if getattr(args, k) is not None}
     cfg = stage_defaults(args.train_stage, batch_size=args.batch_size,
                          weight_decay=args.weight_decay, l2_penalty=args.l2_penalty,
                          critic_learning_rate=args.critic_learning_rate,
-                         freeze_critic=args.freeze_critic, save_step=args.save_step,
-                         seed=args.seed, **overrides)
+                         freeze_critic=args.freeze_critic, objective=args.objective,
+                         critic_keep=args.critic_keep,
+                         carry_critic_optimizer=not args.fresh_critic_optimizer,
+                         save_step=args.save_step, seed=args.seed, **overrides)
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
     data = load_split(args.data)

@@ -32,7 +32,9 @@ class ActorConfig:
     mlp_hidden_size: tuple[int, ...] = (600,)
     dropout_prob: float = 0.5
     anneal_cap: float = 0.2
-    total_anneal_steps: int = 200_000
+    # "auto" is resolved by `ract.train` when pretraining starts: beta then reaches the cap at
+    # the same fraction of training as in vae_cf on ML-20M (checkpoints hold the number).
+    total_anneal_steps: int | str = 200_000
     # False gives Mult-DAE (Liang et al. 2018): the encoder's tanh output is the code itself,
     # no sampling and no KL term; with mlp_hidden_size=() it is their [I -> 200 -> I].
     variational: bool = True
@@ -47,11 +49,16 @@ class ActorConfig:
         _check(0.0 <= self.dropout_prob < 1.0, "dropout_prob", "a number in [0, 1)",
                self.dropout_prob)
         _check(self.anneal_cap >= 0.0, "anneal_cap", "a number >= 0", self.anneal_cap)
-        _check(self.total_anneal_steps >= 1, "total_anneal_steps", "an integer >= 1",
-               self.total_anneal_steps)
+        steps = self.total_anneal_steps
+        _check(steps == "auto" or (isinstance(steps, int) and not isinstance(steps, bool)
+                                   and steps >= 1),
+               "total_anneal_steps", "an integer >= 1 or auto", steps)
 
     def beta(self, updates: int) -> float:
         """KL weight after `updates` optimizer steps (the counter runs across epochs)."""
+        if self.total_anneal_steps == "auto":
+            raise RactError("setting total_anneal_steps: auto is resolved when actor "
+                            "pretraining starts (ract.train); this actor has no number yet")
         return min(self.anneal_cap, updates / self.total_anneal_steps)
 
 

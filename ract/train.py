@@ -6,17 +6,25 @@
 - finetune: per minibatch one actor step on -mean(critic) and, unless frozen, one critic step
   on its MSE for the same batch (the original code keeps training the critic; RecBole freezes).
 
-Every stage validates every epoch, writes a per-epoch history, and keeps the checkpoint with the
-best validation NDCG@100 (the starting model is epoch 0). The critic stage keeps its last epoch
-and records the critic's fit, so a user can see whether it is usable before finetuning.
+Every stage validates (every epoch, or every `validate_every` updates), writes a per-epoch
+history, and keeps the checkpoint with the best validation NDCG@100 (the starting model is epoch
+0). The critic stage keeps its last epoch, or with `critic_keep="best_r"` the epoch whose critic
+fits validation users best, and records the critic's fit, so a user can see whether it is usable
+before finetuning.
+
+finetune with `objective="likelihood"` is the control arm: the same schedule, optimizer,
+batches, dropout masks and noise as RaCT's finetune, with the actor's own loss (NLL + beta KL at
+the beta reached in pretraining) in place of -critic. RaCT minus this control is what the critic
+contributes, apart from simply training the actor longer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,10 +49,13 @@ from .runtime import reuse_freed_memory
 log = logging.getLogger("ract.train")
 
 STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
-# Training-loss columns each stage averages over its batches (`loss` is what its optimizer
-# minimises: NLL + beta KL, or -critic for the finetuned actor; the critic's is `critic_mse`).
-STAGE_COLUMNS = {
-    "actor_pretrain": ("loss", "nll", "kl"),
+OBJECTIVES = ("critic", "likelihood")  # finetune: RaCT, or the likelihood control arm
+CRITIC_KEEP = ("last", "best_r")
+# Training-loss columns each kind of step averages over its batches (`loss` is what the actor's
+# optimizer minimises: NLL + beta KL, or -critic for RaCT's finetune; the critic's is
+# `critic_mse`).
+STEP_COLUMNS = {
+    "likelihood": ("loss", "nll", "kl"),
     "critic_pretrain": ("nll", "critic_mse"),
     "finetune": ("loss", "nll", "critic_mse"),
 }
@@ -69,11 +80,21 @@ class StageConfig:
     # actor_pretrain: lam * (sum of squared weights) added to the loss of every batch, as in
     # vae_cf (Mult-DAE: lam = 0.01 / batch size = 2e-5 for batches of 500).
     l2_penalty: float = 0.0
-    # Critic only: run at least this many optimizer steps, extending `epochs` if needed. The
-    # paper's 50 epochs are ~11,650 steps on ML-20M but 100 on ml-100k, too few to fit (SPEC 3).
+    # Run at least this many optimizer steps, extending `epochs` if needed. The paper's epochs
+    # are counted on ML-20M (234 batches each): 50 critic epochs are ~11,700 steps there but
+    # 100 on ml-100k, too few to fit (SPEC 3); finetune's 50 likewise.
     min_steps: int = 0
+    # Validate after an epoch only once this many optimizer steps have passed since the last
+    # validation (0: every epoch); the first and last epochs are always validated. A critic
+    # stage of 2,000 one-batch epochs then costs 2,000 updates, not 2,000 validations.
+    validate_every: int = 0
     critic_learning_rate: float = 1e-4  # finetune: the critic's own steps
     freeze_critic: bool = False  # finetune: True = RecBole's behaviour, False = the original
+    # finetune: carry the critic's Adam state over from critic_pretrain (RaCT_CF keeps one
+    # optimizer for the critic throughout); False starts a fresh Adam.
+    carry_critic_optimizer: bool = True
+    objective: str = "critic"  # finetune: "critic" (RaCT) or "likelihood" (the control arm)
+    critic_keep: str = "last"  # critic_pretrain: the "last" epoch or the "best_r" on validation
     save_step: int = 0  # write a checkpoint every N epochs (0: never)
     seed: int = 98765
 
@@ -86,6 +107,10 @@ class StageConfig:
             (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
             (self.l2_penalty >= 0, "l2_penalty", "a number >= 0"),
             (self.min_steps >= 0, "min_steps", "an integer >= 0"),
+            (self.validate_every >= 0, "validate_every",
+             "an integer >= 0 (0: validate every epoch)"),
+            (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
+            (self.critic_keep in CRITIC_KEEP, "critic_keep", f"one of {', '.join(CRITIC_KEEP)}"),
             (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
             (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
         ]
@@ -97,9 +122,30 @@ class StageConfig:
 
 STAGE_DEFAULTS = {
     "actor_pretrain": dict(epochs=200, learning_rate=1e-3),
-    "critic_pretrain": dict(epochs=50, learning_rate=1e-4, min_steps=2000),
+    "critic_pretrain": dict(epochs=50, learning_rate=1e-4, min_steps=2000, validate_every=100),
     "finetune": dict(epochs=50, learning_rate=2e-6),
 }
+
+# vae_cf on ML-20M: 116,677 training users in batches of 500 are 234 updates an epoch, 46,800
+# in 200 epochs; beta = min(0.2, updates / 200,000) reaches its cap at update 40,000, 85.5% of
+# the way. `total_anneal_steps="auto"` keeps that fraction on any data set.
+ANNEAL_FRACTION = 40_000 / 46_800
+
+
+def auto_anneal_steps(anneal_cap: float, total_updates: int) -> int:
+    """total_anneal_steps with which beta reaches `anneal_cap` after ANNEAL_FRACTION of
+    `total_updates` actor updates, as in vae_cf on ML-20M."""
+    if anneal_cap <= 0:
+        return 1  # beta is 0 throughout
+    return max(1, round(ANNEAL_FRACTION * total_updates / anneal_cap))
+
+
+def stream_seed(seed: int, stage: str, stream: str) -> int:
+    """Seed of one random stream of one stage: each stage draws its own batches, dropout masks
+    and noise (before, all three stages replayed the same stream from `seed`). The likelihood
+    control is stage "finetune", so it sees exactly RaCT's finetune draws."""
+    digest = hashlib.sha256(f"{seed}/{stage}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def stage_defaults(train_stage: str, **overrides) -> StageConfig:
@@ -193,12 +239,19 @@ class _Run:
         self.data, self.cfg, self.actor, self.critic, self.device = data, cfg, actor, critic, device
         self.updates = updates  # actor optimizer steps, carried across stages for KL annealing
         self.steps = 0  # optimizer steps of this stage
+        self.validated_at = 0  # `steps` at the last validation
         self.stop: Callable[[], bool] = lambda: False  # asked to stop (SIGTERM)?
         # on a stop, drop the epoch (a snapshot of the last one is at hand) or finish it
         self.abandon_on_stop = False
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-        self.noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         stage = cfg.train_stage
+        self.shuffle_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, stage, "shuffle"))
+        self.noise_gen = torch.Generator(device=device).manual_seed(
+            stream_seed(cfg.seed, stage, "noise"))
+        # actor_pretrain and the likelihood control step on NLL + beta KL; the control holds
+        # beta where pretraining left it
+        self.step_kind = ("likelihood" if stage == "actor_pretrain" or cfg.objective ==
+                          "likelihood" else stage)
+        self.fixed_beta = actor.cfg.beta(updates) if stage == "finetune" else None
         self.actor_opt = (_adam(actor.parameters(), lr=cfg.learning_rate,
                                 weight_decay=cfg.weight_decay)
                           if stage in ("actor_pretrain", "finetune") else None)
@@ -206,29 +259,40 @@ class _Run:
         # own learning rate and no weight decay (weight_decay there is the actor's).
         pretraining = stage == "critic_pretrain"
         self.critic_opt = None
-        if pretraining or (stage == "finetune" and not cfg.freeze_critic):
+        if pretraining or (self.step_kind == "finetune" and not cfg.freeze_critic):
             self.critic_opt = _adam(
                 critic.parameters(),
                 lr=cfg.learning_rate if pretraining else cfg.critic_learning_rate,
                 weight_decay=cfg.weight_decay if pretraining else 0.0)
 
+    def carry_critic_optimizer(self, state: dict | None) -> bool:
+        """Continue the critic's Adam moments and step count from critic_pretrain (RaCT_CF
+        keeps one critic optimizer throughout), at finetune's learning rate; False when there
+        is nothing to carry."""
+        if self.critic_opt is None or not state:
+            return False
+        self.critic_opt.load_state_dict(state)
+        for group in self.critic_opt.param_groups:  # loading brought the old stage's settings
+            group.update(lr=self.cfg.critic_learning_rate, weight_decay=0.0)
+        return True
+
     def epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training users in a fresh random order; batch means of the
         stage's loss columns, the critic's fit on these batches, and the seconds taken."""
-        stage, train = self.cfg.train_stage, self.data.train
+        kind, train = self.step_kind, self.data.train
         perm = torch.randperm(train.shape[0], generator=self.shuffle_gen).numpy()
-        sums = dict.fromkeys(STAGE_COLUMNS[stage], 0.0)
+        sums = dict.fromkeys(STEP_COLUMNS[kind], 0.0)
         preds, targets = [], []
         start = time.perf_counter()
-        beta = self.actor.cfg.beta(self.updates)
+        beta = self.beta()
         n_batches = math.ceil(len(perm) / self.cfg.batch_size)
         for b in range(n_batches):
             rows = np.sort(perm[b * self.cfg.batch_size: (b + 1) * self.cfg.batch_size])
             x = sparse_rows(train, rows, self.device)  # (B, n_items), never densified
             where = (epoch, b)
-            if stage == "actor_pretrain":
-                beta = self.actor.cfg.beta(self.updates)
-                self._actor_pretrain_step(x, beta, sums, where)
+            if kind == "likelihood":
+                beta = self.beta()
+                self._likelihood_step(x, beta, sums, where)
             else:
                 pred, target = self._critic_step(x, sums, where)
                 preds.append(pred)
@@ -238,14 +302,20 @@ class _Run:
                 raise Interrupted(f"stopped by SIGTERM in epoch {epoch} after batch {b + 1} "
                                   f"of {n_batches}")
         row = {k: v / max(n_batches, 1) for k, v in sums.items()}
-        if stage == "actor_pretrain":
+        if kind == "likelihood":
             row["beta"] = beta  # at the epoch's last step
         else:
             row["critic_r_train"] = pearson(torch.cat(preds), torch.cat(targets))
         row["train_seconds"] = time.perf_counter() - start
         return row
 
-    def _actor_pretrain_step(self, x, beta, sums, where):
+    def beta(self) -> float:
+        """KL weight of the next likelihood step: annealed in actor_pretrain, held at the
+        value pretraining reached in the control arm."""
+        return self.fixed_beta if self.fixed_beta is not None else self.actor.cfg.beta(
+            self.updates)
+
+    def _likelihood_step(self, x, beta, sums, where):
         self.actor.train()
         out = self.actor(x, self.noise_gen)
         nll, kl = out.nll(x).mean(), out.kl().mean()
@@ -297,7 +367,8 @@ class _Run:
         return pred.detach(), target
 
 
-def _n_epochs(cfg: StageConfig, n_train: int) -> int:
+def n_epochs(cfg: StageConfig, n_train: int) -> int:
+    """Epochs a stage runs on `n_train` training users: `epochs`, or more for `min_steps`."""
     per_epoch = math.ceil(n_train / cfg.batch_size)
     return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) if per_epoch else cfg.epochs
 
@@ -322,6 +393,7 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     final result as an uninterrupted run.
     """
     stage = cfg.train_stage
+    control = stage == "finetune" and cfg.objective == "likelihood"
     dev = resolve_device(device)
     reuse_freed_memory()
     torch.manual_seed(cfg.seed)  # weight initialisation; all sampling uses explicit generators
@@ -331,22 +403,31 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     elif stage != "actor_pretrain":
         raise RactError(f"setting pre_model_path: stage {stage} starts from a trained actor; "
                         "give the checkpoint of the previous stage")
+    epochs = n_epochs(cfg, data.train.shape[0])
     if init is not None:
         actor = build_actor(init)
         critic = build_critic(init)
     else:
-        actor = MultVAE(actor_cfg or ActorConfig(n_items=data.n_items))
+        actor_cfg = actor_cfg or ActorConfig(n_items=data.n_items)
+        if actor_cfg.total_anneal_steps == "auto":
+            updates = epochs * math.ceil(data.train.shape[0] / cfg.batch_size)
+            actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
+                actor_cfg.anneal_cap, updates))
+            log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
+                     actor_cfg.total_anneal_steps, actor_cfg.anneal_cap, 100 * ANNEAL_FRACTION,
+                     updates)
+        actor = MultVAE(actor_cfg)
         critic = None
     if actor.cfg.n_items != data.n_items:
         raise RactError(f"setting n_items: actor has {actor.cfg.n_items}, data has "
                         f"{data.n_items}")
     if stage == "critic_pretrain" and critic is None:
         critic = Critic(critic_cfg or CriticConfig())
-    if stage == "finetune" and critic is None:
+    if stage == "finetune" and critic is None and not control:
         raise RactError(f"{pre_model_path}: has no critic; finetune starts from the "
                         "critic_pretrain checkpoint")
-    if stage == "actor_pretrain":
-        critic = None
+    if stage == "actor_pretrain" or control:
+        critic = None  # the control arm continues the actor alone
     actor.to(dev)
     for p in actor.parameters():
         p.requires_grad_(stage != "critic_pretrain")
@@ -356,8 +437,12 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
             p.requires_grad_(not (stage == "finetune" and cfg.freeze_critic))
     updates = int(init.get("updates", 0)) if init else 0
     run = _Run(data, cfg, actor, critic, dev, updates)
-    n_epochs = _n_epochs(cfg, data.train.shape[0])
-    select = stage != "critic_pretrain"
+    if stage == "finetune" and cfg.carry_critic_optimizer:
+        if run.carry_critic_optimizer(init.get("critic_opt_state")):
+            log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
+        elif run.critic_opt is not None:
+            log.warning("finetune: %s has no critic optimizer state (written by an older "
+                        "ract); the critic starts a fresh Adam", pre_model_path)
     resume = None
     if resume_path is not None:
         settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
@@ -366,7 +451,7 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
         resume = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
     with sigterm_flag() as stopping:
         run.stop = stopping
-        return _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_path,
+        return _epochs(data, cfg, run, epochs, resume, out_checkpoint, history_path,
                        checkpoint_dir, dev)
 
 
@@ -381,12 +466,21 @@ def _stopped(stage: str, exc: Interrupted, resume: ResumePoint | None) -> Interr
     return Interrupted(f"{stage}: {exc}; {where}; run the same command again to continue")
 
 
+def _kept_states(run: _Run) -> dict:
+    """The models in checkpoint form; critic_pretrain adds the critic's Adam state, which
+    finetune carries on."""
+    states = model_states(run.actor, run.critic)
+    if run.cfg.train_stage == "critic_pretrain":
+        states["critic_opt_state"] = cpu_copy(run.critic_opt.state_dict())
+    return states
+
+
 def _snapshot(run: _Run, epoch: int, best, history: list) -> dict:
     """Everything the epochs after `epoch` depend on, copied to the CPU (`ract.resume`)."""
     opt = {name: cpu_copy(o.state_dict()) if o is not None else None
            for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))}
     return {"epoch": epoch, "models": model_states(run.actor, run.critic), **opt,
-            "updates": run.updates, "steps": run.steps,
+            "updates": run.updates, "steps": run.steps, "validated_at": run.validated_at,
             "shuffle_gen": run.shuffle_gen.get_state(), "noise_gen": run.noise_gen.get_state(),
             "best": {"metric": best[0], "epoch": best[1], "models": best[2]},
             "rows": {"history": list(history), "best_row": best[3]}}
@@ -402,15 +496,24 @@ def _restore(run: _Run, state: dict):
         if getattr(run, name) is not None:
             getattr(run, name).load_state_dict(state[name])
     run.updates, run.steps = int(state["updates"]), int(state["steps"])
+    run.validated_at = int(state["validated_at"])
     run.shuffle_gen.set_state(state["shuffle_gen"])
     run.noise_gen.set_state(state["noise_gen"])
     b, rows = state["best"], state["rows"]
     return (b["metric"], b["epoch"], b["models"], rows["best_row"]), rows["history"]
 
 
-def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_path,
+def select_metric(cfg: StageConfig) -> str | None:
+    """The validation column whose best epoch a stage keeps; None keeps the last epoch."""
+    if cfg.train_stage != "critic_pretrain":
+        return SELECT_METRIC
+    return "val_critic_r" if cfg.critic_keep == "best_r" else None
+
+
+def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
             checkpoint_dir, dev) -> dict:
     stage, actor, critic = cfg.train_stage, run.actor, run.critic
+    metric = select_metric(cfg)
 
     def save(path, epoch, row, models):
         save_checkpoint(path, stage=stage, epoch=epoch, models=models,
@@ -429,7 +532,9 @@ def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_pa
                **validate(actor, critic, data, dev)}
         row["seconds"] = time.perf_counter() - t0
         history = [row]
-        best = (row[SELECT_METRIC], 0, model_states(actor, critic), row)
+        # The starting actor is a candidate (finetuning may not help); an untrained critic not.
+        best = ((row[metric], 0, _kept_states(run), row) if metric == SELECT_METRIC
+                else (-math.inf, 0, None, None))
         first = 1
         log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
     every = _log_every(n_epochs)
@@ -441,12 +546,14 @@ def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_pa
             train_row = run.epoch(epoch)
         except Interrupted as exc:
             raise _stopped(stage, exc, resume) from None
-        val_row = validate(actor, critic, data, dev)
-        row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row,
-               **val_row, "seconds": time.perf_counter() - t_epoch}
+        row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row}
+        if (epoch == n_epochs or run.steps - run.validated_at >= cfg.validate_every):
+            row.update(validate(actor, critic, data, dev))
+            run.validated_at = run.steps
+            if metric is not None and row[metric] > best[0]:
+                best = (row[metric], epoch, _kept_states(run), row)
+        row["seconds"] = time.perf_counter() - t_epoch
         history.append(row)
-        if select and row[SELECT_METRIC] > best[0]:
-            best = (row[SELECT_METRIC], epoch, model_states(actor, critic), row)
         if epoch % every == 0 or epoch == n_epochs:
             log.info("%s epoch %d/%d: %s", stage, epoch, n_epochs, _fmt(row))
         if cfg.save_step and checkpoint_dir and epoch % cfg.save_step == 0:
@@ -462,10 +569,9 @@ def _epochs(data, cfg, run, n_epochs, select, resume, out_checkpoint, history_pa
             if run.stop():
                 raise _stopped(stage, Interrupted(f"stopped by SIGTERM after epoch {epoch}"),
                                resume)
-    if select:
-        _, best_epoch, models, best_row = best
-    else:  # the critic stage keeps its last epoch
-        best_epoch, models, best_row = n_epochs, model_states(actor, critic), history[-1]
+    _, best_epoch, models, best_row = best
+    if models is None:  # the critic's last epoch (by choice, or no validated r to choose by)
+        best_epoch, models, best_row = n_epochs, _kept_states(run), history[-1]
     save(out_checkpoint, best_epoch, best_row, models)
     frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
     frame["stage"] = stage

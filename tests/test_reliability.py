@@ -258,7 +258,7 @@ def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_
                                  resume_path=resume, resume_every=3600)
 
     run(tmp_path / "plain")
-    step, calls = train._Run._actor_pretrain_step, []
+    step, calls = train._Run._likelihood_step, []
 
     def step_then_sigterm(self, *args):
         calls.append(1)
@@ -266,13 +266,13 @@ def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_
             os.kill(os.getpid(), signal.SIGTERM)
         return step(self, *args)
 
-    monkeypatch.setattr(train._Run, "_actor_pretrain_step", step_then_sigterm)
+    monkeypatch.setattr(train._Run, "_likelihood_step", step_then_sigterm)
     resume = tmp_path / "resume.pt"
     with pytest.raises(resume_module.Interrupted,
                        match=r"actor_pretrain: stopped by SIGTERM in epoch 3 after batch 3 of "
                              r"\d+; resume point after epoch 2 in "):
         run(tmp_path / "stopped", resume)
     assert read_state(resume)["epoch"] == 2
-    monkeypatch.setattr(train._Run, "_actor_pretrain_step", step)
+    monkeypatch.setattr(train._Run, "_likelihood_step", step)
     run(tmp_path / "stopped", resume)
     assert_same_run(tmp_path / "plain", tmp_path / "stopped", "actor_pretrain")

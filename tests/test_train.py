@@ -38,7 +38,7 @@ def run_all(split, out, seed=0, freeze=False):
         actor_cfg=small_actor(split.n_items))
     summaries["critic_pretrain"] = train_stage(
         split, stage_defaults("critic_pretrain", epochs=2, min_steps=30, batch_size=64,
-                              seed=seed),
+                              seed=seed, validate_every=0),
         out_checkpoint=paths["critic_pretrain"][0], history_path=paths["critic_pretrain"][1],
         critic_cfg=CriticConfig(critic_layers=(16, 8), metrics_k=10),
         pre_model_path=paths["actor_pretrain"][0])
