@@ -123,6 +123,7 @@ def build_actor(state: dict) -> MultVAE:
 def build_critic(state: dict) -> Critic | None:
     if state.get("critic_state") is None:
         return None
-    critic = Critic(CriticConfig(**state["critic_args"]))
+    # critics saved before input_norm existed normalised with running statistics
+    critic = Critic(CriticConfig(**{"input_norm": "running", **state["critic_args"]}))
     critic.load_state_dict(state["critic_state"])
     return critic

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.readers import FORMAT_HELP, FORMATS
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
-    from .model import ActorConfig, CriticConfig
+    from .model import CRITIC_NORMS, ActorConfig, CriticConfig
     from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, STAGES, StageConfig
 
     parser = argparse.ArgumentParser(
@@ -226,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("critic (new critic in critic_pretrain)")
     g.add_argument("--critic-layers", type=int, nargs="+", default=list(c.critic_layers),
                    help="critic hidden layer sizes (default: %(default)s)")
+    g.add_argument("--critic-input-norm", choices=CRITIC_NORMS, default=c.input_norm,
+                   help="statistics of the critic's feature batch norm: fixed at their initial "
+                        "values as RaCT_CF runs, or running, updated by each critic step "
+                        "(default: %(default)s)")
     g.add_argument("--metrics-k", type=int, default=c.metrics_k,
                    help="k of the NDCG the critic predicts (default: %(default)s)")
 
@@ -335,7 +339,8 @@ def cmd_train(args):
                             mlp_hidden_size=tuple(hidden), variational=not args.dae,
                             dropout_prob=args.dropout_prob, anneal_cap=args.anneal_cap,
                             total_anneal_steps=args.total_anneal_steps)
-    critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k)
+    critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k,
+                              input_norm=args.critic_input_norm)
     train_stage(data, cfg, out_checkpoint=args.out, history_path=args.history,
                 actor_cfg=actor_cfg, critic_cfg=critic_cfg, pre_model_path=args.pre_model_path,
                 checkpoint_dir=args.checkpoint_dir, device=args.device,

@@ -62,16 +62,24 @@ class ActorConfig:
         return min(self.anneal_cap, updates / self.total_anneal_steps)
 
 
+CRITIC_NORMS = ("fixed", "running")
+
+
 @dataclass(frozen=True)
 class CriticConfig:
     critic_layers: tuple[int, ...] = (100, 100, 10)
     metrics_k: int = 100
+    # How the batch norm of the critic's three features uses statistics (see `Critic`):
+    # "fixed", as RaCT_CF runs, or "running", updated by every critic training step.
+    input_norm: str = "fixed"
 
     def __post_init__(self):
         object.__setattr__(self, "critic_layers", tuple(int(h) for h in self.critic_layers))
         _check(all(h >= 1 for h in self.critic_layers), "critic_layers",
                "a list of integers >= 1", list(self.critic_layers))
         _check(self.metrics_k >= 1, "metrics_k", "an integer >= 1", self.metrics_k)
+        _check(self.input_norm in CRITIC_NORMS, "input_norm",
+               f"one of {', '.join(CRITIC_NORMS)}", self.input_norm)
 
 
 def _mlp(dims: list[int]) -> nn.ModuleList:
@@ -259,11 +267,20 @@ def critic_target(out: ActorOutput, k: int) -> torch.Tensor:
 class Critic(nn.Module):
     """Batch-normalised features -> ReLU MLP (`critic_layers`) -> Linear -> sigmoid.
 
-    The feature normalisation has no learned scale or offset. Its running statistics are
-    updated only by the critic's own training steps (module in train mode, batch statistics);
-    the actor's finetuning step and all validation use the running statistics (eval mode), so
-    each user's score depends on that user alone and the actor's gradient does not flow
-    through other users' NLL via the batch mean.
+    The feature normalisation has no learned scale or offset. How it uses statistics:
+
+    - input_norm="fixed" (default, RaCT_CF as it runs): the statistics keep their initial
+      values (mean 0, variance 1) and are never updated, in every stage. RaCT_CF builds
+      `tf.contrib.layers.batch_norm(..., is_training=placeholder, trainable=False)`, feeds
+      is_training=False in the critic and finetune phases, and with trainable=False the layer
+      registers no update ops, so its moving mean and variance stay 0 and 1: the critic sees
+      the raw counts and NLL, divided by sqrt(1 + eps).
+    - input_norm="running" (this project before): the critic's own training steps normalise
+      by batch statistics and update the running ones; the actor's finetuning step and all
+      validation use the running statistics.
+
+    Either way the actor's finetuning step scores each user by that user alone, so its gradient
+    does not flow through other users' NLL via a batch mean.
     """
 
     def __init__(self, cfg: CriticConfig):
@@ -271,6 +288,12 @@ class Critic(nn.Module):
         self.cfg = cfg
         self.norm = nn.BatchNorm1d(3, affine=False)
         self.layers = _mlp([3, *cfg.critic_layers, 1])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.input_norm == "fixed":
+            self.norm.eval()  # never batch statistics, never an update of the running ones
+        return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         h = _forward_mlp(self.layers, self.norm(features), F.relu)  # (B, 1)
