@@ -1,7 +1,9 @@
 # The RaCT study as a DAG:
 #   obtain_data -> prepare_data -> pretrain_actor -> pretrain_critic -> finetune
 #   -> evaluate (each Mult-VAE and RaCT checkpoint, validation and test) -> compare [-> sweep]
+#   the control arm: pretrain_actor -> finetune_nll (RaCT's finetune on the likelihood) -> evaluate
 #   baselines beside them: train_mult_dae, fit_ease, fit_popularity -> evaluate(_baseline)
+#   RaCT on the Mult-DAE actor: train_mult_dae -> pretrain_critic_dae -> finetune_dae -> evaluate
 #
 # Output paths ({variant} is `main`, or `sweep-<hash>` for a sweep combination):
 #   data/raw/                                        download cache; {dataset}.json points at
@@ -10,7 +12,9 @@
 #   results/{dataset}/{variant}/seed{seed}/{stage}.pt           best checkpoint of a stage
 #   results/{dataset}/{variant}/seed{seed}/{stage}_history.csv  one row per epoch
 #   results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_per_user.csv, _summary.json
+#   results/{dataset}/{variant}/seed{seed}/nll_finetune.pt      the control arm
 #   results/{dataset}/main/seed{seed}/mult_dae.pt   Mult-DAE baseline (trained per seed)
+#   results/{dataset}/main/seed{seed}/ract_dae_critic.pt, ract_dae.pt   RaCT on Mult-DAE
 #   results/{dataset}/baselines/{ease,popularity}.pt, eval/   deterministic baselines
 #   results/{dataset}/comparison.csv, .md, figures/  models side by side, training curves
 #   results/{dataset}/sweep.csv, .md, sweep_best.json   every sweep combination, the best one
@@ -28,7 +32,9 @@ include: "workflow/rules/prepare_data.smk"
 include: "workflow/rules/pretrain_actor.smk"
 include: "workflow/rules/pretrain_critic.smk"
 include: "workflow/rules/finetune.smk"
+include: "workflow/rules/finetune_nll.smk"
 include: "workflow/rules/train_mult_dae.smk"
+include: "workflow/rules/ract_dae.smk"
 include: "workflow/rules/fit_baselines.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/compare.smk"

@@ -248,7 +248,8 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
 
 
 def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
-                         path_pdf: str | os.PathLike | None = None) -> None:
+                         path_pdf: str | os.PathLike | None = None,
+                         controls: Mapping[int, pd.DataFrame] | None = None) -> None:
     """Validation NDCG@100 through the training stages, one line per seed.
 
     `histories` maps seed -> that run's stage histories concatenated (columns `stage`, `epoch`,
@@ -258,7 +259,9 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
     where each stage starts. The actor panel has its own y scale (NDCG climbs from near zero);
     the critic and fine-tuning panels share a zoomed y scale so fine-tuning changes are visible.
     When critic Pearson r values are present, a second row shows them for the critic and
-    fine-tuning stages.
+    fine-tuning stages. `controls` (seed -> the likelihood control arm's finetune history) are
+    drawn dotted in the fine-tuning panel, in their seed's colour: where RaCT's line leaves
+    its control's is what the critic did.
     """
     if not histories:
         raise RactError("training curves: no training histories given")
@@ -326,6 +329,12 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
             if rows is not None:
                 top[stage].plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed],
                                 lw=1.4, label=f"seed {seed}")
+            control = (controls or {}).get(seed)
+            rows = (stage_rows(control, stage, NDCG_COLUMN) if control is not None
+                    and stage == "finetune" else None)
+            if rows is not None:
+                top[stage].plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed],
+                                lw=1.2, ls=":", label=f"seed {seed}, NLL control")
             if stage in bottom:
                 rows = stage_rows(runs[seed], stage, CRITIC_R_COLUMN)
                 if rows is not None:

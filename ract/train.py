@@ -62,7 +62,7 @@ STEP_COLUMNS = {
 HISTORY_COLUMNS = ("stage", "epoch", "steps", "updates", "loss", "nll", "kl", "beta",
                    "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
                    "val_recall@50", "val_critic_mse", "val_critic_r", "val_nll_r",
-                   "val_nll_slope_negative", "train_seconds", "seconds")
+                   "val_nll_slope_negative", "kept", "train_seconds", "seconds")
 VALIDATION_KS = (20, 50, 100)
 SELECT_METRIC = "val_ndcg@100"
 
@@ -575,6 +575,7 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
     save(out_checkpoint, best_epoch, best_row, models)
     frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
     frame["stage"] = stage
+    frame["kept"] = frame["epoch"] == best_epoch  # the epoch the checkpoint holds
     write_csv(history_path, frame)
     if resume is not None:
         resume.remove()

@@ -80,19 +80,28 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
         for split in ("validation", "test"):
             assert (run / "eval" / f"{stage}_{split}_summary.json").exists()
     table = pd.read_csv(study / "results/ml-100k/comparison.csv")
-    assert set(table["model"]) == {"Mult-VAE", "RaCT", "Mult-DAE", "EASE", "Popularity"}
+    assert set(table["model"]) == {"Mult-VAE", "RaCT", "NLL finetune (control)", "Mult-DAE",
+                                   "RaCT (Mult-DAE actor)", "EASE", "Popularity"}
     test = table[table["split"] == "test"].set_index("model")["ndcg@100"]
     assert test["EASE"] > test["Popularity"]  # EASE needs no training epochs to beat it
-    significance = json.loads((study / "results/ml-100k/significance.json").read_text())
-    assert significance["a"] == "Mult-VAE" and significance["b"] == "RaCT"
-    assert significance["n"] == 94 and 0 <= significance["wilcoxon_pvalue"] <= 1
+    tests = json.loads((study / "results/ml-100k/significance.json").read_text())["tests"]
+    assert [(t["a"], t["b"]) for t in tests] == [
+        ("Mult-VAE", "RaCT"), ("NLL finetune (control)", "RaCT"),
+        ("Mult-DAE", "RaCT (Mult-DAE actor)")]
+    n_test = len(pd.read_csv(run / "eval/finetune_test_per_user.csv"))
+    for t in tests:
+        assert t["n"] == n_test and 0 <= t["wilcoxon_pvalue"] <= 1
+        assert t["boot_low"] <= t["mean_diff"] <= t["boot_high"]
+        assert t["verdict"] in ("better", "worse", "no detectable difference")
     assert set(table["split"]) == {"validation", "test"}
     assert table["ndcg@100"].between(0, 1).all()
     md = (study / "results/ml-100k/comparison.md").read_text()
     assert "| test | RaCT |" in md and "critic r (validation users)" in md
     assert "Pearson r with the true NDCG@100: critic" in md
+    assert "**RaCT − NLL finetune (control)**" in md and "Verdict: **" in md
     fit = pd.read_csv(run / "eval/critic_pretrain_validation_critic_fit.csv")
-    assert len(fit) == 94 and {"ndcg@100", "critic", "nll", "slope"} <= set(fit.columns)
+    assert len(fit) == len(pd.read_csv(run / "eval/finetune_validation_per_user.csv"))
+    assert {"ndcg@100", "critic", "nll", "slope"} <= set(fit.columns)
     for fig in ("training_curves", "metrics", "gain_by_activity", "critic_fit"):
         for ext in ("png", "pdf"):
             assert (study / f"results/ml-100k/figures/{fig}.{ext}").stat().st_size > 1000

@@ -12,6 +12,15 @@ import ract
 STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
 MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
 BASELINES = {"mult_dae": "Mult-DAE", "ease": "EASE", "popularity": "Popularity"}
+# Optional models trained per seed beside RaCT (`models:`), by checkpoint name: the control arm
+# (Mult-VAE finetuned on its likelihood with RaCT's finetune schedule and draws) and RaCT on
+# the Mult-DAE actor (paper Table 4).
+ARMS = {"nll_finetune": "NLL finetune (control)", "ract_dae": "RaCT (Mult-DAE actor)"}
+# The paired tests: (baseline, challenger) checkpoint names, when both models run.
+PAIRS = [("actor_pretrain", "finetune"), ("nll_finetune", "finetune"), ("mult_dae", "ract_dae")]
+NAMES = {**MODELS, **BASELINES, **ARMS}
+# finetune settings that only concern the critic, which the control arm does not have
+CRITIC_ONLY = ("critic_learning_rate", "freeze_critic", "carry_critic_optimizer")
 SPLITS = ["validation", "test"]
 # The config sections each training stage reads (cumulatively, with the stages before it).
 STAGE_SECTIONS = {
@@ -78,6 +87,8 @@ def check_config(cfg, where=()):
                          "or `path` (a file on disk)")
         if ds["path"] is not None and ds["format"] is None:
             config_error(["datasets", name, "format"], "required with `path`")
+    if "ract_dae" in cfg["models"] and "mult_dae" not in cfg["models"]:
+        config_error(["models"], "ract_dae finetunes the Mult-DAE actor: add mult_dae too")
     return cfg
 
 
@@ -186,12 +197,26 @@ def canonical(value):
     return json.loads(json.dumps(value, sort_keys=True))
 
 
-def stage_settings(stage):
-    """Params function: exactly the settings a stage reads (its sections of its variant)."""
+def stage_settings(stage, variant=None):
+    """Params function: exactly the settings a stage reads (its sections of its variant, or of
+    `variant` for rules without that wildcard)."""
     def settings(w):
-        cfg = VARIANTS[w.variant]
+        cfg = VARIANTS[variant or w.variant]
         return canonical({p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]})
     return settings
+
+
+def control_settings(w):
+    """The finetune stage run as the control arm: RaCT's finetune settings on the likelihood."""
+    stage = {k: v for k, v in VARIANTS[w.variant]["stages"]["finetune"].items()
+             if k not in CRITIC_ONLY}
+    return canonical({"finetune": {**stage, "objective": "likelihood"}})
+
+
+def seeded_models():
+    """Checkpoint names of the models trained per seed and compared, in table order."""
+    return [*MODELS, *(m for m in ("nll_finetune", "mult_dae", "ract_dae")
+                       if m in config["models"])]
 
 
 def mult_dae_settings():
@@ -208,14 +233,31 @@ def mult_dae_settings():
 def compared(dataset):
     """(summary path, model name, seed) of every model compared on a data set; the
     deterministic EASE and popularity are fitted once (seed 0)."""
-    rows = [(evaluation(dataset, "main", seed, stage, split), name, seed)
-            for seed in SEEDS for stage, name in MODELS.items() for split in SPLITS]
-    if "mult_dae" in config["models"]:
-        rows += [(f"{run_dir(dataset, 'main', seed)}/eval/mult_dae_{split}_summary.json",
-                  BASELINES["mult_dae"], seed) for seed in SEEDS for split in SPLITS]
+    rows = [(per_seed_eval(dataset, seed, model, split, "summary.json"), NAMES[model], seed)
+            for seed in SEEDS for model in seeded_models() for split in SPLITS]
     rows += [(f"results/{dataset}/baselines/eval/{kind}_{split}_summary.json", BASELINES[kind], 0)
              for kind in ("ease", "popularity") if kind in config["models"] for split in SPLITS]
     return rows
+
+
+def per_seed_eval(dataset, seed, model, split, kind):
+    """An evaluation output (`summary.json`, `per_user.csv`) of a per-seed model of the main
+    run; RaCT's stages come from the run that owns them."""
+    if model in STAGES:
+        return evaluation(dataset, "main", seed, model, split).replace("summary.json", kind)
+    return f"{run_dir(dataset, 'main', seed)}/eval/{model}_{split}_{kind}"
+
+
+def pairs():
+    """The paired tests to run: (baseline, challenger) names whose models are both compared."""
+    on = seeded_models()
+    return [(a, b) for a, b in PAIRS if a in on and b in on]
+
+
+def paired_runs():
+    """(checkpoint name, seed) of every per-user table the paired tests read."""
+    models = dict.fromkeys(m for pair in pairs() for m in pair)
+    return [(model, seed) for model in models for seed in SEEDS]
 
 
 def uses_gpu():

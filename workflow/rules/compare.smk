@@ -1,12 +1,13 @@
 rule compare:
     input:
         summaries=lambda w: [path for path, _, _ in compared(w.dataset)],
-        # per-user test metrics of RaCT and Mult-VAE, seed by seed, for the paired test
-        paired=lambda w: [evaluation(w.dataset, "main", seed, stage, "test")
-                          .replace("_summary.json", "_per_user.csv")
-                          for seed in SEEDS for stage in ("actor_pretrain", "finetune")],
+        # per-user test metrics of every model in a paired test, seed by seed
+        paired=lambda w: [per_seed_eval(w.dataset, seed, model, "test", "per_user.csv")
+                          for model, seed in paired_runs()],
         histories=lambda w: [history(w.dataset, "main", seed, stage)
                              for seed in SEEDS for stage in STAGES],
+        controls=lambda w: ([f"{run_dir(w.dataset, 'main', seed)}/nll_finetune_history.csv"
+                             for seed in SEEDS] if "nll_finetune" in config["models"] else []),
         critic_fits=lambda w: [f"{run_dir(w.dataset, 'main', seed)}/eval/"
                                "critic_pretrain_validation_critic_fit.csv" for seed in SEEDS],
     output:
@@ -29,9 +30,13 @@ rule compare:
     log:
         "logs/{dataset}/compare.log",
     params:
-        # (seed, model) of each summary and seed of each history, in input order
+        # what each input file is, in input order: (seed, model) of each summary, (model name,
+        # seed) of each per-user table, the seed of each history and control history
         summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
+        paired=lambda w: [(NAMES[model], seed) for model, seed in paired_runs()],
+        pairs=lambda w: [(NAMES[a], NAMES[b]) for a, b in pairs()],
         histories=[seed for seed in SEEDS for _ in STAGES],
+        controls=lambda w: SEEDS if "nll_finetune" in config["models"] else [],
         critic_seeds=SEEDS,
         paper=lambda w: config["datasets"][w.dataset]["paper"],  # the paper's numbers beside ours
     threads: 1

@@ -18,7 +18,7 @@ rule evaluate:
     benchmark:
         "benchmarks/{dataset}/{variant}/seed{seed}/evaluate_{stage}.tsv"
     wildcard_constraints:
-        stage="actor_pretrain|critic_pretrain|finetune|mult_dae",
+        stage="actor_pretrain|critic_pretrain|finetune|nll_finetune|mult_dae|ract_dae",
     params:
         splits=SPLITS,
         ks=config["evaluate"]["ks"],

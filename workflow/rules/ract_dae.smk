@@ -1,0 +1,43 @@
+# RaCT on another actor (paper Table 4): the critic is pretrained on the Mult-DAE baseline's
+# NLL and that actor is finetuned against it, with RaCT's critic and finetune settings.
+# A Mult-DAE recorded as failed is recorded as failed here too.
+
+
+use rule pretrain_critic as pretrain_critic_dae with:
+    input:
+        split="results/{dataset}/split/manifest.json",
+        start="results/{dataset}/main/seed{seed}/mult_dae.pt",
+    output:
+        checkpoint="results/{dataset}/main/seed{seed}/ract_dae_critic.pt",
+        history="results/{dataset}/main/seed{seed}/ract_dae_critic_history.csv",
+    log:
+        "logs/{dataset}/main/seed{seed}/ract_dae_critic.log",
+    benchmark:
+        "benchmarks/{dataset}/main/seed{seed}/ract_dae_critic.tsv"
+    params:
+        stage="critic_pretrain",
+        baseline=ARMS["ract_dae"],
+        settings=stage_settings("critic_pretrain", variant="main"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
+
+
+use rule finetune as finetune_dae with:
+    input:
+        split="results/{dataset}/split/manifest.json",
+        start="results/{dataset}/main/seed{seed}/ract_dae_critic.pt",
+    output:
+        checkpoint="results/{dataset}/main/seed{seed}/ract_dae.pt",
+        history="results/{dataset}/main/seed{seed}/ract_dae_history.csv",
+    log:
+        "logs/{dataset}/main/seed{seed}/ract_dae.log",
+    benchmark:
+        "benchmarks/{dataset}/main/seed{seed}/ract_dae.tsv"
+    params:
+        stage="finetune",
+        baseline=ARMS["ract_dae"],
+        settings=stage_settings("finetune", variant="main"),
+        seed=lambda w: int(w.seed),
+        device=config["device"],
+        code=code_hash("train"),
