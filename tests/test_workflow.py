@@ -130,32 +130,42 @@ def change(section_path, key, value):
     return config
 
 
-DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 1,
+DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
+                        "pretrain_critic_dae": 1, "finetune_dae": 1, "evaluate": 2,
                         "compare": 1, "all": 1}
 BASELINES_FROM_SPLIT = {"train_mult_dae": 1, "fit_ease": 1, "fit_popularity": 1,
                         "evaluate_baseline": 2}
+# every model trained per seed: Mult-VAE, RaCT and its critic, the control, RaCT on Mult-DAE
+PER_SEED = {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
+            "finetune_nll": 1, "pretrain_critic_dae": 1, "finetune_dae": 1}
 RERUNS = {
+    # the control arm and RaCT on Mult-DAE run RaCT's finetune schedule
     "finetune setting": (change(("stages", "finetune"), "learning_rate", 1e-5),
-                         {"finetune": 1, "evaluate": 1, "compare": 1, "all": 1}),
+                         {"finetune": 1, "finetune_nll": 1, "finetune_dae": 1, "evaluate": 3,
+                          "compare": 1, "all": 1}),
+    # ... but the control has no critic
+    "finetune critic setting": (change(("stages", "finetune"), "critic_learning_rate", 1e-5),
+                                {"finetune": 1, "finetune_dae": 1, "evaluate": 2,
+                                 "compare": 1, "all": 1}),
     "critic setting": (change(("critic",), "critic_layers", [8]), DOWNSTREAM_OF_CRITIC),
     "critic stage setting": (change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
                              DOWNSTREAM_OF_CRITIC),
     "actor setting": (change(("actor",), "dropout_prob", 0.4),
                       {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1,
-                       "finetune": 1, "evaluate": 2, "compare": 1, "all": 1}),
+                       "finetune": 1, "finetune_nll": 1, "evaluate": 3, "compare": 1,
+                       "all": 1}),
     "Mult-DAE setting": (change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
-                         {"train_mult_dae": 1, "evaluate": 1, "compare": 1, "all": 1}),
+                         {"train_mult_dae": 1, "pretrain_critic_dae": 1, "finetune_dae": 1,
+                          "evaluate": 2, "compare": 1, "all": 1}),
     "EASE grid": (change(("baselines", "ease"), "lambdas", [200]),
                   {"fit_ease": 1, "evaluate_baseline": 1, "compare": 1, "all": 1}),
     "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
-                              {"prepare_data": 1, "pretrain_actor": 1, "pretrain_critic": 1,
-                               "critic_fit": 1, "finetune": 1, "evaluate": 3, "compare": 1,
+                              {"prepare_data": 1, **PER_SEED, "evaluate": 5, "compare": 1,
                                "all": 1, **BASELINES_FROM_SPLIT}),
     "new seed": (change((), "seeds", [1, 2]),
-                 {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
-                  "train_mult_dae": 1, "evaluate": 3, "compare": 1, "all": 1}),
+                 {**PER_SEED, "train_mult_dae": 1, "evaluate": 5, "compare": 1, "all": 1}),
     "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
-                            {"evaluate": 3, "evaluate_baseline": 2, "compare": 1, "all": 1}),
+                            {"evaluate": 5, "evaluate_baseline": 2, "compare": 1, "all": 1}),
     "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
     "paper to compare with": (change(("datasets", "ml-100k"), "paper", "ml-20m"),
                               {"compare": 1, "all": 1}),
@@ -178,8 +188,7 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
         f.write("\n# an edit\n")
     # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
-        "pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1, "evaluate": 3,
-        "compare": 1, "all": 1, **BASELINES_FROM_SPLIT}
+        **PER_SEED, "evaluate": 5, "compare": 1, "all": 1, **BASELINES_FROM_SPLIT}
     config = tiny_config()
     config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
     r = snakemake(work, config, "--touch", root=repo)  # (records the changed params once)
@@ -217,6 +226,10 @@ def test_sweep_shares_untouched_stages_and_picks_the_best(study):
      "config: sweep.finetune.learning_rte: unknown setting"),
     (lambda c: c.update(sweep={"actor": {"dropout_prob": [0.5, 1.5]}}),
      "config: sweep.actor.dropout_prob: 1.5"),
+    (lambda c: c.update(models=["ract_dae", "ease"]),
+     "config: models: ract_dae finetunes the Mult-DAE actor: add mult_dae too"),
+    (lambda c: c["actor"].update(total_anneal_steps="soon"),
+     "config: actor.total_anneal_steps: 'soon' is not valid"),
 ])
 def test_config_errors_stop_before_any_job(tmp_path, edit, message):
     config = tiny_config()
