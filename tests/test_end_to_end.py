@@ -25,7 +25,9 @@ def run(tmp_path_factory):
         "--history", tmp / "actor.csv", "--epochs", "60", "--device", "cpu", "--seed", "1")
     cli("train", "--stage", "critic_pretrain", "--data", data, "--out", tmp / "critic.pt",
         "--history", tmp / "critic.csv", "--pre-model-path", tmp / "actor.pt",
-        "--min-steps", "600", "--device", "cpu", "--seed", "1")
+        "--min-steps", "600", "--device", "cpu", "--seed", "1",
+        # running statistics fit in 600 updates; RaCT_CF's fixed ones need ~1,300 here
+        "--critic-input-norm", "running")
     cli("train", "--stage", "finetune", "--data", data, "--out", tmp / "ract.pt",
         "--history", tmp / "ract.csv", "--pre-model-path", tmp / "critic.pt", "--epochs", "5",
         "--device", "cpu", "--seed", "1")

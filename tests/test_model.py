@@ -105,11 +105,14 @@ def test_gradient_reaches_actor_only_through_nll():
         torch.testing.assert_close(a, b)
 
 
-def test_critic_output_in_unit_interval_and_bn_has_no_affine():
-    critic = Critic(CriticConfig())
+@pytest.mark.parametrize("norm, scale", [("running", 100.0), ("fixed", 1.0)])
+def test_critic_output_in_unit_interval_and_bn_has_no_affine(norm, scale):
+    # (fixed statistics pass features through unscaled, so large ones saturate the sigmoid)
+    critic = Critic(CriticConfig(input_norm=norm))
     assert not any("norm" in name for name, _ in critic.named_parameters())
     critic.train()
-    out = critic(torch.randn(32, 3) * 100)
+    assert critic.norm.training == (norm == "running")
+    out = critic(torch.randn(32, 3) * scale)
     assert out.shape == (32,) and ((out > 0) & (out < 1)).all()
 
 

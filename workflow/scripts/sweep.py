@@ -31,6 +31,8 @@ def main():
         row["validation ndcg@100 (RaCT)"] = means.loc[("RaCT", "validation"), "ndcg@100"]
         for m in REPORTED:
             row[f"test {m} (RaCT)"] = means.loc[("RaCT", "test"), m]
+        row["validation ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "validation"),
+                                                         "ndcg@100"]
         row["test ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "test"), "ndcg@100"]
         rows.append(row)
     table = pd.DataFrame(rows)
