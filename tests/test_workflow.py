@@ -330,3 +330,15 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     assert "different splits or data sets and cannot be compared" in r.stdout + r.stderr
     assert "000000000000: results/ml-100k/baselines/eval/popularity_test_summary.json" in (
         r.stdout + r.stderr)
+
+
+def test_finetuning_that_keeps_the_pretrained_actor_is_said_in_words(study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    r = snakemake(work, change(("stages", "finetune"), "epochs", 0))
+    assert r.returncode == 0, r.stderr[-3000:]
+    md = (work / "results/ml-100k/comparison.md").read_text()
+    assert "- RaCT is Mult-VAE: on validation users no finetune epoch beat" in md
+    assert "- RaCT (Mult-DAE actor) is Mult-DAE:" in md
+    tests = json.loads((work / "results/ml-100k/significance.json").read_text())["tests"]
+    assert tests[0]["mean_diff"] == 0 and tests[0]["verdict"] == "no detectable difference"
