@@ -2,6 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ract.data.prepare import PrepareConfig, prepare_split
+from ract.data.splits import load_split
+
 
 def make_interactions(n_users=240, n_items=60, seed=0) -> pd.DataFrame:
     """Ratings with structure a model can learn: two taste groups over two halves of the
@@ -23,3 +26,12 @@ def make_interactions(n_users=240, n_items=60, seed=0) -> pd.DataFrame:
 @pytest.fixture
 def interactions():
     return make_interactions()
+
+
+@pytest.fixture(scope="session")
+def split(tmp_path_factory):
+    """A small prepared split (240 users, 60 items, 15% validation and test users) for the
+    training tests."""
+    out = tmp_path_factory.mktemp("split") / "s"
+    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
+    return load_split(out)

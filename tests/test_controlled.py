@@ -9,22 +9,11 @@ import pytest
 import torch
 
 from ract.checkpoint import load_checkpoint
-from ract.data.prepare import PrepareConfig, prepare_split
-from ract.data.splits import load_split
-from ract.model import ActorConfig, CriticConfig, MultVAE
 from ract import train
+from ract.model import ActorConfig, CriticConfig, MultVAE
 from ract.train import ANNEAL_FRACTION, auto_anneal_steps, stage_defaults, train_stage
 
-from conftest import make_interactions
-
 BATCH = 64
-
-
-@pytest.fixture(scope="module")
-def split(tmp_path_factory):
-    out = tmp_path_factory.mktemp("split") / "s"
-    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
-    return load_split(out)
 
 
 def per_epoch(split):

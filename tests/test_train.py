@@ -16,13 +16,6 @@ from ract.train import HISTORY_COLUMNS, stage_defaults, train_stage
 from conftest import make_interactions
 
 
-@pytest.fixture(scope="module")
-def split(tmp_path_factory):
-    out = tmp_path_factory.mktemp("split") / "s"
-    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
-    return load_split(out)
-
-
 def small_actor(n_items):
     return ActorConfig(n_items=n_items, latent_dimension=8, mlp_hidden_size=(32,))
 
