@@ -110,6 +110,8 @@ class StageConfig:
             (self.validate_every >= 0, "validate_every",
              "an integer >= 0 (0: validate every epoch)"),
             (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
+            (self.objective == "critic" or self.train_stage == "finetune", "objective",
+             "critic outside finetune (the likelihood control arm is a finetune)"),
             (self.critic_keep in CRITIC_KEEP, "critic_keep", f"one of {', '.join(CRITIC_KEEP)}"),
             (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
             (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from ract.checkpoint import load_checkpoint
+from ract.errors import RactError
 from ract import train
 from ract.model import ActorConfig, CriticConfig, MultVAE
 from ract.train import ANNEAL_FRACTION, auto_anneal_steps, stage_defaults, train_stage
@@ -172,3 +173,10 @@ def test_critic_optimizer_carried_into_finetune(pretrained, split, tmp_path, mon
     stage(split, tmp_path, "finetune", start=pretrained / "critic_pretrain.pt", epochs=1,
           carry_critic_optimizer=False)
     assert not seen  # a fresh Adam
+
+
+def test_likelihood_objective_only_in_finetune():
+    with pytest.raises(RactError, match="setting objective: expected critic outside finetune"):
+        stage_defaults("critic_pretrain", objective="likelihood")
+    with pytest.raises(RactError, match="setting critic_keep: expected one of last, best_r"):
+        stage_defaults("critic_pretrain", critic_keep="best")
