@@ -375,7 +375,8 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
         spare.legend(handles, labels, loc="upper center", fontsize=9, title="run",
                      title_fontsize=9, frameon=False)
         spare.text(0.5, 0.08, "no critic during actor pre-training\ndashed lines: start of a stage\n"
-                   "grey band: y range of the zoomed panels",
+                   "grey band: y range of the zoomed panels"
+                   + ("\ndotted: the NLL finetune control" if controls else ""),
                    ha="center", va="bottom", fontsize=8.5, color="0.3",
                    transform=spare.transAxes)
     else:

@@ -121,6 +121,23 @@ def test_plot_training_curves(tmp_path):
     assert_figure(tmp_path / "c.pdf", b"%PDF")
 
 
+def test_plot_training_curves_draws_the_control_dotted(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+    dotted, plot = [], Axes.plot
+
+    def spy(self, *args, **kwargs):
+        if kwargs.get("ls") == ":":
+            dotted.append(kwargs.get("label"))
+        return plot(self, *args, **kwargs)
+    monkeypatch.setattr(Axes, "plot", spy)
+    control = history(1)
+    control = control[control["stage"] == "finetune"]
+    report.plot_training_curves({1: history(1), 2: history(2)}, tmp_path / "c.png",
+                                controls={1: control})
+    assert dotted == ["seed 1, NLL control"]
+    assert_figure(tmp_path / "c.png", b"\x89PNG")
+
+
 def test_plot_training_curves_partial_stages(tmp_path):
     actor_only = history(1)
     actor_only = actor_only[actor_only["stage"] == "actor_pretrain"].drop(columns="val_critic_r")

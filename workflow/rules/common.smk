@@ -19,6 +19,8 @@ ARMS = {"nll_finetune": "NLL finetune (control)", "ract_dae": "RaCT (Mult-DAE ac
 # The paired tests: (baseline, challenger) checkpoint names, when both models run.
 PAIRS = [("actor_pretrain", "finetune"), ("nll_finetune", "finetune"), ("mult_dae", "ract_dae")]
 NAMES = {**MODELS, **BASELINES, **ARMS}
+# the model each finetuned one starts from
+STARTS = {"finetune": "actor_pretrain", "nll_finetune": "actor_pretrain", "ract_dae": "mult_dae"}
 # finetune settings that only concern the critic, which the control arm does not have
 CRITIC_ONLY = ("critic_learning_rate", "freeze_critic", "carry_critic_optimizer")
 SPLITS = ["validation", "test"]

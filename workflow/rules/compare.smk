@@ -35,6 +35,7 @@ rule compare:
         summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
         paired=lambda w: [(NAMES[model], seed) for model, seed in paired_runs()],
         pairs=lambda w: [(NAMES[a], NAMES[b]) for a, b in pairs()],
+        starts={NAMES[model]: NAMES[start] for model, start in STARTS.items()},
         histories=[seed for seed in SEEDS for _ in STAGES],
         controls=lambda w: SEEDS if "nll_finetune" in config["models"] else [],
         critic_seeds=SEEDS,

@@ -54,11 +54,10 @@ def verdict_line(test):
             f"{test['t_pvalue']:.3g}. Verdict: **{words}**.")
 
 
-def kept_pretrained(table):
-    """Sentences for each finetuned model that kept epoch 0 (its starting actor) for every
-    seed: its numbers are then the pretrained actor's, not a result of finetuning."""
-    starts = {"RaCT": "Mult-VAE", "NLL finetune (control)": "Mult-VAE",
-              "RaCT (Mult-DAE actor)": "Mult-DAE"}
+def kept_pretrained(table, starts):
+    """Sentences for each finetuned model (`starts`: its name -> its starting model's) that
+    kept epoch 0 for every seed: its numbers are then the starting actor's, not a result of
+    finetuning."""
     lines = []
     for model, start in starts.items():
         rows = table[(table["model"] == model) & (table["status"] == "ok")]
@@ -92,11 +91,15 @@ def main():
     for seed, h in histories.items():
         critic = h[h["stage"] == "critic_pretrain"]
         validated = critic.dropna(subset=["val_critic_r"])
-        kept = critic[critic["kept"]].iloc[-1]  # the epoch its checkpoint holds
-        best = validated.loc[validated["val_critic_r"].idxmax()]
+        if "kept" in critic:  # the epoch its checkpoint holds
+            kept = critic[critic["kept"].astype(bool)].iloc[-1]
+        else:  # a history written before `kept` existed: the critic stage kept its last epoch
+            kept = critic.iloc[-1]
+        best = (f"{validated['val_critic_r'].max():.3f} "
+                f"({int(validated.loc[validated['val_critic_r'].idxmax(), 'epoch'])})"
+                if len(validated) else "n/a")
         critic_rows.append({"seed": seed, "critic steps": int(critic["steps"].iloc[-1]),
-                            "kept epoch": int(kept["epoch"]),
-                            "best r (epoch)": f"{best['val_critic_r']:.3f} ({int(best['epoch'])})",
+                            "kept epoch": int(kept["epoch"]), "best r (epoch)": best,
                             **{label: kept[col] for col, label in CRITIC.items()}})
     fits = {seed: pd.read_csv(path) for seed, path in zip(p.critic_seeds,
                                                            snakemake.input.critic_fits)}
@@ -131,7 +134,7 @@ def main():
             "own contribution: both continue the same Mult-VAE with the same schedule, "
             "batches, dropout masks and noise, one on the critic's score, one on the "
             "likelihood.", "", *[verdict_line(t) for t in tests], ""]
-    kept = kept_pretrained(table[table["split"] == "test"])
+    kept = kept_pretrained(table[table["split"] == "test"], p.starts)
     if kept:
         text += [*kept, ""]
     if failed:
