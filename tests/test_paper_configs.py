@@ -4,6 +4,7 @@ raw format (ML-20M ratings.csv, Netflix mv_*.txt and combined_data_*.txt, MSD
 train_triplets.txt) go through the same preparation code with the config's filters."""
 
 import hashlib
+import math
 import json
 import re
 import shutil
@@ -105,8 +106,15 @@ def test_every_config_dry_runs_its_data_sets_only(tmp_path, path):
     jobs = job_counts(out)
     datasets, seeds = list(config["datasets"]), len(config["seeds"])
     assert jobs["prepare_data"] == jobs["compare"] == len(datasets)
-    assert jobs["pretrain_actor"] == jobs["pretrain_critic"] == jobs["finetune"] \
-        == seeds * len(datasets)
+    # a sweep multiplies each stage by its distinct settings: actor 2, critic 4, finetune 8
+    # in ml-100k-choose-defaults.yaml
+    grid = {section: math.prod(len(v) for v in keys.values())
+            for section, keys in config.get("sweep", {}).items()}
+    actor = grid.get("actor", 1) * grid.get("actor_pretrain", 1)
+    critic = actor * grid.get("critic", 1) * grid.get("critic_pretrain", 1)
+    runs = seeds * len(datasets)
+    assert (jobs["pretrain_actor"], jobs["pretrain_critic"], jobs["finetune"]) == (
+        actor * runs, critic * runs, critic * grid.get("finetune", 1) * runs)
     assert all(f"results/{name}/comparison.csv" in out for name in datasets)
     assert "ml-100k" in datasets or "ml-100k" not in out  # config.yaml replaced, not merged
 
