@@ -136,6 +136,7 @@ def phase_train(spec: dict) -> dict:
     overrides = {"epochs": spec["epochs"]}
     if stage == "critic_pretrain":
         overrides["min_steps"] = 0  # timing epochs, not fitting the critic
+        overrides["validate_every"] = 0  # each epoch validated, as the other stages
     cfg = stage_defaults(stage, **overrides)
     start, cpu = time.perf_counter(), time.process_time()
     train_stage(data, cfg, out_checkpoint=spec["checkpoint"], history_path=spec["history"],
