@@ -30,7 +30,6 @@ def _vector(x, name: str) -> np.ndarray:
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20200426  # fixed: the same inputs give the same interval
-VERDICTS = ("better", "worse", "no detectable difference")
 
 
 def bootstrap_interval(diff: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -69,8 +68,9 @@ def paired_test(a, b) -> dict:
     Wilcoxon uses zero_method="zsplit": users with a zero difference (on top-k metrics often
     many: both models rank the same items) are ranked and their ranks split evenly between the
     two signs, so ties count as evidence of no difference; "wilcox" drops them, and then a
-    handful of users who differ, among hundreds tied, decide the test alone. If every difference is zero, both p-values are 1.0 and the statistics 0. If the
-    differences are a nonzero constant (std 0), t and d_z are +-inf and the t p-value 0.
+    handful of users who differ, among hundreds tied, decide the test alone. If every
+    difference is zero, both p-values are 1.0 and the statistics 0. If the differences are a
+    nonzero constant (std 0), t and d_z are +-inf and the t p-value 0.
     """
     a, b = _vector(a, "a"), _vector(b, "b")
     if a.shape != b.shape:

@@ -412,12 +412,12 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     else:
         actor_cfg = actor_cfg or ActorConfig(n_items=data.n_items)
         if actor_cfg.total_anneal_steps == "auto":
-            updates = epochs * math.ceil(data.train.shape[0] / cfg.batch_size)
+            planned = epochs * math.ceil(data.train.shape[0] / cfg.batch_size)  # actor updates
             actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
-                actor_cfg.anneal_cap, updates))
+                actor_cfg.anneal_cap, planned))
             log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
                      actor_cfg.total_anneal_steps, actor_cfg.anneal_cap, 100 * ANNEAL_FRACTION,
-                     updates)
+                     planned)
         actor = MultVAE(actor_cfg)
         critic = None
     if actor.cfg.n_items != data.n_items:
@@ -549,7 +549,7 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
         except Interrupted as exc:
             raise _stopped(stage, exc, resume) from None
         row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row}
-        if (epoch == n_epochs or run.steps - run.validated_at >= cfg.validate_every):
+        if epoch == n_epochs or run.steps - run.validated_at >= cfg.validate_every:
             row.update(validate(actor, critic, data, dev))
             run.validated_at = run.steps
             if metric is not None and row[metric] > best[0]:
