@@ -41,7 +41,14 @@ include: "workflow/rules/compare.smk"
 include: "workflow/rules/sweep.smk"
 
 
+TARGETS = expand("results/{dataset}/comparison.csv", dataset=DATASETS) + (
+    expand("results/{dataset}/sweep.csv", dataset=DATASETS) if len(VARIANTS) > 1 else []
+)
+
+
 rule all:
     input:
-        expand("results/{dataset}/comparison.csv", dataset=DATASETS),
-        expand("results/{dataset}/sweep.csv", dataset=DATASETS) if len(VARIANTS) > 1 else [],
+        TARGETS,
+        # files a finished result was made from that are gone (a failed or killed job after a
+        # settings change, a file deleted by hand): remade, and with them what depends on them
+        lost_files(TARGETS),

@@ -3,10 +3,13 @@ second run does nothing, each kind of change reruns exactly the jobs it should, 
 stop the run before any job, and a sweep shares the stages it does not touch."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -342,3 +345,92 @@ def test_finetuning_that_keeps_the_pretrained_actor_is_said_in_words(study, tmp_
     assert "- RaCT (Mult-DAE actor) is Mult-DAE:" in md
     tests = json.loads((work / "results/ml-100k/significance.json").read_text())["tests"]
     assert tests[0]["mean_diff"] == 0 and tests[0]["verdict"] == "no detectable difference"
+
+
+# ---- lost files and interrupted jobs never leave stale results -------------------------------
+
+SPLIT_DOWNSTREAM = {"prepare_data": 1, **PER_SEED, "evaluate": 5, "compare": 1, "all": 1,
+                    **BASELINES_FROM_SPLIT}
+LOST = {
+    "main/seed1/critic_pretrain.pt": {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
+                                      "evaluate": 1, "compare": 1, "all": 1},
+    "main/seed1/actor_pretrain_history.csv": RERUNS["actor setting"][1],
+    "main/seed1/eval/finetune_test_summary.json": {"evaluate": 1, "compare": 1, "all": 1},
+    "split/train.npz": SPLIT_DOWNSTREAM,
+    "split/manifest.json": SPLIT_DOWNSTREAM,
+}
+
+
+@pytest.mark.parametrize("lost", list(LOST))
+def test_a_file_deleted_by_hand_is_remade_with_everything_made_from_it(study, tmp_path, lost):
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    (work / "results/ml-100k" / lost).unlink()
+    assert planned_jobs(work, tiny_config()) == LOST[lost]
+    r = snakemake(work, tiny_config(), "--dry-run")
+    assert f"ract: results/ml-100k/{lost} is missing but results made from it exist" in r.stderr
+
+
+def test_a_deleted_summary_is_remade_and_the_table_follows(study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    summary = work / "results/ml-100k/main/seed1/eval/finetune_test_summary.json"
+    before = summary.read_text()
+    summary.unlink()
+    r = snakemake(work, tiny_config())
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(summary.read_text()) == json.loads(before)
+    table = work / "results/ml-100k/comparison.csv"
+    assert table.stat().st_mtime > summary.stat().st_mtime
+    assert planned_jobs(work, tiny_config()) == {}
+
+
+def job_process(workdir, log):
+    """The pid of the job process writing `log` (a rule script keeps its log open)."""
+    log = str((workdir / log).resolve())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == log for fd in fds):
+                return int(pid)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
+@pytest.fixture(scope="module")
+def changed_finetune(study, tmp_path_factory):
+    """A clean run of the study after a finetune settings change: the reference."""
+    work = tmp_path_factory.mktemp("changed") / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    config = change(("stages", "finetune"), "epochs", 6)
+    r = snakemake(work, config)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return work, config
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_job_killed_after_a_settings_change_never_leaves_stale_results(
+        study, changed_finetune, tmp_path, sig):
+    reference, config = changed_finetune
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    (work / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
+                             "tiny.yaml", "--cores", "2"], cwd=work, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while (pid := job_process(work, "logs/ml-100k/main/seed1/finetune.log")) is None:
+        assert proc.poll() is None and time.monotonic() < deadline, "finetune never started"
+        time.sleep(0.02)
+    os.kill(pid, sig)  # as a scheduler (SIGTERM) or the OOM killer (SIGKILL) would
+    assert proc.wait(timeout=300) != 0
+    assert not (work / "results/ml-100k/main/seed1/finetune.pt").exists()
+    # the old settings' results are still there, and a plain rerun replaces them
+    r = snakemake(work, config)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Nothing to be done" not in r.stdout + r.stderr
+    for name in ("comparison.csv", "significance.json", "comparison.md"):
+        assert (work / "results/ml-100k" / name).read_text() == \
+            (reference / "results/ml-100k" / name).read_text(), name
+    assert planned_jobs(work, config) == {}

@@ -2,12 +2,14 @@ import copy
 import hashlib
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 import ract
+import ract.provenance
 
 STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
 MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
@@ -30,18 +32,6 @@ STAGE_SECTIONS = {
     "critic_pretrain": [("critic",), ("stages", "critic_pretrain")],
     "finetune": [("stages", "finetune")],
 }
-# The ract modules each kind of job runs; their source hash is a param when code_hash is on.
-CODE = {
-    "synthetic": ["errors.py", "io.py", "data/synthetic.py"],
-    "data": ["errors.py", "io.py", "data/sources.py", "data/readers.py", "data/prepare.py"],
-    "train": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py", "checkpoint.py",
-              "evaluate.py", "train.py"],
-    "evaluate": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py",
-                 "checkpoint.py", "evaluate.py", "baselines.py"],
-    "baselines": ["errors.py", "io.py", "data/splits.py", "metrics.py", "model.py",
-                  "evaluate.py", "baselines.py"],
-}
-
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     variant=r"main|sweep-[0-9a-f]{8}",
@@ -183,14 +173,15 @@ def raw_input(w):
     return ds["path"] if ds["path"] else f"data/raw/{w.dataset}.json"
 
 
-def code_hash(kind):
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def code_hash(script):
+    """Params: a hash of the code a rule runs, its script (`workflow/scripts/<script>.py`) and
+    everything that imports (`ract.provenance.code_files`); '' with `code_hash: false`."""
     if not config["code_hash"]:
         return ""
-    h = hashlib.sha256()
-    root = Path(ract.__file__).parent
-    for name in CODE[kind]:
-        h.update(name.encode() + b"\0" + (root / name).read_bytes())
-    return h.hexdigest()[:16]
+    return ract.provenance.code_hash(SCRIPTS / f"{script}.py")
 
 
 def canonical(value):
@@ -260,6 +251,16 @@ def paired_runs():
     """(checkpoint name, seed) of every per-user table the paired tests read."""
     models = dict.fromkeys(m for pair in pairs() for m in pair)
     return [(model, seed) for model in models for seed in SEEDS]
+
+
+def lost_files(targets):
+    """Missing files that finished results upstream of `targets` were made from, each said in
+    one line (`ract.provenance`)."""
+    lost = ract.provenance.lost_files(targets)
+    for path in lost:
+        print(f"ract: {path} is missing but results made from it exist: remaking it and "
+              "everything that depends on it", file=sys.stderr)
+    return lost
 
 
 def uses_gpu():

@@ -40,6 +40,7 @@ rule compare:
         controls=lambda w: SEEDS if "nll_finetune" in config["models"] else [],
         critic_seeds=SEEDS,
         paper=lambda w: config["datasets"][w.dataset]["paper"],  # the paper's numbers beside ours
+        code=code_hash("compare"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -65,7 +65,7 @@ rule critic_fit:
         stage="critic_pretrain|finetune",
     params:
         device=config["device"],
-        code=code_hash("evaluate"),
+        code=code_hash("critic_fit"),
     threads: 2
     resources:
         mem_mb=4000,

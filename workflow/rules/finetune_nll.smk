@@ -17,7 +17,7 @@ rule finetune_nll:
         settings=control_settings,
         seed=lambda w: int(w.seed),
         device=config["device"],
-        code=code_hash("train"),
+        code=code_hash("train_stage"),
     threads: 2
     resources:
         mem_mb=6000,

@@ -12,7 +12,7 @@ rule fit_ease:
         model=BASELINES["ease"],  # a ModelFailure (memory, not positive definite) is recorded
         lambdas=lambda w: config["baselines"]["ease"]["lambdas"],
         device=config["device"],
-        code=code_hash("baselines"),
+        code=code_hash("fit_baseline"),
     threads: 2
     resources:
         mem_mb=8000,
@@ -31,7 +31,7 @@ rule fit_popularity:
         "logs/{dataset}/baselines/fit_popularity.log",
     params:
         model=BASELINES["popularity"],
-        code=code_hash("baselines"),
+        code=code_hash("fit_baseline"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -14,8 +14,7 @@ rule obtain_data:
         offline=lambda w: config["datasets"][w.dataset]["offline"],
         synthetic=lambda w: canonical(config["datasets"][w.dataset]["synthetic"]),
         # generated data changes with the generator's code; a download does not
-        code=lambda w: code_hash("synthetic") if config["datasets"][w.dataset]["synthetic"]
-        else "",
+        code=lambda w: code_hash("obtain_data") if config["datasets"][w.dataset]["synthetic"] else "",
         cache="data/raw",
     threads: 1
     resources:

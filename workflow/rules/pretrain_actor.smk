@@ -13,7 +13,7 @@ rule pretrain_actor:
         settings=stage_settings("actor_pretrain"),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        code=code_hash("train"),
+        code=code_hash("train_stage"),
     threads: 2
     resources:
         mem_mb=6000,

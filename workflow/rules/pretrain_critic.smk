@@ -14,7 +14,7 @@ rule pretrain_critic:
         settings=stage_settings("critic_pretrain"),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        code=code_hash("train"),
+        code=code_hash("train_stage"),
     threads: 2
     resources:
         mem_mb=6000,

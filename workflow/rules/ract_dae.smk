@@ -20,7 +20,7 @@ use rule pretrain_critic as pretrain_critic_dae with:
         settings=stage_settings("critic_pretrain", variant="main"),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        code=code_hash("train"),
+        code=code_hash("train_stage"),
 
 
 use rule finetune as finetune_dae with:
@@ -40,4 +40,4 @@ use rule finetune as finetune_dae with:
         settings=stage_settings("finetune", variant="main"),
         seed=lambda w: int(w.seed),
         device=config["device"],
-        code=code_hash("train"),
+        code=code_hash("train_stage"),

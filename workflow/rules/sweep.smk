@@ -13,6 +13,7 @@ rule sweep:
                             for v, cfg in VARIANTS.items()},
         grid=config["sweep"],
         models=MODELS,
+        code=code_hash("sweep"),
     threads: 1
     resources:
         mem_mb=2000,

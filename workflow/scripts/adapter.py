@@ -1,5 +1,6 @@
-"""Shared by the rule scripts: log to the rule's log file and turn a RactError into one line
-in that log and a failed job, never a traceback."""
+"""Shared by the rule scripts: log to the rule's log file, turn a RactError into one line in
+that log and a failed job, never a traceback, and record what a finished job read and wrote
+(`ract.provenance`)."""
 
 import logging
 import os
@@ -10,7 +11,8 @@ import sys
 # passive waiting, no slower than two 1-thread jobs. Import this module before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ract.errors import ModelFailure, RactError  # noqa: E402
+from ract.errors import RactError  # noqa: E402
+from ract.provenance import record_job  # noqa: E402
 
 log = logging.getLogger("ract")
 
@@ -25,22 +27,4 @@ def run(snakemake, body):
         log.error("%s", exc)
         print(f"ract: error: {exc}", file=sys.stderr)
         sys.exit(1)
-
-
-def record_failure(snakemake, exc: ModelFailure, *, model: str, data_hash: str) -> None:
-    """A baseline that cannot be fit does not stop the study: its checkpoint output becomes a
-    failure record (evaluation and the comparison then show the model as failed, with this
-    reason) and any other output a one-row CSV saying so. Deterministic, so not retried; change
-    the model's settings, or force it with `snakemake -R <rule>`, to try again."""
-    import pandas as pd
-
-    from ract.checkpoint import save_failure
-    from ract.io import write_csv
-
-    log.warning("%s could not be fit, recorded as failed: %s", model, exc)
-    print(f"ract: warning: {model} could not be fit, recorded as failed: {exc}", file=sys.stderr)
-    for path in snakemake.output:
-        if path.endswith(".pt"):
-            save_failure(path, model=model, reason=str(exc), data_hash=data_hash)
-        else:
-            write_csv(path, pd.DataFrame({"failed": [str(exc)]}))
+    record_job(snakemake.rule, snakemake.input, snakemake.output)

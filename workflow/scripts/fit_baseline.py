@@ -1,5 +1,6 @@
 import pandas as pd
-from adapter import record_failure, run  # first: sets the OpenMP wait policy before torch loads
+from adapter import run  # first: sets the OpenMP wait policy before torch loads
+from failures import record_failure
 
 import torch
 

@@ -1,4 +1,5 @@
-from adapter import record_failure, run  # first: sets the OpenMP wait policy before torch loads
+from adapter import run  # first: sets the OpenMP wait policy before torch loads
+from failures import record_failure
 
 import torch
 

@@ -1,0 +1,138 @@
+"""Provenance for the workflow: the code each job runs, and what each finished job read and
+wrote.
+
+Code: a rule's params carry a hash of every `ract` module its script imports, directly or
+through other `ract` modules (`code_files`), so that editing a module reruns exactly the jobs
+whose code it is part of.
+
+Lost files:
+Snakemake decides what to rerun from the files it is asked for: a finished result whose inputs
+have gone missing (a job that failed or was killed after a settings change, which makes
+Snakemake delete that job's outputs; a checkpoint or summary deleted by hand) is reported as
+up to date, because nothing asks for the missing file. Each job run through the workflow's
+adapter therefore leaves a record of its inputs and outputs under `.ract/jobs/` in the working
+directory, and the Snakefile asks for every file that a record reachable from the study's
+targets lists but that no longer exists: its job runs again, and everything made from it reruns
+because its new output is newer.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .io import write_json
+
+RECORDS = Path(".ract") / "jobs"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _module_file(name: str, package: Path, local: Path) -> Path | None:
+    """The file of module `name`: in `package` when the name starts with the package's name,
+    else a module beside the entry script (a workflow script's `adapter`), or None."""
+    parts = name.split(".")
+    if parts[0] == package.name:
+        base = package.joinpath(*parts[1:])
+    elif len(parts) == 1:
+        base = local / parts[0]
+    else:
+        return None
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()),
+                None)
+
+
+def _imports(path: Path, package: Path, local: Path) -> set[Path]:
+    """Modules one file imports from the package or beside the entry: every import statement,
+    at the top or inside a function, absolute or relative, with the `__init__.py` of each
+    package on the way (importing a module runs them)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = path.relative_to(package.parent).with_suffix("").parts \
+        if path.is_relative_to(package) else ()
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the package holding this file
+                base = ".".join([*here[: len(here) - node.level], *filter(None, [node.module])])
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            f = _module_file(".".join(parts[:i]), package, local)
+            if f is not None:
+                found.add(f)
+    return found
+
+
+def code_files(entry: str | os.PathLike, package: str | os.PathLike = PACKAGE) -> list[Path]:
+    """The code that `entry` (a workflow script, or a module of `package`) runs: itself, and
+    the closure of its imports within `package` and beside it, sorted."""
+    package, entry = Path(package).resolve(), Path(entry).resolve()
+    seen, todo = set(), [entry]
+    while todo:
+        f = todo.pop()
+        if f not in seen:
+            seen.add(f)
+            todo.extend(_imports(f, package, entry.parent) - seen)
+    return sorted(seen)
+
+
+def code_hash(entry: str | os.PathLike, package: str | os.PathLike = PACKAGE) -> str:
+    """A short hash of the source of `code_files(entry)`, each file named by its path in the
+    package or its name beside the entry (so a moved checkout hashes the same)."""
+    package = Path(package).resolve()
+    h = hashlib.sha256()
+    for f in code_files(entry, package):
+        name = f.relative_to(package.parent) if f.is_relative_to(package) else f.name
+        h.update(str(name).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def record_job(rule: str, inputs, outputs, root: str | os.PathLike = ".") -> None:
+    """Record a finished job (paths relative to the working directory, as Snakemake gives
+    them). One file per set of outputs: a rerun of the same job replaces its record."""
+    outputs = sorted(map(str, outputs))
+    name = hashlib.sha1("\0".join(outputs).encode()).hexdigest()[:20]
+    write_json(Path(root) / RECORDS / f"{name}.json",
+               {"rule": rule, "inputs": sorted(map(str, inputs)), "outputs": outputs})
+
+
+def _records(root: Path) -> dict[str, dict]:
+    """{output path: record} of every readable record (a torn or foreign file is skipped: the
+    records only add reruns, never remove one)."""
+    by_output = {}
+    for path in sorted((root / RECORDS).glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            by_output.update({out: record for out in record["outputs"]})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return by_output
+
+
+def lost_files(targets, root: str | os.PathLike = ".") -> list[str]:
+    """Files that a finished job upstream of `targets` wrote or read, that a recorded job wrote,
+    and that are missing now: asking for them reruns their jobs and, through them, every result
+    made from them. Jobs that never finished have no record and are Snakemake's to judge."""
+    root = Path(root)
+    by_output = _records(root)
+    lost, seen, todo = [], set(), [str(t) for t in targets]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        record = by_output.get(path)
+        if record is None:
+            continue
+        for other in (*record["outputs"], *record["inputs"]):
+            if other in by_output and other not in lost and not (root / other).exists():
+                lost.append(other)
+        todo.extend(record["inputs"])
+    return sorted(lost)
