@@ -283,7 +283,7 @@ def cmd_synthesize(args):
 
 
 def cmd_prepare(args):
-    from .data.prepare import PrepareConfig, prepare_split
+    from .data.prepare import PrepareConfig, check_out_dir, prepare_split
     from .data.readers import read_interactions
     from .data.sources import fetch_dataset
     cfg = PrepareConfig(
@@ -292,6 +292,7 @@ def cmd_prepare(args):
         heldout_users=args.heldout_users, heldout_proportion=args.heldout_proportion,
         min_items_to_split=args.min_items_to_split, weak_ratios=tuple(args.weak_ratios),
         seed=args.seed)
+    check_out_dir(args.out)
     if args.dataset and args.input:
         raise RactError("give either --input (with --format) or --dataset, not both")
     if args.dataset:
