@@ -17,8 +17,8 @@ def refuse_shared_paths(inputs: dict[str, str | os.PathLike | None],
     its target, are the same path."""
     given = {name: Path(value).resolve() for name, value in {**outputs, **inputs}.items()
              if value is not None}
-    for out in outputs:
+    for out in filter(given.__contains__, outputs):
         for name, where in given.items():
-            if name != out and out in given and given[out] == where:
+            if name != out and where == given[out]:
                 raise RactError(f"{out} and {name} both name {where}; expected different "
                                 f"paths, as writing {out} would replace the other")
