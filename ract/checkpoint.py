@@ -67,7 +67,8 @@ def read_state(path, what: str = "checkpoint") -> dict:
     """torch.load with weights_only=True: tensors and plain values, never pickled objects."""
     path = Path(path)
     if not path.is_file():
-        raise RactError(f"{path}: {what} file not found")
+        raise RactError(f"{path}: a folder, not a {what} file" if path.is_dir() else
+                        f"{path}: {what} file not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

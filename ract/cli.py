@@ -283,7 +283,7 @@ def cmd_synthesize(args):
 
 
 def cmd_prepare(args):
-    from .data.prepare import PrepareConfig, prepare_split
+    from .data.prepare import PrepareConfig, check_out_dir, prepare_split
     from .data.readers import read_interactions
     from .data.sources import fetch_dataset
     cfg = PrepareConfig(
@@ -292,6 +292,7 @@ def cmd_prepare(args):
         heldout_users=args.heldout_users, heldout_proportion=args.heldout_proportion,
         min_items_to_split=args.min_items_to_split, weak_ratios=tuple(args.weak_ratios),
         seed=args.seed)
+    check_out_dir(args.out)
     if args.dataset and args.input:
         raise RactError("give either --input (with --format) or --dataset, not both")
     if args.dataset:
@@ -394,6 +395,21 @@ def cmd_recommend(args):
 
 COMMANDS = {"fetch": cmd_fetch, "synthesize": cmd_synthesize, "prepare": cmd_prepare,
             "train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend}
+# The file and folder options of each command, (read, written) by argparse dest: no written one
+# may name the path of another (`ract.paths`), checked before a command reads or writes anything.
+PATH_OPTIONS = {"fetch": ((), ("cache",)), "synthesize": ((), ("out",)),
+                "prepare": (("input", "cache"), ("out",)),
+                "train": (("data", "pre_model_path"),
+                          ("out", "history", "checkpoint_dir", "resume")),
+                "evaluate": (("checkpoint", "data"), ("per_user", "summary")),
+                "recommend": (("checkpoint", "data", "users_file"), ("out",))}
+
+
+def _check_paths(args) -> None:
+    from .paths import refuse_shared_paths
+    read, written = ({"--" + dest.replace("_", "-"): getattr(args, dest) for dest in dests}
+                     for dests in PATH_OPTIONS[args.command])
+    refuse_shared_paths(read, written)
 
 
 def main(argv=None) -> int:
@@ -406,6 +422,7 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
+        _check_paths(args)
         COMMANDS[args.command](args)
     except RactError as exc:
         print(f"ract: error: {exc}", file=sys.stderr)

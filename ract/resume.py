@@ -10,7 +10,9 @@ with the next epoch, so its result is identical to an uninterrupted run.
 A resume point from other settings is ignored (and said so), never mixed in.
 
 The file lives outside a workflow rule's declared outputs (Snakemake deletes those when a job
-fails) and is removed once the stage has written its checkpoint.
+fails) and is removed once the stage has written its checkpoint. It is marked as a resume point
+("kind": "resume"); a path that holds anything else is refused before the stage starts, never
+overwritten or removed.
 """
 
 from __future__ import annotations
@@ -96,15 +98,22 @@ class ResumePoint:
         self.latest: dict | None = None
         self.written_at = time.monotonic()
         self.written_epoch: int | None = None  # epoch of the file on disk, if any
+        self.ours = False  # the file on disk is a resume point (found or written), ours to remove
 
     def load(self) -> dict | None:
+        """The snapshot left by a run with the same fingerprint, else None. A file that is not
+        a resume point is refused: a mistyped path must not cost a checkpoint or a notebook."""
         if not self.path.exists():
             return None
+        keep = ("; not overwritten: expected a new resume path, or the resume point a previous "
+                "run of this stage wrote")
         try:
             state = read_state(self.path, "resume point")
         except RactError as exc:
-            log.warning("ignoring resume point: %s", exc)
-            return None
+            raise RactError(f"{exc}{keep}") from None
+        if state.get("kind") != "resume":
+            raise RactError(f"{self.path}: a ract checkpoint, not a resume point{keep}")
+        self.ours = True
         if state.get("fingerprint") != self.fingerprint:
             log.warning("ignoring resume point %s: it was made with other settings, data or "
                         "starting checkpoint; starting the stage afresh", self.path)
@@ -137,7 +146,9 @@ class ResumePoint:
             torch.save(state, tmp)
         self.written_at = time.monotonic()
         self.written_epoch = int(self.latest["epoch"])
+        self.ours = True
         log.info("resume point: epoch %d written to %s", self.latest["epoch"], self.path)
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.ours:
+            self.path.unlink(missing_ok=True)

@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
+import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +35,19 @@ import scipy.sparse as sp
 from ..errors import RactError
 from ..io import config_dict
 
+log = logging.getLogger("ract.prepare")
+
 FORMAT_VERSION = 1
 PROTOCOLS = ("strong", "weak")
 EVAL_SPLITS = ("validation", "test")
+# A split is written to a temporary folder beside its destination, named after its owner
+# (".{name}.ract-{pid}@{host}.{random}"), so that the next prepare into the same parent can
+# tell the leftovers of a killed run from the folder of a run still writing: it removes one
+# whose owner on this host is gone, and, since a process on another host of a shared file
+# system cannot be asked (nor one whose pid was reused), any a day old. Writing the files takes
+# seconds to minutes, so a day is far longer than any live run holds its folder.
+STALE_TEMPORARY_SECONDS = 24 * 3600
+TEMPORARY = re.compile(r"\..+\.ract-(?P<pid>\d+)@(?P<host>.+)\.[^.]+")
 
 
 @dataclass(frozen=True)
@@ -203,6 +218,60 @@ def content_hash(matrices: dict[str, sp.csr_matrix], users: pd.DataFrame, items)
     return h.hexdigest()
 
 
+def check_out_dir(out_dir) -> None:
+    """Refuse to write a split over anything `ract prepare` did not write: `out_dir` must be
+    new, empty, or a split folder (a manifest.json of ours), which a new split replaces.
+
+    The command line checks this before reading anything; `prepare_split` does not, as the
+    workflow's rule owns its folder and Snakemake deletes the manifest.json before a rerun."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RactError(f"{out_dir}: an existing file; expected a folder for the split files")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_split_folder(out_dir):
+        raise RactError(f"{out_dir}: a folder of other files (no manifest.json of `ract "
+                        "prepare`); expected a new or empty folder, or a split folder to replace")
+
+
+def _is_split_folder(path: Path) -> bool:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"format_version", "content_hash"} <= manifest.keys()
+
+
+def temporary_folder(out_dir: Path) -> Path:
+    """A new temporary folder beside `out_dir`, named after this process (see TEMPORARY)."""
+    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.ract-"
+                                 f"{os.getpid()}@{socket.gethostname()}."))
+
+
+def remove_stale_temporaries(parent: Path) -> None:
+    """Remove the temporary folders in `parent` that killed runs left (see TEMPORARY)."""
+    for path in parent.iterdir():
+        owner = TEMPORARY.fullmatch(path.name)
+        if owner and path.is_dir() and _stale(path, int(owner["pid"]), owner["host"]):
+            shutil.rmtree(path, ignore_errors=True)
+            log.info("removed %s, left by a prepare that was killed", path)
+
+
+def _stale(path: Path, pid: int, host: str) -> bool:
+    try:
+        if time.time() - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+            return True
+    except FileNotFoundError:  # its owner finished meanwhile
+        return False
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0 only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # it exists, run by another user
+        pass
+    return False
+
+
 def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
                   source: str = "input", extra: dict | None = None) -> dict:
     """Binarise, filter and split `frame` (columns user, item, rating); write the split folder.
@@ -229,7 +298,8 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    remove_stale_temporaries(out_dir.parent)
+    tmp = temporary_folder(out_dir)
     try:
         for name, m in matrices.items():
             sp.save_npz(tmp / f"{name}.npz", m)
