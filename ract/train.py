@@ -415,6 +415,7 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     a run of the same stage on the same settings and data continues from it, with the same
     final result as an uninterrupted run.
     """
+    data.check_evaluable("validation")  # every stage selects or measures on validation users
     stage = cfg.train_stage
     control = stage == "finetune" and cfg.objective == "likelihood"
     dev = resolve_device(device)

@@ -110,6 +110,13 @@ def test_malformed_file_is_refused_in_one_line_with_nothing_written(tmp_path, ca
     (["--heldout-proportion", "1.5"], r"setting heldout_proportion: expected a number in \(0, 1\)"),
     (["--min-user-count", "-1"], r"setting min_user_count: expected an integer >= 0"),
     (["--heldout-users", "0.6"], r"heldout_users"),
+    (["--min-items-to-split", "100000"], r"ratings.csv: the split cannot be evaluated: 0 of 3 "
+     r"validation users and 0 of 3 test users have held-out items; lower min_items_to_split "
+     r"\(--min-items-to-split\)"),
+    (["--protocol", "weak", "--weak-ratios", "1", "0", "0"],
+     r"0 of 30 validation users and 0 of 30 test users .*weak_ratios \(--weak-ratios\)"),
+    (["--protocol", "weak", "--weak-ratios", "0.7", "0.3", "0"],
+     r"30 of 30 validation users and 0 of 30 test users"),
 ])
 def test_impossible_settings_are_refused(tmp_path, capsys, flags, message):
     code, out = prepare(tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv", *flags)

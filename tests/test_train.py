@@ -1,10 +1,12 @@
 """The three stages on small synthetic data: outputs, selection, determinism, refusals."""
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from ract.checkpoint import build_actor, build_critic, load_checkpoint
@@ -276,6 +278,20 @@ def test_stages_train_when_one_user_is_left_over(split, tmp_path, objective):
     assert summary["steps"] == 2  # one merged batch per epoch
     history = pd.read_csv(paths["critic_pretrain"][1])
     assert history["steps"].tolist() == [0, 1, 2]
+
+
+def test_split_without_evaluable_validation_users_refused(split, tmp_path):
+    """A split written before `prepare` refused these (no validation user has a held-out
+    item): training would select on NaN and keep the untrained model."""
+    old = tmp_path / "old"
+    shutil.copytree(split.path, old)
+    holdout = sp.load_npz(old / "validation_holdout.npz")
+    sp.save_npz(old / "validation_holdout.npz", sp.csr_matrix(holdout.shape, dtype=np.float32))
+    with pytest.raises(RactError, match=r"no validation user has a held-out item"):
+        train_stage(load_split(old), stage_defaults("actor_pretrain", epochs=1),
+                    out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
+                    actor_cfg=small_actor(split.n_items))
+    assert not (tmp_path / "a.pt").exists()
 
 
 def test_running_critic_norm_on_one_training_user_refused(tmp_path):
