@@ -16,7 +16,6 @@ matrix is ever built.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 import tempfile
@@ -28,7 +27,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import RactError
-from ..io import config_dict
+from ..io import config_dict, json_text
 
 FORMAT_VERSION = 1
 PROTOCOLS = ("strong", "weak")
@@ -258,7 +257,7 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
         users.to_csv(tmp / "users.csv", index=False)
         pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
             tmp / "items.csv", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "manifest.json").write_text(json_text(manifest))
         out_dir.mkdir(exist_ok=True)
         # The manifest goes last and comes out first: a folder with a manifest is complete.
         (out_dir / "manifest.json").unlink(missing_ok=True)
