@@ -124,6 +124,7 @@ def evaluate_model(model, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
 def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
                        batch_size: int = EVAL_BATCH_SIZE, device="cpu"):
     """(per-user DataFrame with original user ids, summary dict) for one split."""
+    data.check_evaluable(split)
     reuse_freed_memory()
     per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
                               batch_size=batch_size, device=device)

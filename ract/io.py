@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -47,8 +48,25 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(obj) -> str:
+    """`obj` as JSON text. JSON has no NaN or Infinity (Python writes them, strict readers
+    refuse the file), so an undefined number, such as the standard error of a mean over one
+    user, is written as null."""
+    return json.dumps(_null_if_not_finite(obj), indent=2, allow_nan=False) + "\n"
+
+
+def _null_if_not_finite(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _null_if_not_finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_null_if_not_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    write_text(path, json_text(obj))
 
 
 def write_csv(path: str | os.PathLike, frame) -> None:

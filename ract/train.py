@@ -287,10 +287,9 @@ class _Run:
         preds, targets = [], []
         start = time.perf_counter()
         beta = self.beta()
-        n_batches = math.ceil(len(perm) / self.cfg.batch_size)
-        for b in range(n_batches):
-            rows = np.sort(perm[b * self.cfg.batch_size: (b + 1) * self.cfg.batch_size])
-            x = sparse_rows(train, rows, self.device)  # (B, n_items), never densified
+        batches = minibatches(perm, self.cfg.batch_size)
+        for b, rows in enumerate(batches):
+            x = sparse_rows(train, np.sort(rows), self.device)  # (B, n_items), never densified
             where = (epoch, b)
             if kind == "likelihood":
                 beta = self.beta()
@@ -302,8 +301,8 @@ class _Run:
             self.steps += 1
             if self.stop() and self.abandon_on_stop:
                 raise Interrupted(f"stopped by SIGTERM in epoch {epoch} after batch {b + 1} "
-                                  f"of {n_batches}")
-        row = {k: v / max(n_batches, 1) for k, v in sums.items()}
+                                  f"of {len(batches)}")
+        row = {k: v / max(len(batches), 1) for k, v in sums.items()}
         if kind == "likelihood":
             row["beta"] = beta  # at the epoch's last step
         else:
@@ -369,9 +368,31 @@ class _Run:
         return pred.detach(), target
 
 
+def _batch_starts(n_users: int, batch_size: int) -> np.ndarray:
+    """First position of each minibatch in an epoch's order of `n_users` users."""
+    starts = np.arange(0, n_users, max(batch_size, 2))
+    if n_users > 1 and n_users - starts[-1] == 1:
+        starts = starts[:-1]
+    return starts
+
+
+def minibatches(perm: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """An epoch's order of users cut into batches of `batch_size`, except that a last batch
+    of one user joins the one before (batch_size 1: pairs). The critic's batch normalisation
+    cannot normalise one value, and the actor's stages and the control arm share the batches.
+    RaCT_CF drops partial batches instead; merging keeps every user in every epoch."""
+    starts = _batch_starts(len(perm), batch_size)
+    return [perm[a:b] for a, b in zip(starts, [*starts[1:], len(perm)])]
+
+
+def n_batches(n_users: int, batch_size: int) -> int:
+    """Minibatches (optimizer steps) an epoch over `n_users` users takes (see `minibatches`)."""
+    return len(_batch_starts(n_users, batch_size))
+
+
 def n_epochs(cfg: StageConfig, n_train: int) -> int:
     """Epochs a stage runs on `n_train` training users: `epochs`, or more for `min_steps`."""
-    per_epoch = math.ceil(n_train / cfg.batch_size)
+    per_epoch = n_batches(n_train, cfg.batch_size)
     return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) if per_epoch else cfg.epochs
 
 
@@ -394,6 +415,7 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     a run of the same stage on the same settings and data continues from it, with the same
     final result as an uninterrupted run.
     """
+    data.check_evaluable("validation")  # every stage selects or measures on validation users
     stage = cfg.train_stage
     control = stage == "finetune" and cfg.objective == "likelihood"
     dev = resolve_device(device)
@@ -412,7 +434,7 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     else:
         actor_cfg = actor_cfg or ActorConfig(n_items=data.n_items)
         if actor_cfg.total_anneal_steps == "auto":
-            planned = epochs * math.ceil(data.train.shape[0] / cfg.batch_size)  # actor updates
+            planned = epochs * n_batches(data.train.shape[0], cfg.batch_size)  # actor updates
             actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
                 actor_cfg.anneal_cap, planned))
             log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
@@ -439,6 +461,11 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
             p.requires_grad_(not (stage == "finetune" and cfg.freeze_critic))
     updates = int(init.get("updates", 0)) if init else 0
     run = _Run(data, cfg, actor, critic, dev, updates)
+    if run.critic_opt is not None and critic.cfg.input_norm == "running" and \
+            data.train.shape[0] < 2:
+        raise RactError(f"setting critic.input_norm: running normalises each batch of training "
+                        f"users by its own statistics, and {data.path} has one training user; "
+                        "use fixed")
     if stage == "finetune" and cfg.carry_critic_optimizer:
         if run.carry_critic_optimizer(init.get("critic_opt_state")):
             log.info("finetune: the critic's Adam state continues from %s", pre_model_path)

@@ -5,6 +5,7 @@ Property-based tests then check the split invariants and metric ranges on random
 """
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,6 +23,7 @@ from ract.cli import main
 from ract.data.prepare import PrepareConfig, prepare_split
 from ract.data.splits import load_split
 from ract.errors import RactError
+from ract.io import write_json
 from ract.metrics import ranking_metrics
 
 HEADER = "userId,movieId,rating,timestamp\n"
@@ -110,6 +113,13 @@ def test_malformed_file_is_refused_in_one_line_with_nothing_written(tmp_path, ca
     (["--heldout-proportion", "1.5"], r"setting heldout_proportion: expected a number in \(0, 1\)"),
     (["--min-user-count", "-1"], r"setting min_user_count: expected an integer >= 0"),
     (["--heldout-users", "0.6"], r"heldout_users"),
+    (["--min-items-to-split", "100000"], r"ratings.csv: the split cannot be evaluated: 0 of 3 "
+     r"validation users and 0 of 3 test users have held-out items; lower min_items_to_split "
+     r"\(--min-items-to-split\)"),
+    (["--protocol", "weak", "--weak-ratios", "1", "0", "0"],
+     r"0 of 30 validation users and 0 of 30 test users .*weak_ratios \(--weak-ratios\)"),
+    (["--protocol", "weak", "--weak-ratios", "0.7", "0.3", "0"],
+     r"30 of 30 validation users and 0 of 30 test users"),
 ])
 def test_impossible_settings_are_refused(tmp_path, capsys, flags, message):
     code, out = prepare(tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv", *flags)
@@ -134,6 +144,47 @@ def test_odd_but_meaningful_inputs_are_accepted(tmp_path, capsys):
     assert manifest["n_interactions_kept"] == len(rows) + len(odd) - 1
     users = set(pd.read_csv(out / "users.csv", dtype={"user": str})["user"])
     assert {"-5", "99999999999999999999999"} <= users
+
+
+def strict_json(path):
+    """Read JSON as its standard defines it: NaN and Infinity are not JSON numbers."""
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def test_json_outputs_write_null_for_undefined_numbers(tmp_path):
+    write_json(tmp_path / "x.json", {"mean": math.nan, "n": 3, "r": 0.5,
+                                     "se": [math.inf, -math.inf, np.float64("nan")]})
+    assert strict_json(tmp_path / "x.json") == {"mean": None, "n": 3, "r": 0.5,
+                                                "se": [None, None, None]}
+
+
+def test_evaluation_of_a_split_on_disk_is_strict_json_or_refused(tmp_path, capsys):
+    code, data = prepare(tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv",
+                         "--heldout-users", "1")  # one test user: its standard error is undefined
+    assert code == 0
+    small = ["--latent-dimension", "4", "--mlp-hidden-size", "8", "--device", "cpu"]
+    assert main(["train", "--stage", "actor_pretrain", "--data", str(data), "--out",
+                 str(tmp_path / "a.pt"), "--history", str(tmp_path / "a.csv"), "--epochs", "1",
+                 *small]) == 0
+    evaluate = ["evaluate", "--checkpoint", str(tmp_path / "a.pt"), "--data", str(data),
+                "--per-user", str(tmp_path / "u.csv"), "--summary", str(tmp_path / "s.json")]
+    assert main([*evaluate, "--split", "test"]) == 0
+    summary = strict_json(tmp_path / "s.json")
+    assert summary["n_users_evaluated"] == 1 and summary["metrics"]["ndcg@100"]["se"] is None
+    # a split written before `prepare` refused it: no validation user has a held-out item
+    holdout = sp.load_npz(data / "validation_holdout.npz")
+    sp.save_npz(data / "validation_holdout.npz", sp.csr_matrix(holdout.shape, dtype=np.float32))
+    capsys.readouterr()
+    for argv in ([*evaluate, "--split", "validation"],
+                 ["train", "--stage", "actor_pretrain", "--data", str(data), "--out",
+                  str(tmp_path / "b.pt"), "--history", str(tmp_path / "b.csv"), *small]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        expected = rf"{re.escape(str(data))}: no validation user has a held-out item"
+        assert len(err) == 1 and re.search(expected, err[0]), err
+    assert not (tmp_path / "b.pt").exists()
 
 
 # ----------------------------------------------------------------------------------------------

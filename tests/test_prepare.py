@@ -154,3 +154,15 @@ def test_incomplete_split_folder_refused(interactions, tmp_path):
         load_split(tmp_path / "s")
     with pytest.raises(RactError, match="manifest.json: file not found"):
         load_split(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize("cfg, setting", [
+    (PrepareConfig(min_items_to_split=100_000), "min_items_to_split"),
+    (PrepareConfig(protocol="weak", weak_ratios=(1, 0, 0)), "weak_ratios"),
+])
+def test_split_that_cannot_be_evaluated_refused_and_nothing_written(interactions, tmp_path,
+                                                                     cfg, setting):
+    with pytest.raises(RactError, match=rf"x.csv: the split cannot be evaluated: 0 of \d+ "
+                                        rf"validation users .*{setting}"):
+        prepare_split(interactions, cfg, tmp_path / "s", source="x.csv")
+    assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,12 @@
 """The three stages on small synthetic data: outputs, selection, determinism, refusals."""
 
 import math
+import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from ract.checkpoint import build_actor, build_critic, load_checkpoint
@@ -11,7 +14,7 @@ from ract.data.prepare import PrepareConfig, prepare_split
 from ract.data.splits import load_split
 from ract.errors import RactError
 from ract.model import ActorConfig, CriticConfig
-from ract.train import HISTORY_COLUMNS, stage_defaults, train_stage
+from ract.train import HISTORY_COLUMNS, STAGES, stage_defaults, train_stage
 
 from conftest import make_interactions
 
@@ -229,3 +232,79 @@ def test_non_finite_loss_is_a_model_failure(split, tmp_path):
         train_stage(split, cfg, out_checkpoint=tmp_path / "a.pt",
                     history_path=tmp_path / "a.csv", actor_cfg=small_actor(split.n_items))
     assert not (tmp_path / "a.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Minibatches: any batch size, no batch of one user (batch norm cannot normalise one value)
+
+
+# every small case, and the sizes of ml-100k (750 training users) and ML-20M (116,677)
+PAIRS = ([(n, bs) for n in range(1, 70) for bs in range(1, 75)]
+         + [(n, bs) for n in (501, 750, 116_677) for bs in (1, 2, 107, 500, 749, 750, 751, 2000)])
+
+
+def test_minibatches_use_every_user_once_and_never_one_alone():
+    from ract.train import minibatches, n_batches
+    for n, batch_size in PAIRS:
+        perm = np.random.default_rng(n).permutation(n)
+        batches = minibatches(perm, batch_size)
+        sizes = [len(b) for b in batches]
+        assert len(batches) == n_batches(n, batch_size), (n, batch_size)
+        assert np.array_equal(np.concatenate(batches), perm), (n, batch_size)  # each user once
+        assert n == 1 or min(sizes) >= 2, (n, batch_size, sizes)
+        if batch_size > 1 and n % batch_size != 1:  # never had a one-user batch: unchanged
+            assert sizes == [len(perm[i:i + batch_size]) for i in range(0, n, batch_size)]
+
+
+@pytest.mark.parametrize("objective", ["critic", "likelihood"])
+def test_stages_train_when_one_user_is_left_over(split, tmp_path, objective):
+    n_train = split.train.shape[0]
+    batch_size = n_train - 1  # two batches of n - 1 and 1 users before merging
+    assert n_train % batch_size == 1
+    paths = {s: (tmp_path / f"{s}.pt", tmp_path / f"{s}.csv") for s in STAGES}
+    settings = dict(batch_size=batch_size, seed=0)
+    train_stage(split, stage_defaults("actor_pretrain", epochs=2, **settings),
+                out_checkpoint=paths["actor_pretrain"][0],
+                history_path=paths["actor_pretrain"][1], actor_cfg=small_actor(split.n_items))
+    train_stage(split, stage_defaults("critic_pretrain", epochs=2, min_steps=0, **settings),
+                out_checkpoint=paths["critic_pretrain"][0],
+                history_path=paths["critic_pretrain"][1],
+                critic_cfg=CriticConfig(critic_layers=(8,), metrics_k=10, input_norm="running"),
+                pre_model_path=paths["actor_pretrain"][0])
+    summary = train_stage(split, stage_defaults("finetune", epochs=2, objective=objective,
+                                                **settings),
+                          out_checkpoint=paths["finetune"][0], history_path=paths["finetune"][1],
+                          pre_model_path=paths["critic_pretrain"][0])
+    assert summary["steps"] == 2  # one merged batch per epoch
+    history = pd.read_csv(paths["critic_pretrain"][1])
+    assert history["steps"].tolist() == [0, 1, 2]
+
+
+def test_split_without_evaluable_validation_users_refused(split, tmp_path):
+    """A split written before `prepare` refused these (no validation user has a held-out
+    item): training would select on NaN and keep the untrained model."""
+    old = tmp_path / "old"
+    shutil.copytree(split.path, old)
+    holdout = sp.load_npz(old / "validation_holdout.npz")
+    sp.save_npz(old / "validation_holdout.npz", sp.csr_matrix(holdout.shape, dtype=np.float32))
+    with pytest.raises(RactError, match=r"no validation user has a held-out item"):
+        train_stage(load_split(old), stage_defaults("actor_pretrain", epochs=1),
+                    out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
+                    actor_cfg=small_actor(split.n_items))
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_running_critic_norm_on_one_training_user_refused(tmp_path):
+    frame = pd.DataFrame({"user": np.repeat([1, 2, 3], 10), "item": np.tile(range(10), 3),
+                          "rating": 5.0})  # everyone has every item
+    prepare_split(frame, PrepareConfig(heldout_users=1), tmp_path / "s")
+    one = load_split(tmp_path / "s")
+    assert one.train.shape[0] == 1
+    settings = dict(out_checkpoint=tmp_path / "x.pt", history_path=tmp_path / "x.csv")
+    train_stage(one, stage_defaults("actor_pretrain", epochs=1), **settings,
+                actor_cfg=small_actor(one.n_items))
+    with pytest.raises(RactError, match="critic.input_norm: running .* one training user"):
+        train_stage(one, stage_defaults("critic_pretrain", epochs=1, min_steps=0),
+                    out_checkpoint=tmp_path / "c.pt", history_path=tmp_path / "c.csv",
+                    critic_cfg=CriticConfig(critic_layers=(4,), input_norm="running"),
+                    pre_model_path=tmp_path / "x.pt")

@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import RactError
-from ..io import config_dict
+from ..io import config_dict, json_text
 
 log = logging.getLogger("ract.prepare")
 
@@ -205,6 +205,27 @@ def split_weak(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
     return matrices, user_table, items
 
 
+def n_evaluable(holdout: sp.csr_matrix) -> int:
+    """Users of a held-out split with an item to predict; the others have no metric."""
+    return int((np.diff(holdout.indptr) > 0).sum())
+
+
+def _check_evaluable(matrices: dict[str, sp.csr_matrix], cfg: PrepareConfig, source: str):
+    """Refuse a split with no validation or no test user to evaluate: training would select
+    its epoch on NaN and evaluation would report nothing."""
+    counts = {s: (n_evaluable(matrices[f"{s}_holdout"]), matrices[f"{s}_holdout"].shape[0])
+              for s in EVAL_SPLITS}
+    if all(n for n, _ in counts.values()):
+        return
+    found = " and ".join(f"{n} of {total} {s} users" for s, (n, total) in counts.items())
+    fix = ("lower min_items_to_split (--min-items-to-split): users with fewer items keep all "
+           "as fold-in" if cfg.protocol == "strong" else
+           "raise the valid and test parts of weak_ratios (--weak-ratios): a user's part is "
+           "floor(ratio x the user's items)")
+    raise RactError(f"{source}: the split cannot be evaluated: {found} have held-out items; "
+                    f"{fix}")
+
+
 def content_hash(matrices: dict[str, sp.csr_matrix], users: pd.DataFrame, items) -> str:
     """sha256 over the split structure and id maps: equal hash, equal data."""
     h = hashlib.sha256()
@@ -282,6 +303,7 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     kept = binarise_and_filter(frame, cfg, source)
     split = split_strong if cfg.protocol == "strong" else split_weak
     matrices, users, items = split(kept, cfg, source)
+    _check_evaluable(matrices, cfg, source)
     counts = {name: {"users": m.shape[0], "interactions": int(m.nnz)}
               for name, m in matrices.items()}
     manifest = {
@@ -306,7 +328,7 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
         users.to_csv(tmp / "users.csv", index=False)
         pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
             tmp / "items.csv", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "manifest.json").write_text(json_text(manifest))
         out_dir.mkdir(exist_ok=True)
         # The manifest goes last and comes out first: a folder with a manifest is complete.
         (out_dir / "manifest.json").unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import RactError
-from .prepare import EVAL_SPLITS, FORMAT_VERSION
+from .prepare import EVAL_SPLITS, FORMAT_VERSION, n_evaluable
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,16 @@ class SplitData:
         if name not in EVAL_SPLITS:
             raise RactError(f"split: expected one of {', '.join(EVAL_SPLITS)}, got {name!r}")
         return getattr(self, name)
+
+    def check_evaluable(self, name: str) -> None:
+        """Refuse a held-out split none of whose users has an item to predict (`ract prepare`
+        refuses to write one; older splits may be such): its metrics are all undefined."""
+        holdout = self.eval_split(name).holdout
+        if not n_evaluable(holdout):
+            raise RactError(f"{self.path}: no {name} user has a held-out item (all "
+                            f"{holdout.shape[0]} keep every item as fold-in), so nothing can "
+                            "be evaluated; run `ract prepare` again, which says which setting "
+                            "to change")
 
     def users(self, split: str) -> pd.DataFrame:
         table = pd.read_csv(self.path / "users.csv", dtype={"user": str})
