@@ -1,7 +1,9 @@
 """Command line: `python -m ract <fetch|synthesize|prepare|train|evaluate|recommend> ...`.
 
 Defaults come from the library's dataclasses, so the command line, the workflow and a notebook
-always agree. Bad input ends with one line `ract: error: ...` and exit status 2.
+always agree. Every failure ends with one line `ract: error: ...` on stderr (bad input, a full
+disk, memory; an unexpected exception as `unexpected <Type>: <message>`, its traceback shown
+with `-v`) and exit status 1; status 2 is argparse's, for a malformed command line.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from .errors import RactError
+from .errors import RactError, error_line
 
 log = logging.getLogger("ract")
 
@@ -65,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ract", description="RaCT: ranking-critical actor-critic training for "
         "collaborative filtering (Lobel et al., ICLR 2020).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
@@ -407,7 +411,11 @@ def main(argv=None) -> int:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         COMMANDS[args.command](args)
-    except RactError as exc:
-        print(f"ract: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line
+        if args.verbose and not isinstance(exc, RactError):
+            traceback.print_exc()
+        where = ("traceback above" if args.verbose
+                 else "run again as `ract -v ...` to see the traceback")
+        print(error_line(exc, where), file=sys.stderr)
+        return 1
     return 0

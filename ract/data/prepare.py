@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import RactError
+from ..errors import RactError, writing
 from ..io import config_dict
 
 FORMAT_VERSION = 1
@@ -229,21 +229,22 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     }
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
-    try:
-        for name, m in matrices.items():
-            sp.save_npz(tmp / f"{name}.npz", m)
-        users.to_csv(tmp / "users.csv", index=False)
-        pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
-            tmp / "items.csv", index=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        out_dir.mkdir(exist_ok=True)
-        # The manifest goes last and comes out first: a folder with a manifest is complete.
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-        if "test_exclude" not in matrices:
-            (out_dir / "test_exclude.npz").unlink(missing_ok=True)
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json"):
-            f.replace(out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out_dir):  # a full disk names the split folder, not a temporary file
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+        try:
+            for name, m in matrices.items():
+                sp.save_npz(tmp / f"{name}.npz", m)
+            users.to_csv(tmp / "users.csv", index=False)
+            pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
+                tmp / "items.csv", index=False)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            out_dir.mkdir(exist_ok=True)
+            # The manifest goes last and comes out first: a folder with a manifest is complete.
+            (out_dir / "manifest.json").unlink(missing_ok=True)
+            if "test_exclude" not in matrices:
+                (out_dir / "test_exclude.npz").unlink(missing_ok=True)
+            for f in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json"):
+                f.replace(out_dir / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
