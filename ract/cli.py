@@ -29,6 +29,16 @@ def _anneal_steps(text: str):
     return "auto" if text == "auto" else int(text)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
+
+
 def _threshold(text: str):
     return None if text.lower() in ("none", "null", "") else float(text)
 
@@ -206,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
                    help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     a = ActorConfig(n_items=1)
     g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
                              "checkpoint)")

@@ -138,3 +138,11 @@ def test_evaluate_rejects_k_below_one(cli_run, tmp_path):
     assert r.returncode == 1 and "setting ks" in r.stderr
     assert list(tmp_path.iterdir()) == []
 
+
+@pytest.mark.parametrize("threads", ["-1", "0", "two"])
+def test_threads_below_one_is_a_usage_error(threads):
+    r = run("train", "--stage", "actor_pretrain", "--data", "d", "--out", "a.pt", "--history",
+            "a.csv", "--threads", threads)
+    assert r.returncode == 2  # argparse's status for a malformed command line
+    assert r.stderr.splitlines()[-1] == ("ract train: error: argument --threads: expected a "
+                                         f"whole number of at least 1, got {threads}")
