@@ -299,7 +299,7 @@ def cmd_synthesize(args):
 def cmd_prepare(args):
     from .data.prepare import PrepareConfig, prepare_split
     from .data.readers import read_interactions
-    from .data.sources import fetch_dataset
+    from .data.sources import check_cached, fetch_dataset
     cfg = PrepareConfig(
         rating_threshold=args.rating_threshold, min_user_count=args.min_user_count,
         min_item_count=args.min_item_count, protocol=args.protocol,
@@ -315,6 +315,7 @@ def cmd_prepare(args):
         if not args.format:
             raise RactError("--input needs --format")
         path, fmt = Path(args.input), args.format
+        check_cached(path)  # a file from the download cache (--cache) still as downloaded
     else:
         raise RactError("give --input with --format, or --dataset")
     frame = read_interactions(path, fmt, columns=args.columns, sep=args.sep,
