@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
                    help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
     a = ActorConfig(n_items=1)
     g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
                              "checkpoint)")

@@ -61,11 +61,11 @@ def _describe(exc: Exception, traceback_at: str) -> str:
     if isinstance(exc, RactError):
         return str(exc)
     written = _written(exc)
+    name = written or getattr(exc, "filename", None)  # the destination, not its temporary name
     text = " ".join(str(exc).split())
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or (
         written is not None and isinstance(exc, RuntimeError) and _SHORT_WRITE.search(text)
     ):
-        name = written or exc.filename
         return "disk full (or quota)" + (f" writing {name}" if name else "")
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
         isinstance(exc, RuntimeError) and _NO_MEMORY.search(text)
@@ -73,7 +73,6 @@ def _describe(exc: Exception, traceback_at: str) -> str:
         return "out of memory" + (f": {_ENFORCE.sub('', text)}" if text else "")
     if isinstance(exc, OSError) and exc.strerror:
         # permission denied, file not found, read-only file system...: name the file
-        name = written or exc.filename
         reason = exc.strerror[:1].lower() + exc.strerror[1:]
         return f"{name}: {reason}" if name else reason
     return f"unexpected {type(exc).__name__}: {text} ({traceback_at})"

@@ -9,6 +9,7 @@ import pytest
 
 from ract import cli
 from ract.data.prepare import PrepareConfig, prepare_split
+from ract.errors import error_line, writing
 
 from conftest import make_interactions
 
@@ -82,6 +83,26 @@ def test_unexpected_exception_is_one_line_and_verbose_shows_the_traceback(monkey
     err = capsys.readouterr().err
     assert "Traceback" in err and "in broken" in err
     assert err.strip().splitlines()[-1].endswith("(traceback above)")
+
+
+@pytest.mark.parametrize("exc,line", [
+    (PermissionError(13, "Permission denied", "out/a.pt"), "out/a.pt: permission denied"),
+    (FileNotFoundError(2, "No such file or directory", "x.pt"), "x.pt: no such file or directory"),
+    (OSError(28, "No space left on device"), "disk full (or quota)"),
+    (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     "out of memory: CUDA out of memory. Tried to allocate 2.00 GiB"),
+    (RuntimeError("unexpected pos 3136 vs 3030"), "unexpected RuntimeError: unexpected pos 3136 "
+     "vs 3030 (see LOG)"),  # a short write is a full disk only while writing a file
+])
+def test_error_line(exc, line):
+    assert error_line(exc, "see LOG") == f"ract: error: {line}"
+
+
+def test_error_line_names_the_file_being_written():
+    with pytest.raises(RuntimeError) as info, writing("out/a.pt"):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3136 vs "
+                           "3030")
+    assert error_line(info.value, "") == "ract: error: disk full (or quota) writing out/a.pt"
 
 
 # A rule script's body, run by adapter.run as Snakemake would, with a log file.

@@ -47,6 +47,7 @@ from ract.io import atomic_path, write_text
 log = logging.getLogger("ract.data.sources")
 
 _BLOCK = 1 << 20
+_REFETCH = "delete it; the next `ract fetch` or `ract prepare --dataset` fetches it again"
 
 
 @dataclass(frozen=True)
@@ -275,10 +276,7 @@ def _cache_entries(dataset: Dataset, folder: Path):
         yield folder / PurePosixPath(route.member).name, route.format, route.member_sha256
 
 
-def check_cached(
-    path, recover: str = "delete it; the next `ract fetch` or `ract prepare --dataset` fetches "
-    "it again"
-) -> None:
+def check_cached(path, recover: str = _REFETCH) -> None:
     """Refuse a raw file that no longer matches the SHA-256 recorded beside it when it was
     obtained; `recover` says how to get it back. A file with no ``.sha256`` beside it (not
     from the cache) is not checked."""
