@@ -1,7 +1,9 @@
 """Command line: `python -m ract <fetch|synthesize|prepare|train|evaluate|recommend> ...`.
 
 Defaults come from the library's dataclasses, so the command line, the workflow and a notebook
-always agree. Bad input ends with one line `ract: error: ...` and exit status 2.
+always agree. Every failure ends with one line `ract: error: ...` on stderr (bad input, a full
+disk, memory; an unexpected exception as `unexpected <Type>: <message>`, its traceback shown
+with `-v`) and exit status 1; status 2 is argparse's, for a malformed command line.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import dataclasses
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
-from .errors import RactError
+from .errors import RactError, error_line
 
 log = logging.getLogger("ract")
 
@@ -24,6 +27,16 @@ def _default(cls, name):
 
 def _anneal_steps(text: str):
     return "auto" if text == "auto" else int(text)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text}")
+    return value
 
 
 def _threshold(text: str):
@@ -65,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ract", description="RaCT: ranking-critical actor-critic training for "
         "collaborative filtering (Lobel et al., ICLR 2020).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
@@ -202,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
                    help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
     a = ActorConfig(n_items=1)
     g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
                              "checkpoint)")
@@ -285,7 +300,7 @@ def cmd_synthesize(args):
 def cmd_prepare(args):
     from .data.prepare import PrepareConfig, check_out_dir, prepare_split
     from .data.readers import read_interactions
-    from .data.sources import fetch_dataset
+    from .data.sources import check_cached, fetch_dataset
     cfg = PrepareConfig(
         rating_threshold=args.rating_threshold, min_user_count=args.min_user_count,
         min_item_count=args.min_item_count, protocol=args.protocol,
@@ -302,6 +317,7 @@ def cmd_prepare(args):
         if not args.format:
             raise RactError("--input needs --format")
         path, fmt = Path(args.input), args.format
+        check_cached(path)  # a file from the download cache (--cache) still as downloaded
     else:
         raise RactError("give --input with --format, or --dataset")
     frame = read_interactions(path, fmt, columns=args.columns, sep=args.sep,
@@ -424,7 +440,11 @@ def main(argv=None) -> int:
     try:
         _check_paths(args)
         COMMANDS[args.command](args)
-    except RactError as exc:
-        print(f"ract: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line
+        if args.verbose and not isinstance(exc, RactError):
+            traceback.print_exc()
+        where = ("traceback above" if args.verbose
+                 else "run again as `ract -v ...` to see the traceback")
+        print(error_line(exc, where), file=sys.stderr)
+        return 1
     return 0

@@ -1,5 +1,5 @@
 """Malformed inputs, tried systematically through the command line a user runs: each is refused
-with one line naming the file and line (or the setting) and what was expected, exit status 2,
+with one line naming the file and line (or the setting) and what was expected, exit status 1,
 and nothing written; inputs that are odd but meaningful are accepted with a defined outcome.
 Property-based tests then check the split invariants and metric ranges on random small tables.
 """
@@ -49,9 +49,9 @@ def prepare(tmp_path, name, content, fmt="ml-csv", *extra):
 
 
 def refused(capsys, tmp_path, code, out):
-    """The error contract: status 2, one line on stderr, no split folder nor leftovers."""
+    """The error contract: status 1, one line on stderr, no split folder nor leftovers."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2, err
+    assert code == 1, err
     assert len(err) == 1 and err[0].startswith("ract: error: "), err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

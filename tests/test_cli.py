@@ -1,4 +1,5 @@
-"""The command line: help texts, a full small run, and one-line errors with exit status 2."""
+"""The command line: help texts, a full small run, and one-line errors with exit status 1 (2 for
+a malformed command line)."""
 
 import json
 import subprocess
@@ -114,6 +115,8 @@ def test_recommend_gives_unseen_original_ids(cli_run, capsys):
       "--summary", "s.json", "--ks", "0"], "none.pt: checkpoint file not found"),
     (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "no-such-user"],
      "no-such-user"),
+    (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "1000", "--out",
+      "SPLIT"], "is a folder; expected the name of a file to write"),
 ])
 def test_bad_input_gives_one_error_line(cli_run, tmp_path, args, message):
     tmp, data = cli_run
@@ -121,7 +124,7 @@ def test_bad_input_gives_one_error_line(cli_run, tmp_path, args, message):
             for a in args]
     r = subprocess.run([sys.executable, "-m", "ract", *args], capture_output=True, text=True,
                        cwd=tmp_path)
-    assert r.returncode == 2
+    assert r.returncode == 1
     lines = [line for line in r.stderr.splitlines() if line.startswith("ract: error:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
@@ -132,5 +135,14 @@ def test_evaluate_rejects_k_below_one(cli_run, tmp_path):
     tmp, data = cli_run
     r = run("evaluate", "--checkpoint", tmp / "f.pt", "--data", data, "--per-user",
             tmp_path / "p.csv", "--summary", tmp_path / "s.json", "--ks", "0")
-    assert r.returncode == 2 and "setting ks" in r.stderr
+    assert r.returncode == 1 and "setting ks" in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("threads", ["-1", "0", "two"])
+def test_threads_below_one_is_a_usage_error(threads):
+    r = run("train", "--stage", "actor_pretrain", "--data", "d", "--out", "a.pt", "--history",
+            "a.csv", "--threads", threads)
+    assert r.returncode == 2  # argparse's status for a malformed command line
+    assert r.stderr.splitlines()[-1] == ("ract train: error: argument --threads: expected a "
+                                         f"whole number of at least 1, got {threads}")

@@ -219,6 +219,25 @@ def test_recbole(tmp_path):
     assert_frame(frame, [196, 186, 22], [242, 302, 377], [3.0, 3.0, 1.0])
 
 
+def test_recbole_ids_with_and_without_trailing_zero_are_one_id(tmp_path, caplog):
+    text = INTER + "196.0\t302\t4\t881250950\n186.0\t242.0\t5\t881250951\n22\t302.0\t2\t1\n"
+    with caplog.at_level("INFO", logger="ract.data.readers"):
+        frame = read_interactions(write(tmp_path, "ml-100k.inter", text), "recbole")
+    assert_frame(frame, [196, 186, 22, 196, 186, 22], [242, 302, 377, 302, 242, 302],
+                 [3.0, 3.0, 1.0, 4.0, 5.0, 2.0])
+    assert frame["user"].dtype == np.int64 and frame["item"].dtype == np.int64
+    assert [r.getMessage() for r in caplog.records if "unified" in r.getMessage()] == [
+        f"{tmp_path / 'ml-100k.inter'}: unified 2 user ids and 2 item ids written both as "
+        "integers and with a trailing .0 (196 and 196.0 read as one id)"]
+
+
+def test_trailing_zero_ids_among_text_ids(tmp_path):
+    text = "user,item\nx,1\n7.0,1.0\n7,3\n8.0,4\n"
+    frame = read_interactions(write(tmp_path, "a.csv", text), "csv")
+    assert frame["user"].tolist() == ["x", "7", "7", "8.0"]  # 8.0 has no twin: left as written
+    assert frame["item"].tolist() == [1, 1, 3, 4]
+
+
 def test_recbole_other_order_no_rating_token_ids(tmp_path):
     text = "item_id:token\ttimestamp:float\tuser_id:token\nA12\t1\tu1\nB7\t2\tu2\n"
     frame = read_interactions(write(tmp_path, "x.inter", text), "recbole")

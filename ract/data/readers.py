@@ -128,6 +128,35 @@ def read_interactions(
         layout = _LAYOUTS[fmt](path, columns=columns, sep=sep, header=header)
         frame = _read_delimited(layout, double_colon=(fmt == "ml-1m"))
     log.info("read %s interactions from %s", f"{len(frame):,}", path)
+    return _unify_float_ids(frame, path)
+
+
+def _unify_float_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Read `196.0` as `196` where `196` also occurs: one id written both ways (a column that
+    went through floats for some of the rows) would otherwise count as two users or items.
+    Ids become int64 when all are then integers, as for a file that never had the `.0`s."""
+    unified = {}
+    for role in ("user", "item"):
+        ids = frame[role]
+        if ids.dtype == np.int64:
+            continue
+        floaty = ids.str.fullmatch(r"[+-]?\d+\.0+")
+        if not floaty.any():
+            continue
+        base = ids[floaty].str.replace(r"\.0+$", "", regex=True)
+        twin = base[base.isin(ids[~floaty])]
+        if twin.empty:
+            continue
+        ids = ids.copy()
+        ids.loc[twin.index] = twin
+        if ids.str.fullmatch(r"[+-]?\d{1,18}").all():
+            ids = ids.astype(np.int64)
+        frame[role] = ids
+        unified[role] = twin.nunique()
+    if unified:
+        log.info("%s: unified %s written both as integers and with a trailing .0 (196 and "
+                 "196.0 read as one id)", path,
+                 " and ".join(f"{n:,} {role} ids" for role, n in unified.items()))
     return frame
 
 

