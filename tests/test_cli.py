@@ -116,7 +116,7 @@ def test_recommend_gives_unseen_original_ids(cli_run, capsys):
     (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "no-such-user"],
      "no-such-user"),
     (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "1000", "--out",
-      "SPLIT"], "is a folder; expected the name of a file to write"),
+      "."], "is a folder; expected the name of a file to write"),
 ])
 def test_bad_input_gives_one_error_line(cli_run, tmp_path, args, message):
     tmp, data = cli_run

@@ -21,7 +21,7 @@ def refused(capsys, *args) -> str:
     """Run `ract args` in this process; assert it ends with one error line, return that line."""
     code = main([str(a) for a in args])
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("ract: error:")]
-    assert code == 2 and len(lines) == 1, lines
+    assert code == 1 and len(lines) == 1, lines
     return lines[0]
 
 
