@@ -19,6 +19,8 @@ because its new output is newer.
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +29,7 @@ from pathlib import Path
 from .io import write_json
 
 RECORDS = Path(".ract") / "jobs"
+LOCKS = Path(".ract") / "locks"
 PACKAGE = Path(__file__).resolve().parent
 
 
@@ -94,13 +97,58 @@ def code_hash(entry: str | os.PathLike, package: str | os.PathLike = PACKAGE) ->
     return h.hexdigest()[:16]
 
 
+def _job_name(outputs) -> str:
+    """One name per job, from its outputs (paths relative to the working directory)."""
+    return hashlib.sha1("\0".join(sorted(map(str, outputs))).encode()).hexdigest()[:20]
+
+
 def record_job(rule: str, inputs, outputs, root: str | os.PathLike = ".") -> None:
     """Record a finished job (paths relative to the working directory, as Snakemake gives
     them). One file per set of outputs: a rerun of the same job replaces its record."""
-    outputs = sorted(map(str, outputs))
-    name = hashlib.sha1("\0".join(outputs).encode()).hexdigest()[:20]
-    write_json(Path(root) / RECORDS / f"{name}.json",
-               {"rule": rule, "inputs": sorted(map(str, inputs)), "outputs": outputs})
+    write_json(Path(root) / RECORDS / f"{_job_name(outputs)}.json",
+               {"rule": rule, "inputs": sorted(map(str, inputs)),
+                "outputs": sorted(map(str, outputs))})
+
+
+class JobRunning(Exception):
+    """Another process holds the job's lock: `pid` (None when it cannot be read)."""
+
+    def __init__(self, pid):
+        super().__init__(pid)
+        self.pid = pid
+
+
+@contextlib.contextmanager
+def job_lock(outputs, root: str | os.PathLike = "."):
+    """Hold a job's lock while it runs, or raise JobRunning. When Snakemake itself is killed,
+    its running jobs live on; the next run would start each again beside it, both writing the
+    same outputs and resume point. The lock (an flock, released by the kernel however its
+    holder ends) makes the second one stop instead."""
+    path = Path(root) / LOCKS / f"{_job_name(outputs)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            text = f.read().strip()
+            raise JobRunning(int(text) if text.isdigit() else None) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def producer(path: str, root: str | os.PathLike = ".") -> str | None:
+    """The rule whose finished job wrote `path`, or that wrote every other recorded file in the
+    folder `path` names or lies in (a split folder is one rule's), from the records."""
+    by_output = _records(Path(root))
+    if path in by_output:
+        return by_output[path]["rule"]
+    folder = path.rstrip("/") if not Path(path).suffix else str(Path(path).parent)
+    rules = {r["rule"] for out, r in by_output.items() if str(Path(out).parent) == folder}
+    return rules.pop() if len(rules) == 1 else None
 
 
 def _records(root: Path) -> dict[str, dict]:

@@ -3,6 +3,7 @@
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -115,8 +116,17 @@ from adapter import run
 def main():
     {body}
 
-run(SimpleNamespace(log=[{log!r}]), main)
+run(SimpleNamespace(log=[{log!r}], input={inputs!r}, output=["out.pt"], rule="job"), main)
 """
+
+
+def job(tmp_path, body, inputs=()):
+    """Run a job body through adapter.run in `tmp_path` (its working directory)."""
+    log = tmp_path / "job.log"
+    code = JOB.format(scripts=str(ROOT / "workflow/scripts"), body=body, log=str(log),
+                      inputs=list(inputs))
+    return subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE), log
 
 
 @pytest.mark.parametrize("body,message", [
@@ -126,14 +136,54 @@ run(SimpleNamespace(log=[{log!r}]), main)
      "allocate memory: you tried to allocate 400000000000000 bytes."),
 ])
 def test_workflow_job_logs_one_line_and_the_traceback(tmp_path, body, message):
-    log = tmp_path / "job.log"
-    r = subprocess.run([sys.executable, "-c", JOB.format(scripts=str(ROOT / "workflow/scripts"),
-                                                         body=body, log=str(log))],
-                       capture_output=True, text=True)
-    assert r.returncode == 1
-    line = one_error_line(r.stderr)
+    proc, log = job(tmp_path, body)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    line = one_error_line(stderr)
     assert line.startswith("ract: error: " + message.replace("LOG", str(log))), line
     text = log.read_text()
     logged = [ln for ln in text.splitlines() if " ERROR " in ln]
     assert len(logged) == 1 and logged[0].endswith(line), text
     assert "Traceback (most recent call last)" in text and "in main" in text
+
+
+def test_a_job_still_running_from_a_killed_snakemake_stops_its_twin(tmp_path):
+    orphan, _ = job(tmp_path, "import time; time.sleep(60)")
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".ract/locks/*.lock")) or not next(
+                tmp_path.glob(".ract/locks/*.lock")).read_text():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        twin, log = job(tmp_path, "open('out.pt', 'w').write('twin')")
+        _, stderr = twin.communicate(timeout=120)
+        assert twin.returncode == 1 and not (tmp_path / "out.pt").exists()
+        assert one_error_line(stderr) == (
+            f"ract: error: another process (pid {orphan.pid}) is still running this job, left "
+            "by a Snakemake run that was stopped; wait for it to end or stop it "
+            f"(kill {orphan.pid}), then run again")
+        assert log.read_text().count(" ERROR ") == 1
+    finally:
+        orphan.kill()
+        orphan.wait()
+    twin, _ = job(tmp_path, "open('out.pt', 'w').write('twin')")  # the lock died with it
+    assert twin.wait(timeout=120) == 0 and (tmp_path / "out.pt").read_text() == "twin"
+
+
+def test_a_damaged_input_names_the_rule_that_makes_it(tmp_path):
+    from ract.provenance import record_job
+    ckpt = "results/d/main/seed1/actor_pretrain.pt"
+    record_job("pretrain_actor", ["results/d/split/manifest.json"], [ckpt], root=tmp_path)
+    record_job("prepare_data", [], ["results/d/split/manifest.json",
+                                    "results/d/split/train.npz"], root=tmp_path)
+    for path, rule in ((ckpt, "pretrain_actor"), ("results/d/split/test_exclude.npz",
+                                                  "prepare_data")):
+        body = f"from ract.errors import RactError; raise RactError('{path}: damaged')"
+        proc, _ = job(tmp_path, body, inputs=[ckpt, "results/d/split/manifest.json"])
+        _, stderr = proc.communicate(timeout=120)
+        assert one_error_line(stderr) == (
+            f"ract: error: {path}: damaged; rule {rule} makes it here: delete {path} and run "
+            "again to remake it and everything made from it")
+    # a file the job does not read is not the job's input to blame
+    proc, _ = job(tmp_path, f"from ract.errors import RactError; raise RactError('{ckpt}: x')")
+    assert one_error_line(proc.communicate(timeout=120)[1]) == f"ract: error: {ckpt}: x"

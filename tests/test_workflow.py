@@ -434,3 +434,24 @@ def test_a_job_killed_after_a_settings_change_never_leaves_stale_results(
         assert (work / "results/ml-100k" / name).read_text() == \
             (reference / "results/ml-100k" / name).read_text(), name
     assert planned_jobs(work, config) == {}
+
+
+def test_a_damaged_checkpoint_names_its_rule_and_deleting_it_recovers(study, tmp_path):
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    actor = work / "results/ml-100k/main/seed1/actor_pretrain.pt"
+    stamp = actor.stat()
+    actor.write_bytes(b"not a checkpoint")  # a bad disk block; its time says nothing changed
+    os.utime(actor, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    config = change(("critic",), "critic_layers", [8])  # the critic reads the actor again
+    r = snakemake(work, config)
+    assert r.returncode != 0
+    line = ("ract: error: results/ml-100k/main/seed1/actor_pretrain.pt: not a loadable ract "
+            "checkpoint")
+    assert line in r.stderr
+    assert ("rule pretrain_actor makes it here: delete results/ml-100k/main/seed1/"
+            "actor_pretrain.pt and run again to remake it and everything made from it") in (
+        work / "logs/ml-100k/main/seed1/critic_pretrain.log").read_text()
+    actor.unlink()  # as the line says: the actor is remade, and all after it (the new critic)
+    assert planned_jobs(work, config) == {**RERUNS["actor setting"][1], "evaluate": 4,
+                                          "pretrain_critic_dae": 1, "finetune_dae": 1}

@@ -66,8 +66,8 @@ class SplitData:
 
 def _load_matrix(path: Path, n_items: int) -> sp.csr_matrix:
     if not path.exists():
-        raise RactError(f"{path}: file not found; the split folder is incomplete, run "
-                        "`ract prepare` again")
+        raise RactError(f"{path}: file not found; the split folder is incomplete, prepare "
+                        "it again")
     try:
         m = sp.load_npz(path).tocsr()
     except Exception as exc:  # a damaged zip or foreign file

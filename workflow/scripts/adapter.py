@@ -5,7 +5,9 @@ the traceback of anything but bad input; record what a finished job read and wro
 
 import logging
 import os
+import re
 import sys
+from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning. Set before torch loads: with spinning, two
 # 2-thread jobs on 2 cores ran 8x slower each than one alone (critic stage, ml-100k); with
@@ -13,7 +15,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ract.errors import RactError, error_line  # noqa: E402
-from ract.provenance import record_job  # noqa: E402
+from ract.provenance import JobRunning, job_lock, producer, record_job  # noqa: E402
 
 log = logging.getLogger("ract")
 
@@ -23,11 +25,35 @@ def run(snakemake, body):
                         format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     try:
-        body()
+        with job_lock(snakemake.output):
+            body()
+    except JobRunning as exc:
+        fail(f"ract: error: another process{f' (pid {exc.pid})' if exc.pid else ''} is still "
+             "running this job, left by a Snakemake run that was stopped; wait for it to end "
+             f"or stop it{f' (kill {exc.pid})' if exc.pid else ''}, then run again")
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line
         line = error_line(exc, f"full traceback in {snakemake.log[0]}")
+        if isinstance(exc, RactError):
+            line += remedy(line, snakemake.input)
         # the line, then (unless it is bad input) the traceback below it in the log
-        log.error("%s", line, exc_info=not isinstance(exc, RactError))
-        print(line, file=sys.stderr)
-        sys.exit(1)
+        fail(line, exc_info=not isinstance(exc, RactError))
     record_job(snakemake.rule, snakemake.input, snakemake.output)
+
+
+def fail(line, exc_info=False):
+    log.error("%s", line, exc_info=exc_info)
+    print(line, file=sys.stderr)
+    sys.exit(1)
+
+
+def remedy(line, inputs):
+    """For an input this workflow made that turns out damaged or incomplete, which rule makes it
+    and how to have it remade (the command-line advice in the message does not apply here)."""
+    folders = {str(Path(p).parent) for p in inputs}
+    for path in re.findall(r"(?:[\w.@+-]+/)+[\w.@+-]+", line):
+        if path in inputs or str(Path(path).parent) in folders:
+            rule = producer(path)
+            if rule:
+                return (f"; rule {rule} makes it here: delete {path} and run again to remake it "
+                        "and everything made from it")
+    return ""
