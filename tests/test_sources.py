@@ -169,10 +169,18 @@ PREPARE_DATA = """
 import runpy, sys
 from types import SimpleNamespace as N
 sys.path.insert(0, {scripts!r})
+
+
+class Files(list):  # Snakemake's named file lists: iterable, and by name
+    def __init__(self, **named):
+        super().__init__(named.values())
+        self.__dict__.update(named)
+
+
 snakemake = N(params=N(reader=dict(format=None, columns=None, sep=None, header=None),
                        settings={{}}),
-              input=N(raw={pointer!r}), output=N(manifest={out!r} + "/manifest.json"),
-              wildcards=N(dataset="toy"), log=[{log!r}])
+              input=Files(raw={pointer!r}), output=Files(manifest={out!r} + "/manifest.json"),
+              wildcards=N(dataset="toy"), log=[{log!r}], rule="prepare_data")
 runpy.run_path({script!r}, init_globals=dict(snakemake=snakemake))
 """
 
@@ -186,7 +194,8 @@ def test_workflow_prepare_data_refuses_an_edited_cache_file(tmp_path, no_pip):
     job = PREPARE_DATA.format(scripts=str(scripts), script=str(scripts / "prepare_data.py"),
                               pointer=str(pointer), out=str(tmp_path / "split"),
                               log=str(tmp_path / "log"))
-    r = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True,
+                       cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == (
         f"ract: error: {path}: changed since it was downloaded (its SHA-256 no longer matches "
