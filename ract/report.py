@@ -276,6 +276,7 @@ def _numeric(column: pd.Series) -> bool:
 
 @dataclass(frozen=True)
 class Table:
+    """A table block: `columns` of `frame` (all when None), floats printed with `floatfmt`."""
     frame: pd.DataFrame
     columns: Sequence[str] | None = None
     floatfmt: str = ".4f"
@@ -285,7 +286,7 @@ def comparison_document(table: pd.DataFrame, aggregate: pd.DataFrame, tests: Seq
                         *, metrics: Sequence[str], starts: Mapping[str, str],
                         failed: Sequence[Mapping], groups: pd.DataFrame, critic: pd.DataFrame,
                         fit_r: Mapping[str, float], paper: str | None = None) -> list:
-    """The study's comparison: the models' test metrics (`aggregate`, from `aggregate_table`),
+    """The study's comparison: every model's metrics (`aggregate`, from `aggregate_table`),
     the paired `tests` (`ract.stats.paired_test_over_seeds` plus `a`, `b`) with their verdicts,
     finetuned models that kept their starting actor (`starts`: name -> starting model's name),
     `failed` runs (`failures`), the per-seed `table` (`metrics_table`), the first test's
