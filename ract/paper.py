@@ -143,11 +143,18 @@ def paper_comparison(aggregate: pd.DataFrame, dataset: str, *, split: str = "tes
 
 
 def paper_markdown(comparison: pd.DataFrame, digits: int = 3) -> str:
-    """A Markdown table of a `paper_comparison` frame, one row per model and for each metric
-    ours (± standard error across seeds when there is one), the paper's number and ours minus
-    the paper's; then a line naming the sources. Ends with a newline."""
+    """A Markdown table of a `paper_comparison` frame (`paper_table`), then the line naming the
+    sources. Ends with a newline."""
     from .report import markdown_table  # report pulls in matplotlib; only the rendering needs it
 
+    cells, note = paper_table(comparison, digits)
+    return markdown_table(cells) + f"\n{note}\n"
+
+
+def paper_table(comparison: pd.DataFrame, digits: int = 3) -> tuple[pd.DataFrame, str]:
+    """The cells of a `paper_comparison` frame as text, one row per model and for each metric
+    ours (± standard error across seeds when there is one), the paper's number and ours minus
+    the paper's; and a sentence naming the sources."""
     missing = [c for c in COMPARISON_COLUMNS if c not in comparison.columns]
     if missing:
         raise RactError(f"paper table: no column(s) {missing}; expected a paper_comparison frame")
@@ -173,9 +180,9 @@ def paper_markdown(comparison: pd.DataFrame, digits: int = 3) -> str:
                                     for kind in ("ours", "paper", "diff")]
     sources = "; ".join(f"{', '.join(dict.fromkeys(g['model']))}: {source}"
                         for source, g in comparison.groupby("source", sort=False))
-    return (markdown_table(pd.DataFrame(cells, columns=columns), columns)
-            + f"\nOurs: mean over seeds (± standard error across seeds); diff = ours - paper. "
-              f"Paper numbers (strong generalisation, test users) - {sources}.\n")
+    return (pd.DataFrame(cells, columns=columns),
+            "Ours: mean over seeds (± standard error across seeds); diff = ours - paper. "
+            f"Paper numbers (strong generalisation, test users) - {sources}.")
 
 
 def size_comparison(manifest: Mapping, dataset: str) -> pd.DataFrame:

@@ -11,9 +11,12 @@ display name, e.g. "Mult-VAE" or "RaCT"), `seed` (int) and `variant` (str, e.g. 
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -24,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .errors import RactError
 from .io import atomic_path
+from .paper import CRITIC_CORRELATION, paper_comparison, paper_table
 
 KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users", "status")
 GROUP_COLUMNS = ("variant", "split", "model")
@@ -213,34 +217,200 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
     Floats use `floatfmt`, missing values print as "n/a", numeric columns are right-aligned and
     `|` inside cells is escaped. Ends with a newline.
     """
-    columns = list(frame.columns) if columns is None else list(columns)
-    if not columns:
-        raise RactError("markdown table: no columns given")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise RactError(f"markdown table: no column(s) {missing}; available: {list(frame.columns)}")
-
-    def cell(value) -> str:
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            return "n/a"
-        if isinstance(value, (bool, np.bool_)):
-            return str(bool(value))
-        if isinstance(value, (int, np.integer)):
-            return str(int(value))
-        if isinstance(value, (float, np.floating)):
-            return format(float(value), floatfmt)
-        return str(value).replace("|", "\\|").replace("\n", " ")
-
-    def numeric(col) -> bool:
-        return (pd.api.types.is_numeric_dtype(frame[col])
-                and not pd.api.types.is_bool_dtype(frame[col]))
-
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
-             "|" + "|".join("---:" if numeric(c) else ":---" for c in columns) + "|"]
+    columns = _table_columns(frame, columns)
+    lines = ["| " + " | ".join(_cell(c, floatfmt).replace("|", "\\|") for c in columns) + " |",
+             "|" + "|".join("---:" if _numeric(frame[c]) else ":---" for c in columns) + "|"]
     # itertuples keeps each column's type (iterrows would turn the ints of a mixed row to floats)
     for record in frame[columns].itertuples(index=False, name=None):
-        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+        lines.append("| " + " | ".join(_cell(v, floatfmt).replace("|", "\\|") for v in record)
+                     + " |")
     return "\n".join(lines) + "\n"
+
+
+def html_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
+               floatfmt: str = ".4f") -> str:
+    """The same table as `markdown_table`, as an HTML `<table>`."""
+    columns = _table_columns(frame, columns)
+    align = [' class="num"' if _numeric(frame[c]) else "" for c in columns]
+    head = "".join(f"<th{a}>{html.escape(_cell(c, floatfmt))}</th>"
+                   for c, a in zip(columns, align))
+    rows = ["<tr>" + "".join(f"<td{a}>{html.escape(_cell(v, floatfmt))}</td>"
+                             for v, a in zip(record, align)) + "</tr>"
+            for record in frame[columns].itertuples(index=False, name=None)]
+    return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _table_columns(frame: pd.DataFrame, columns: Sequence[str] | None) -> list[str]:
+    columns = list(frame.columns) if columns is None else list(columns)
+    if not columns:
+        raise RactError("table: no columns given")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise RactError(f"table: no column(s) {missing}; available: {list(frame.columns)}")
+    return columns
+
+
+def _cell(value, floatfmt: str) -> str:
+    """One table cell as text: "n/a" for a missing value, ints as ints, floats in `floatfmt`,
+    on one line."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return format(float(value), floatfmt)
+    return str(value).replace("\n", " ")
+
+
+def _numeric(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+# ----------------------------------------------------------------------------------------------
+# The comparison page: one document, written as Markdown (comparison.md) and as HTML (the page
+# `snakemake --report` shows inline). A document is a list of blocks: a str is a paragraph
+# (`**bold**` allowed), a list of str a bulleted list, a `Table` a table.
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table block: `columns` of `frame` (all when None), floats printed with `floatfmt`."""
+    frame: pd.DataFrame
+    columns: Sequence[str] | None = None
+    floatfmt: str = ".4f"
+
+
+def comparison_document(table: pd.DataFrame, aggregate: pd.DataFrame, tests: Sequence[Mapping],
+                        *, metrics: Sequence[str], starts: Mapping[str, str],
+                        failed: Sequence[Mapping], groups: pd.DataFrame, critic: pd.DataFrame,
+                        fit_r: Mapping[str, float], paper: str | None = None) -> list:
+    """The study's comparison: every model's metrics (`aggregate`, from `aggregate_table`),
+    the paired `tests` (`ract.stats.paired_test_over_seeds` plus `a`, `b`) with their verdicts,
+    finetuned models that kept their starting actor (`starts`: name -> starting model's name),
+    `failed` runs (`failures`), the per-seed `table` (`metrics_table`), the first test's
+    difference by user activity (`gain_by_activity`), the `critic` fit per seed with the pooled
+    `fit_r` (`plot_critic_fit`) and, when `paper` names a data set the paper reports, its
+    numbers beside ours."""
+    first = tests[0]
+    doc = ["Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
+           "model): ± is the standard error over users.",
+           Table(_mean_cells(aggregate, metrics), ["split", "model", "seeds", "failed",
+                                                   *metrics]),
+           "Does the critic help? Paired tests on test users; the verdict is read from the 95% "
+           "paired bootstrap interval of the mean difference (10,000 resamples of users), never "
+           "from a p-value alone. RaCT against the NLL finetune control is the critic's own "
+           "contribution: both continue the same Mult-VAE with the same schedule, batches, "
+           "dropout masks and noise, one on the critic's score, one on the likelihood.",
+           [verdict_line(t) for t in tests]]
+    kept = kept_pretrained(table[table["split"] == "test"], starts)
+    if kept:
+        doc.append(kept)
+    if failed:
+        doc += ["Models recorded as failed (no results; fix the setting named and rerun):",
+                [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in failed]]
+    doc += ["Per seed:",
+            Table(table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
+            f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per user):",
+            Table(groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
+            "Critic fit at the kept critic epoch (best: the highest validation r of any validated "
+            "epoch):",
+            Table(critic, floatfmt=".3f"),
+            f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
+            f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
+            "about 0.49 and 0.05)."]
+    if paper:
+        cells, note = paper_table(paper_comparison(aggregate, paper))
+        doc += [f"Against the paper ({paper}, test users; ours: mean over seeds):", Table(cells),
+                note]
+        if paper in CRITIC_CORRELATION:
+            ref = CRITIC_CORRELATION[paper]
+            doc.append(f"Pearson r with the true NDCG@100, ours on validation users / paper on "
+                       f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
+                       f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}.")
+    return doc
+
+
+def markdown_document(doc: Sequence) -> str:
+    """A `comparison_document` as Markdown, blocks separated by a blank line."""
+    blocks = [markdown_table(b.frame, b.columns, b.floatfmt).rstrip("\n") if isinstance(b, Table)
+              else "\n".join(f"- {item}" for item in b) if isinstance(b, list) else b
+              for b in doc]
+    return "\n\n".join(blocks) + "\n"
+
+
+def html_document(doc: Sequence, title: str) -> str:
+    """A `comparison_document` as one self-contained HTML page (no scripts, no external files),
+    which Snakemake's report shows inline."""
+    def inline(text: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+    blocks = [html_table(b.frame, b.columns, b.floatfmt) if isinstance(b, Table)
+              else "<ul>\n" + "\n".join(f"<li>{inline(item)}</li>" for item in b) + "\n</ul>"
+              if isinstance(b, list) else f"<p>{inline(b)}</p>"
+              for b in doc]
+    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{html.escape(title)}</title>\n<style>{_PAGE_STYLE}</style>\n</head>\n<body>\n"
+            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(blocks) + "\n</body>\n</html>\n")
+
+
+_PAGE_STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5em; max-width: 80em; color: #222; }
+h1 { font-size: 1.3em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.2em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f0f0f0; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+li { margin-bottom: 0.5em; }
+"""
+
+
+def signed(x: float) -> str:
+    """+0.0012, or +3.1e-05 where four decimals would print a nonzero difference as 0."""
+    return f"{x:+.4f}" if x == 0 or abs(x) >= 5e-5 else f"{x:+.1e}"
+
+
+def verdict_line(test: Mapping) -> str:
+    """One sentence: the difference, its intervals, both p-values and the verdict in words."""
+    a, b = test["a"], test["b"]
+    words = {"better": f"{b} better than {a}", "worse": f"{b} worse than {a}",
+             "no detectable difference": "no detectable difference"}[test["verdict"]]
+    return (f"**{b} − {a}**, test NDCG@100 per user ({test['n']} users, averaged over "
+            f"seeds): mean difference {signed(test['mean_diff'])}, 95% paired bootstrap interval "
+            f"{signed(test['boot_low'])} to {signed(test['boot_high'])} (t interval "
+            f"{signed(test['ci95_low'])} to {signed(test['ci95_high'])}); Cohen's d_z "
+            f"{test['effect_size_dz']:+.3f}; {test['wins']} users better / {test['losses']} "
+            f"worse / {test['ties']} tied; Wilcoxon signed-rank p = "
+            f"{test['wilcoxon_pvalue']:.3g} (ties split), paired t-test p = "
+            f"{test['t_pvalue']:.3g}. Verdict: **{words}**.")
+
+
+def kept_pretrained(table: pd.DataFrame, starts: Mapping[str, str]) -> list[str]:
+    """Sentences for each finetuned model (`starts`: its name -> its starting model's) that
+    kept epoch 0 for every seed: its numbers are then the starting actor's, not a result of
+    finetuning."""
+    lines = []
+    for model, start in starts.items():
+        rows = table[(table["model"] == model) & (table["status"] == "ok")]
+        if len(rows) and (rows["epoch"] == 0).all():
+            lines.append(f"{model} is {start}: on validation users no finetune epoch beat the "
+                         f"pretrained actor for any seed, so every seed kept epoch 0, the "
+                         f"{start} checkpoint itself.")
+    return lines
+
+
+def _mean_cells(aggregate: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """`aggregate` with each metric as text: mean ± standard error across seeds, or ± over
+    users marked † for one seed; "failed" or "n/a" where there is no mean."""
+    cells = aggregate.copy()
+    for m in metrics:
+        cells[m] = [("failed" if seeds == 0 else "n/a") if pd.isna(a) else
+                    f"{a:.4f} ± {b:.4f}" if pd.notna(b) else
+                    f"{a:.4f} ± {u:.4f}†" if pd.notna(u) else f"{a:.4f}"
+                    for a, b, u, seeds in zip(aggregate[m], aggregate[f"{m}_se"],
+                                              aggregate[f"{m}_user_se"], aggregate["seeds"])]
+    return cells
 
 
 # ----------------------------------------------------------------------------------------------

@@ -257,3 +257,31 @@ def test_failed_model_is_shown_not_dropped(tmp_path, summaries):
         {"model": "EASE", "seed": 0, "split": "test", "error": failed["error"]}]
     report.plot_metric_bars(agg, tmp_path / "b.png")  # EASE keeps its place, marked failed
     assert_figure(tmp_path / "b.png", b"\x89PNG")
+
+
+def test_comparison_document_gives_the_same_table_and_verdicts_in_markdown_and_html(summaries):
+    table = report.metrics_table(summaries)
+    aggregate = report.aggregate_table(table, ("recall@20", "ndcg@100"))
+    test = {"a": "Mult-VAE", "b": "RaCT", "n": 9, "mean_diff": 0.1, "boot_low": 0.05,
+            "boot_high": 0.15, "ci95_low": 0.04, "ci95_high": 0.16, "effect_size_dz": 0.8,
+            "wins": 7, "losses": 1, "ties": 1, "wilcoxon_pvalue": 0.01, "t_pvalue": 0.02,
+            "verdict": "better"}
+    groups = pd.DataFrame({"group": ["Q1"], "min_items": [1], "max_items": [9], "users": [9],
+                           "mean_diff": [0.1], "se": [0.01]})
+    doc = report.comparison_document(
+        table, aggregate, [test], metrics=("recall@20", "ndcg@100"),
+        starts={"RaCT": "Mult-VAE"}, failed=[{"model": "EASE", "seed": 0, "split": "test",
+                                              "error": "a <b> & c"}],
+        groups=groups, critic=pd.DataFrame({"seed": [1], "r": [0.51234]}),
+        fit_r={"users": 9, "critic": 0.5, "nll": 0.1})
+    md = report.markdown_document(doc)
+    page = report.html_document(doc, "ml-100k: the models compared")
+    assert "| test | RaCT | 3 | 0 | 0.4000 ± 0.1155 | 0.5000 ± 0.0000 |" in md
+    assert "- **RaCT − Mult-VAE**, test NDCG@100" in md and "Verdict: **RaCT better than" in md
+    assert ('<td>RaCT</td><td class="num">3</td><td class="num">0</td>'
+            "<td>0.4000 ± 0.1155</td>") in page
+    assert "<li><strong>RaCT − Mult-VAE</strong>, test NDCG@100" in page
+    assert "Verdict: <strong>RaCT better than Mult-VAE</strong>." in page
+    assert "a &lt;b&gt; &amp; c" in page and "<b>" not in page  # cells and text are escaped
+    assert '<td class="num">0.512</td>' in page  # the table's own float format
+    assert "<script" not in page and page.startswith("<!DOCTYPE html>")

@@ -116,6 +116,56 @@ def test_second_run_does_nothing(study):
     assert planned_jobs(study, tiny_config()) == {}
 
 
+def chromium():
+    """A Chromium to drive: the system's (Debian: `apt-get install chromium`), since
+    `playwright install` downloads its own from the internet."""
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
+                                                "google-chrome"))), None)
+
+
+def test_report_shows_table_verdicts_and_config_in_a_browser(study, tmp_path):
+    """What a reader of `snakemake --report` sees in headless Chromium: the landing text names
+    the config file used, entries go by label, the comparison page shows the table and the
+    verdicts, captions hold no mailto link. Keeps a screenshot in tests/artifacts/."""
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="playwright is not installed (pip install -e .[test])")
+    browser_path = chromium()
+    if browser_path is None:
+        pytest.skip("no Chromium found (Debian: apt-get install chromium); the report was not "
+                    "checked in a browser")
+    report = tmp_path / "report.html"
+    r = snakemake(study, tiny_config(), "--report", str(report))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mailto:" not in report.read_text()  # the report embeds every caption
+    first = json.loads((study / "results/ml-100k/significance.json").read_text())["tests"][0]
+    verdict = {"better": f"{first['b']} better than {first['a']}",
+               "worse": f"{first['b']} worse than {first['a']}"}.get(first["verdict"],
+                                                                  first["verdict"])
+    artifacts = ROOT / "tests/artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=browser_path)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(report.as_uri())
+        landing = page.get_by_text("for every data set and seed in")
+        sync_api.expect(landing).to_contain_text("in tiny.yaml.")
+        page.get_by_text("Results", exact=True).click()
+        entry = page.locator("tr", has_text="models compared, paired tests")
+        sync_api.expect(entry).to_be_visible()
+        entry.locator("a[iconname=eye]").click()  # show it
+        shown = page.frame_locator("iframe")
+        for cell in ("RaCT", "Mult-VAE", "NLL finetune (control)", "EASE"):
+            sync_api.expect(shown.get_by_role("cell", name=cell, exact=True).first).to_be_visible()
+        pair = shown.locator("li").filter(has_text=f"{first['b']} − {first['a']}, test")
+        sync_api.expect(pair).to_be_visible()
+        sync_api.expect(pair).to_contain_text(f"Verdict: {verdict}.")
+        page.screenshot(path=artifacts / "report.png")
+        entry.locator("a[iconname=information-circle]").click()  # its caption
+        sync_api.expect(page.get_by_text("test Recall@20, Recall@50 and NDCG@100")).to_be_visible()
+        assert page.locator("a[href^='mailto:']").count() == 0
+        browser.close()
+
+
 def test_reordering_config_keys_is_not_a_change(study):
     def reverse(value):
         if isinstance(value, dict):

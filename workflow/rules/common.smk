@@ -124,6 +124,20 @@ DATASETS = list(config["datasets"])
 SEEDS = list(config["seeds"])
 
 
+# The config files this run read, in the order they apply (`--configfile` ones last: they win),
+# for the report's landing text, which Snakemake renders with `snakemake.config` and nothing
+# else. Set after validation and the sweep's expansion: it is no setting and no job reads it.
+def shown_path(path):
+    """`path` relative to the working directory when it lies inside it, else absolute."""
+    path = Path(path).absolute()
+    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+
+
+_given = [shown_path(f) for f in workflow.overwrite_configfiles]
+config["configfiles"] = [f for f in map(shown_path, workflow.configfiles)
+                         if f not in _given] + _given
+
+
 def section(cfg, path):
     for part in path:
         cfg = cfg[part]

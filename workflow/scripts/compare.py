@@ -5,11 +5,10 @@ import pandas as pd
 
 from ract.errors import RactError
 from ract.io import write_csv, write_json, write_text
-from ract.paper import CRITIC_CORRELATION, paper_comparison, paper_markdown
-from ract.report import (aggregate_table, check_same_data, failures, gain_by_activity,
-                         markdown_table, metrics_table, plot_critic_fit,
-                         plot_gain_by_activity, plot_metric_bars, plot_training_curves,
-                         read_history, read_summary)
+from ract.report import (aggregate_table, check_same_data, comparison_document, failures,
+                         gain_by_activity, html_document, markdown_document, metrics_table,
+                         plot_critic_fit, plot_gain_by_activity, plot_metric_bars,
+                         plot_training_curves, read_history, read_summary)
 from ract.stats import paired_test_over_seeds
 
 SHOWN = ["recall@20", "recall@50", "ndcg@100"]
@@ -32,40 +31,6 @@ def per_user_ndcg(paths, runs):
     for (model, _seed), frame in zip(runs, frames):
         by_model.setdefault(model, []).append(frame["ndcg@100"].to_numpy())
     return by_model, frames[0]
-
-
-def signed(x: float) -> str:
-    """+0.0012, or +3.1e-05 where four decimals would print a nonzero difference as 0."""
-    return f"{x:+.4f}" if x == 0 or abs(x) >= 5e-5 else f"{x:+.1e}"
-
-
-def verdict_line(test):
-    """One sentence: the difference, its intervals, both p-values and the verdict in words."""
-    a, b = test["a"], test["b"]
-    words = {"better": f"{b} better than {a}", "worse": f"{b} worse than {a}",
-             "no detectable difference": "no detectable difference"}[test["verdict"]]
-    return (f"- **{b} − {a}**, test NDCG@100 per user ({test['n']} users, averaged over "
-            f"seeds): mean difference {signed(test['mean_diff'])}, 95% paired bootstrap interval "
-            f"{signed(test['boot_low'])} to {signed(test['boot_high'])} (t interval "
-            f"{signed(test['ci95_low'])} to {signed(test['ci95_high'])}); Cohen's d_z "
-            f"{test['effect_size_dz']:+.3f}; {test['wins']} users better / {test['losses']} "
-            f"worse / {test['ties']} tied; Wilcoxon signed-rank p = "
-            f"{test['wilcoxon_pvalue']:.3g} (ties split), paired t-test p = "
-            f"{test['t_pvalue']:.3g}. Verdict: **{words}**.")
-
-
-def kept_pretrained(table, starts):
-    """Sentences for each finetuned model (`starts`: its name -> its starting model's) that
-    kept epoch 0 for every seed: its numbers are then the starting actor's, not a result of
-    finetuning."""
-    lines = []
-    for model, start in starts.items():
-        rows = table[(table["model"] == model) & (table["status"] == "ok")]
-        if len(rows) and (rows["epoch"] == 0).all():
-            lines.append(f"- {model} is {start}: on validation users no finetune epoch beat the "
-                         f"pretrained actor for any seed, so every seed kept epoch 0, the "
-                         f"{start} checkpoint itself.")
-    return lines
 
 
 def main():
@@ -118,53 +83,12 @@ def main():
     plot_gain_by_activity(groups, snakemake.output.gain, snakemake.output.gain_pdf,
                           label=f"{first['b']} - {first['a']}")
 
-    cells = aggregate.copy()
-    for m in SHOWN:
-        cells[m] = [("failed" if seeds == 0 else "n/a") if pd.isna(a) else
-                    f"{a:.4f} ± {b:.4f}" if pd.notna(b) else
-                    f"{a:.4f} ± {u:.4f}†" if pd.notna(u) else f"{a:.4f}"
-                    for a, b, u, seeds in zip(aggregate[m], aggregate[f"{m}_se"],
-                                              aggregate[f"{m}_user_se"], aggregate["seeds"])]
-    text = ["Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
-            "model): ± is the standard error over users.", "",
-            markdown_table(cells, ["split", "model", "seeds", "failed", *SHOWN]), "",
-            "Does the critic help? Paired tests on test users; the verdict is read from the "
-            "95% paired bootstrap interval of the mean difference (10,000 resamples of users), "
-            "never from a p-value alone. RaCT against the NLL finetune control is the critic's "
-            "own contribution: both continue the same Mult-VAE with the same schedule, "
-            "batches, dropout masks and noise, one on the critic's score, one on the "
-            "likelihood.", "", *[verdict_line(t) for t in tests], ""]
-    kept = kept_pretrained(table[table["split"] == "test"], p.starts)
-    if kept:
-        text += [*kept, ""]
-    if failed:
-        text += ["Models recorded as failed (no results; fix the setting named and rerun):", "",
-                 *[f"- {f['model']}, seed {f['seed']}, {f['split']}: {f['error']}"
-                   for f in failed], ""]
-    text += ["Per seed:", "",
-             markdown_table(table, ["split", "model", "seed", "epoch", "users", "status",
-                                    *SHOWN]), "",
-             f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per "
-             "user):", "",
-             markdown_table(groups, ["group", "min_items", "max_items", "users", "mean_diff",
-                                     "se"]), "",
-             "Critic fit at the kept critic epoch (best: the highest validation r of any "
-             "validated epoch):", "",
-             markdown_table(pd.DataFrame(critic_rows), ["seed", "critic steps", "kept epoch",
-                                                        "best r (epoch)", *CRITIC.values()],
-                            floatfmt=".3f"), "",
-             f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
-             f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
-             "about 0.49 and 0.05)."]
-    if p.paper:
-        text += ["", f"Against the paper ({p.paper}, test users; ours: mean over seeds):", "",
-                 paper_markdown(paper_comparison(aggregate, p.paper))]
-        if p.paper in CRITIC_CORRELATION:
-            ref = CRITIC_CORRELATION[p.paper]
-            text += [f"Pearson r with the true NDCG@100, ours on validation users / paper on "
-                     f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
-                     f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."]
-    write_text(snakemake.output.md, "\n".join(text) + "\n")
+    doc = comparison_document(table, aggregate, tests, metrics=SHOWN, starts=p.starts,
+                              failed=failed, groups=groups, critic=pd.DataFrame(critic_rows),
+                              fit_r=fit_r, paper=p.paper)
+    write_text(snakemake.output.md, markdown_document(doc))
+    write_text(snakemake.output.html,
+               html_document(doc, f"{snakemake.wildcards.dataset}: the models compared"))
     plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf,
                          controls=controls)
     plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
