@@ -26,6 +26,7 @@ import pandas as pd
 
 from .errors import RactError
 from .io import write_csv, write_json
+from .resume import Interrupted
 
 log = logging.getLogger("ract.progress")
 
@@ -48,8 +49,7 @@ def clock(seconds: float | None) -> str:
 class Progress:
     """The live history, progress file and progress lines of one stage run."""
 
-    def __init__(self, stage: str, n_epochs: int, history_path, metric: str | None,
-                 frame_of):
+    def __init__(self, stage: str, n_epochs: int, history_path, metric: str, frame_of):
         self.stage, self.n_epochs, self.metric = stage, n_epochs, metric
         self.history_path, self.json_path = Path(history_path), progress_path(history_path)
         self.frame_of = frame_of  # history rows -> the history DataFrame
@@ -110,12 +110,11 @@ class Progress:
             return
         with self._best_effort():
             self.history_path.unlink(missing_ok=True)
-        from .resume import Interrupted
         state = "stopped" if isinstance(exc, Interrupted) else "failed"
         self._write(state, None, reason=str(exc) or type(exc).__name__)
 
     def _note(self, row: dict) -> None:
-        value = row.get(self.metric) if self.metric else None
+        value = row.get(self.metric)
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             self.value = float(value)
 
