@@ -198,7 +198,8 @@ def recommend_for_items(model, data: SplitData, items, n: int = 10, *,
     their row is folded in as a held-out user's is (strong generalisation). Returns the
     recommendations (rank, item, score) and the given ids the model does not know, which are
     skipped; none known is refused."""
-    known = pd.Series(data.items()).reset_index().set_index(0)["index"]  # original id -> column
+    ids = data.items()
+    known = pd.Series(np.arange(len(ids)), index=ids)  # original id -> column
     given = pd.Series(list(dict.fromkeys(str(i) for i in items)), dtype=str)
     columns = known.reindex(given)
     unknown = given[columns.isna().to_numpy()].tolist()
@@ -207,6 +208,6 @@ def recommend_for_items(model, data: SplitData, items, n: int = 10, *,
                         f"{data.path / 'items.csv'}; expected original item ids of the data "
                         "the model was trained on")
     x = torch.zeros(1, data.n_items, device=device)  # (1, n_items)
-    x[0, torch.as_tensor(columns.dropna().to_numpy(dtype=np.int64), device=device)] = 1.0
+    x[0, torch.tensor(columns.dropna().to_numpy(dtype=np.int64), device=device)] = 1.0
     model.eval()
-    return _top_n(model, x, x, n, data.items()).drop(columns="row"), unknown
+    return _top_n(model, x, x, n, ids).drop(columns="row"), unknown

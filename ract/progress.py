@@ -100,7 +100,9 @@ class Progress:
         return (f"{epoch}/{self.n_epochs} ({100 * epoch / max(self.n_epochs, 1):.0f}%, "
                 f"{clock(done['elapsed_seconds'])} elapsed, ETA {clock(done['eta_seconds'])})")
 
-    def finish(self, kept_epoch: int) -> None:
+    def finish(self, kept_epoch: int, kept_row: dict) -> None:
+        """The stage is done; its metric is now the kept epoch's."""
+        self._note(kept_row)
         self._write("done", self.n_epochs, kept_epoch=kept_epoch)
 
     def fail(self, exc: BaseException) -> None:
@@ -167,8 +169,8 @@ def progress_table(rows: list[dict], root) -> pd.DataFrame:
         "history": [os.path.relpath(r["path"], root) for r in rows],
         "stage": [r.get("stage") for r in rows],
         "state": [r.get("state") for r in rows],
-        "epoch": [f"{'?' if r.get('epoch') is None else r['epoch']}/{r.get('epochs')}"
-                  for r in rows],
+        "epoch": [f"{'?' if r.get('epoch') is None else r['epoch']}/{r.get('epochs')}" +
+                  (f" (kept {r['kept_epoch']})" if "kept_epoch" in r else "") for r in rows],
         "metric": [metric(r) for r in rows],
         "elapsed": [clock(r.get("elapsed_seconds")) for r in rows],
         "eta": [clock(r.get("eta_seconds")) if r.get("state") == "running" else ""

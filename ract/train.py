@@ -618,7 +618,7 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
         best_epoch, models, best_row = n_epochs, _kept_states(run), history[-1]
     save(out_checkpoint, best_epoch, best_row, models)
     write_csv(history_path, history_frame(history, stage, best_epoch))
-    progress.finish(best_epoch)
+    progress.finish(best_epoch, best_row)
     if resume is not None:
         resume.remove()
     total = time.perf_counter() - t0

@@ -57,7 +57,9 @@ def test_history_grows_each_epoch_and_ends_as_before(split, tmp_path, monkeypatc
     assert final["kept"].sum() == 1 and final["stage"].eq("actor_pretrain").all()
     progress = json.loads((tmp_path / "a.progress.json").read_text())
     assert progress["state"] == "done" and progress["epoch"] == progress["epochs"] == 3
-    assert progress["value"] == pytest.approx(final["val_ndcg@100"].iloc[-1])
+    kept = final.loc[final["kept"], "val_ndcg@100"].item()
+    assert progress["value"] == pytest.approx(kept) and progress["kept_epoch"] == \
+        final.loc[final["kept"], "epoch"].item()
 
 
 def test_a_failed_stage_leaves_no_history_and_says_failed(split, tmp_path):
