@@ -485,7 +485,8 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
                     "critic": config_dict(critic.cfg) if critic is not None else None,
                     "data": data.content_hash, "device": dev.type}
         resume = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
-    # the critic stage's own measure, when it keeps its last epoch
+    # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
+    # last epoch has none, so its fit to validation users (val_critic_r)
     progress = Progress(stage, epochs, history_path, select_metric(cfg) or "val_critic_r",
                         lambda rows: history_frame(rows, stage))
     with sigterm_flag() as stopping:
