@@ -9,7 +9,9 @@ load with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,6 +24,8 @@ from .data.splits import EvalSplit, SplitData
 from .errors import ModelFailure, RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
 from .io import atomic_path
+
+log = logging.getLogger("ract.baselines")
 
 FORMAT_VERSION = 1
 KINDS = ("ease", "popularity")
@@ -169,14 +173,21 @@ def select_ease_lambda(data: SplitData, lambdas=DEFAULT_LAMBDAS, k: int = 100, *
         raise ModelFailure(f"EASE on {data.n_items} items needs about {need / 2**30:.1f} GiB, "
                            f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
                            "fit_ease job's mem_mb or leave ease out of `models`")
+    start = time.perf_counter()
     gram = gram_matrix(data.train, device=device)
+    log.info("EASE: X^T X of %d items in %.1fs; %d lambdas to fit", data.n_items,
+             time.perf_counter() - start, len(lambdas))
     best, best_score, rows = None, -math.inf, []
-    for lam in lambdas:
+    for i, lam in enumerate(lambdas, 1):
+        start = time.perf_counter()
         model = EASE.from_gram(gram, lam).to(device)
         score = mean_ndcg(model, data.validation, k, device=device)
         rows.append({"lam": lam, f"val_ndcg@{k}": score})
+        log.info("EASE %d/%d: lambda %g: validation NDCG@%d %.4f (%.1fs)", i, len(lambdas),
+                 lam, k, score, time.perf_counter() - start)
         if score > best_score:
             best, best_score = model, score
+    log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", best.lam, k, best_score)
     return best.cpu(), rows
 
 

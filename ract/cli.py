@@ -1,4 +1,4 @@
-"""Command line: `python -m ract <fetch|synthesize|prepare|train|evaluate|recommend> ...`.
+"""Command line: `python -m ract <fetch|synthesize|prepare|train|evaluate|recommend|watch> ...`.
 
 Defaults come from the library's dataclasses, so the command line, the workflow and a notebook
 always agree. Every failure ends with one line `ract: error: ...` on stderr (bad input, a full
@@ -16,6 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from . import __version__
 from .errors import RactError, error_line
 
 log = logging.getLogger("ract")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         "collaborative filtering (Lobel et al., ICLR 2020).")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and the traceback of an unexpected error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
@@ -265,16 +267,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
 
-    p = sub.add_parser("recommend", help="top-N items for given users",
+    p = sub.add_parser("recommend", help="top-N items for given users, or for a new user",
                        description="Top-N unseen items (original ids) for users given by "
-                       "original id, from their known history in the split folder.")
+                       "original id, from their known history in the split folder; or, with "
+                       "--items, for a user who is not in the data, from the items they have "
+                       "(fold-in, as for the held-out users of strong generalisation). Item ids "
+                       "the model does not know are reported and skipped.")
     p.add_argument("--checkpoint", required=True, help="checkpoint to use")
     p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
     p.add_argument("--users", nargs="+", help="original user ids")
     p.add_argument("--users-file", help="file with one original user id per line")
+    p.add_argument("--items", nargs="+", help="a new user's items (original ids)")
+    p.add_argument("--items-file", help="file with a new user's items, one original id a line")
     p.add_argument("-n", "--n", type=int, default=10, help="items per user (default: %(default)s)")
-    p.add_argument("--out", help="CSV to write (default: standard output)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv",
+                   help="output format (default: %(default)s)")
+    p.add_argument("--out", help="file to write (default: standard output)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+
+    p = sub.add_parser("watch", help="progress of the training stages under a results folder",
+                       description="List the training stages under a results folder (running, "
+                       "done, failed) with their epoch, validation metric, elapsed time and "
+                       "ETA, from the progress file each stage keeps beside its history CSV.")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder to look in, recursively")
+    p.add_argument("--follow", action="store_true", help="refresh until interrupted (Ctrl-C)")
+    p.add_argument("--every", type=float, default=5.0,
+                   help="--follow: seconds between refreshes (default: %(default)s)")
     return parser
 
 
@@ -390,27 +408,64 @@ def cmd_evaluate(args):
                       for k in ("recall@20", "recall@50", "ndcg@100") if k in m))
 
 
-def cmd_recommend(args):
-    from .evaluate import recommend
-    from .io import write_csv
-    users = list(args.users or [])
-    if args.users_file:
+def _ids(values, file) -> list[str]:
+    """Ids given on the command line, then those of a file (whitespace-separated)."""
+    ids = list(values or [])
+    if file:
         try:
-            users += Path(args.users_file).read_text().split()
+            ids += Path(file).read_text().split()
         except OSError as exc:
-            raise RactError(f"{args.users_file}: cannot read ({exc.strerror})") from None
-    if not users:
-        raise RactError("give --users or --users-file")
+            raise RactError(f"{file}: cannot read ({exc.strerror})") from None
+    return ids
+
+
+def cmd_recommend(args):
+    from .evaluate import recommend, recommend_for_items
+    from .io import json_text, write_text
+    users, items = _ids(args.users, args.users_file), _ids(args.items, args.items_file)
+    if bool(users) == bool(items):
+        raise RactError("give users (--users, --users-file) or a new user's items (--items, "
+                        "--items-file), one of the two")
     data, actor, device = _load_actor(args)
-    recs = recommend(actor, data, users, args.n, device=device)
-    if args.out:
-        write_csv(args.out, recs)
+    if users:
+        recs = recommend(actor, data, users, args.n, device=device)
     else:
-        recs.to_csv(sys.stdout, index=False)
+        recs, unknown = recommend_for_items(actor, data, items, args.n, device=device)
+        if unknown:
+            log.warning("%d of %d items not in %s, skipped: %s", len(unknown), len(items),
+                        data.path / "items.csv", " ".join(unknown[:10]) +
+                        (" ..." if len(unknown) > 10 else ""))
+    text = (json_text(recs.to_dict(orient="records")) if args.format == "json"
+            else recs.to_csv(index=False))
+    if args.out:
+        write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+
+
+def cmd_watch(args):
+    import time
+    from .progress import progress_table, read_progress
+    if not Path(args.results_dir).is_dir():
+        raise RactError(f"{args.results_dir}: not a folder")
+    while True:
+        rows = read_progress(args.results_dir)
+        text = (progress_table(rows, args.results_dir).to_string(index=False) if rows else
+                f"no training stage has run under {args.results_dir} yet")
+        if args.follow:
+            print("\033[H\033[J", end="")  # clear the terminal before each refresh
+        print(text, flush=True)
+        if not args.follow:
+            return
+        try:
+            time.sleep(args.every)
+        except KeyboardInterrupt:
+            return
 
 
 COMMANDS = {"fetch": cmd_fetch, "synthesize": cmd_synthesize, "prepare": cmd_prepare,
-            "train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend}
+            "train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend,
+            "watch": cmd_watch}
 # The file and folder options of each command, (read, written) by argparse dest: no written one
 # may name the path of another (`ract.paths`), checked before a command reads or writes anything.
 PATH_OPTIONS = {"fetch": ((), ("cache",)), "synthesize": ((), ("out",)),
@@ -418,7 +473,8 @@ PATH_OPTIONS = {"fetch": ((), ("cache",)), "synthesize": ((), ("out",)),
                 "train": (("data", "pre_model_path"),
                           ("out", "history", "checkpoint_dir", "resume")),
                 "evaluate": (("checkpoint", "data"), ("per_user", "summary")),
-                "recommend": (("checkpoint", "data", "users_file"), ("out",))}
+                "recommend": (("checkpoint", "data", "users_file", "items_file"), ("out",)),
+                "watch": (("results_dir",), ())}
 
 
 def _check_paths(args) -> None:

@@ -142,13 +142,30 @@ def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
     return frame, summary
 
 
+def _top_n(model, x_in: torch.Tensor, exclude: torch.Tensor, n: int,
+           items: np.ndarray) -> pd.DataFrame:
+    """Top-n unseen items of each row of `x_in` (B, n_items): row (position), rank, item
+    (original id) and score; fewer than n where fewer items are unseen."""
+    if n < 1:
+        raise RactError(f"setting n: expected an integer >= 1, got {n}")
+    scores = masked_scores(score(model, x_in), exclude)
+    k = min(n, scores.shape[1])
+    top = top_k_items(scores, k)  # (B, k)
+    top_scores = scores.gather(1, top)
+    ok = torch.isfinite(top_scores).cpu()  # fewer than n unseen items: drop the -inf fillers
+    return pd.DataFrame({
+        "row": torch.arange(len(x_in)).repeat_interleave(k)[ok.flatten()].numpy(),
+        "rank": torch.arange(1, k + 1).repeat(len(x_in), 1)[ok].numpy(),
+        "item": items[top.cpu()[ok].numpy()],
+        "score": top_scores.cpu()[ok].numpy(),
+    })
+
+
 @torch.inference_mode()
 def recommend(model, data: SplitData, users, n: int = 10, *,
               device="cpu") -> pd.DataFrame:
     """Top-n items (original ids) for users given by original id, from their known history
     (training row, or fold-in for held-out users); items they already have are excluded."""
-    if n < 1:
-        raise RactError(f"setting n: expected an integer >= 1, got {n}")
     table = pd.read_csv(data.path / "users.csv", dtype={"user": str})
     wanted = pd.Series(list(dict.fromkeys(str(u) for u in users)), name="user")
     found = table.drop_duplicates("user").set_index("user").reindex(wanted)
@@ -166,17 +183,31 @@ def recommend(model, data: SplitData, users, n: int = 10, *,
         else:
             es = data.eval_split(split)
             x_in, exclude = dense_rows(es.input, rows, device), dense_rows(es.exclude, rows, device)
-        scores = masked_scores(score(model, x_in), exclude)
-        k = min(n, scores.shape[1])
-        top = top_k_items(scores, k)  # (B, k)
-        top_scores = scores.gather(1, top)
-        ok = torch.isfinite(top_scores)  # fewer than n unseen items: drop the -inf fillers
-        frames.append(pd.DataFrame({
-            "user": np.repeat(group["user"].to_numpy(), k)[ok.flatten().cpu().numpy()],
-            "rank": (torch.arange(1, k + 1).repeat(len(rows), 1)[ok.cpu()]).numpy(),
-            "item": items[top[ok].cpu().numpy()],
-            "score": top_scores[ok].cpu().numpy(),
-        }))
+        top = _top_n(model, x_in, exclude, n, items)
+        frames.append(top.assign(row=group["user"].to_numpy()[top["row"]]).rename(
+            columns={"row": "user"}))
     out = pd.concat(frames, ignore_index=True)
     position = out["user"].map({u: i for i, u in enumerate(wanted)})
     return out.iloc[np.lexsort((out["rank"], position))].reset_index(drop=True)
+
+
+@torch.inference_mode()
+def recommend_for_items(model, data: SplitData, items, n: int = 10, *,
+                        device="cpu") -> tuple[pd.DataFrame, list[str]]:
+    """Top-n items for a user who is not in the data, from the items they have (original ids):
+    their row is folded in as a held-out user's is (strong generalisation). Returns the
+    recommendations (rank, item, score) and the given ids the model does not know, which are
+    skipped; none known is refused."""
+    ids = data.items()
+    known = pd.Series(np.arange(len(ids)), index=ids)  # original id -> column
+    given = pd.Series(list(dict.fromkeys(str(i) for i in items)), dtype=str)
+    columns = known.reindex(given)
+    unknown = given[columns.isna().to_numpy()].tolist()
+    if columns.notna().sum() == 0:
+        raise RactError(f"none of the {len(given)} items given is in "
+                        f"{data.path / 'items.csv'}; expected original item ids of the data "
+                        "the model was trained on")
+    x = torch.zeros(1, data.n_items, device=device)  # (1, n_items)
+    x[0, torch.tensor(columns.dropna().to_numpy(dtype=np.int64), device=device)] = 1.0
+    model.eval()
+    return _top_n(model, x, x, n, ids).drop(columns="row"), unknown

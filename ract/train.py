@@ -42,6 +42,7 @@ from .io import config_dict, write_csv
 from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
+from .progress import Progress
 from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
                      fingerprint, sigterm_flag)
 from .runtime import reuse_freed_memory
@@ -396,8 +397,14 @@ def n_epochs(cfg: StageConfig, n_train: int) -> int:
     return max(cfg.epochs, math.ceil(cfg.min_steps / per_epoch)) if per_epoch else cfg.epochs
 
 
-def _log_every(n_epochs: int) -> int:
-    return max(1, n_epochs // 50)
+def history_frame(history: list[dict], stage: str, kept_epoch: int | None = None):
+    """The history CSV's table; `kept` (the epoch the checkpoint holds) is empty until the
+    stage ends."""
+    frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
+    frame["stage"] = stage
+    if kept_epoch is not None:
+        frame["kept"] = frame["epoch"] == kept_epoch
+    return frame
 
 
 def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_path,
@@ -478,10 +485,18 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
                     "critic": config_dict(critic.cfg) if critic is not None else None,
                     "data": data.content_hash, "device": dev.type}
         resume = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
+    # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
+    # last epoch has none, so its fit to validation users (val_critic_r)
+    progress = Progress(stage, epochs, history_path, select_metric(cfg) or "val_critic_r",
+                        lambda rows: history_frame(rows, stage))
     with sigterm_flag() as stopping:
         run.stop = stopping
-        return _epochs(data, cfg, run, epochs, resume, out_checkpoint, history_path,
-                       checkpoint_dir, dev)
+        try:
+            return _epochs(data, cfg, run, epochs, resume, out_checkpoint, history_path,
+                           checkpoint_dir, dev, progress)
+        except BaseException as exc:
+            progress.fail(exc)
+            raise
 
 
 def _stopped(stage: str, exc: Interrupted, resume: ResumePoint | None) -> Interrupted:
@@ -540,7 +555,7 @@ def select_metric(cfg: StageConfig) -> str | None:
 
 
 def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
-            checkpoint_dir, dev) -> dict:
+            checkpoint_dir, dev, progress: Progress) -> dict:
     stage, actor, critic = cfg.train_stage, run.actor, run.critic
     metric = select_metric(cfg)
 
@@ -566,7 +581,7 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
                 else (-math.inf, 0, None, None))
         first = 1
         log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
-    every = _log_every(n_epochs)
+    progress.start(history)
     for epoch in range(first, n_epochs + 1):
         t_epoch = time.perf_counter()
         try:
@@ -583,8 +598,9 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
                 best = (row[metric], epoch, _kept_states(run), row)
         row["seconds"] = time.perf_counter() - t_epoch
         history.append(row)
-        if epoch % every == 0 or epoch == n_epochs:
-            log.info("%s epoch %d/%d: %s", stage, epoch, n_epochs, _fmt(row))
+        shown = progress.epoch(epoch, row)
+        if shown:
+            log.info("%s epoch %s: %s", stage, shown, _fmt(row))
         if cfg.save_step and checkpoint_dir and epoch % cfg.save_step == 0:
             save(Path(checkpoint_dir) / f"{stage}-epoch{epoch:04d}.pt", epoch, row,
                  model_states(actor, critic))
@@ -602,10 +618,8 @@ def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
     if models is None:  # the critic's last epoch (by choice, or no validated r to choose by)
         best_epoch, models, best_row = n_epochs, _kept_states(run), history[-1]
     save(out_checkpoint, best_epoch, best_row, models)
-    frame = pd.DataFrame(history).reindex(columns=HISTORY_COLUMNS)
-    frame["stage"] = stage
-    frame["kept"] = frame["epoch"] == best_epoch  # the epoch the checkpoint holds
-    write_csv(history_path, frame)
+    write_csv(history_path, history_frame(history, stage, best_epoch))
+    progress.finish(best_epoch, best_row)
     if resume is not None:
         resume.remove()
     total = time.perf_counter() - t0

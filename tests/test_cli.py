@@ -1,6 +1,7 @@
 """The command line: help texts, a full small run, and one-line errors with exit status 1 (2 for
 a malformed command line)."""
 
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 from ract.cli import main
+from ract.data.splits import load_split
 
 from conftest import make_interactions
 
@@ -103,6 +105,39 @@ def test_recommend_gives_unseen_original_ids(cli_run, capsys):
     assert (recs.groupby("user")["score"].diff().dropna() <= 0).all()
 
 
+def test_version():
+    from ract import __version__
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"ract {__version__}"
+
+
+def test_recommend_for_a_new_user_folds_in_their_items(cli_run, tmp_path):
+    """A user not in the data, given by items: the same top-n as a held-out user with those
+    items as fold-in; unknown item ids are named and skipped; JSON on request."""
+    tmp, data = cli_run
+    user = pd.read_csv(data / "users.csv").query("split == 'test'").iloc[0]
+    split = load_split(data)
+    items = pd.read_csv(data / "items.csv")["item"].to_numpy()
+    fold_in = items[split.test.input[int(user["index"])].indices].tolist()
+    (tmp_path / "items.txt").write_text("\n".join(map(str, [*fold_in, "no-such-item"])))
+    r = run("recommend", "--checkpoint", tmp / "f.pt", "--data", data, "--items-file",
+            tmp_path / "items.txt", "-n", "5", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(r.stdout)
+    assert [x["rank"] for x in recs] == [1, 2, 3, 4, 5] and set(recs[0]) == {
+        "rank", "item", "score"}
+    assert "1 of " in r.stderr and "no-such-item" in r.stderr
+    known = run("recommend", "--checkpoint", tmp / "f.pt", "--data", data, "--users",
+                user["user"], "-n", "5")
+    expected = pd.read_csv(io.StringIO(known.stdout))
+    assert [int(x["item"]) for x in recs] == expected["item"].tolist()
+    assert not {int(x["item"]) for x in recs} & set(fold_in)
+    r = run("recommend", "--checkpoint", tmp / "f.pt", "--data", data, "--items",
+            *map(str, fold_in), "-n", "5")  # the same from the command line, as CSV
+    assert pd.read_csv(io.StringIO(r.stdout))["item"].tolist() == \
+        expected["item"].tolist()
+
+
 @pytest.mark.parametrize("args,message", [
     (["prepare", "--input", "nope.csv", "--format", "csv", "--out", "x"], "nope.csv"),
     (["train", "--stage", "actor_pretrain", "--data", "missing", "--out", "a.pt",
@@ -117,6 +152,10 @@ def test_recommend_gives_unseen_original_ids(cli_run, capsys):
      "no-such-user"),
     (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "1000", "--out",
       "."], "is a folder; expected the name of a file to write"),
+    (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--items", "x1", "x2"],
+     "none of the 2 items given is in"),
+    (["recommend", "--checkpoint", "CKPT", "--data", "SPLIT", "--users", "1000", "--items",
+      "501"], "one of the two"),
 ])
 def test_bad_input_gives_one_error_line(cli_run, tmp_path, args, message):
     tmp, data = cli_run

@@ -87,6 +87,8 @@ def test_resume_refuses_a_path_holding_anything_but_a_resume_point(files, tmp_pa
       "OUT/p.csv", "--summary", "OUT/p.csv"], ("--per-user", "--summary")),
     (["recommend", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--users-file",
       "FILES/notes.txt", "--out", "FILES/notes.txt"], ("--out", "--users-file")),
+    (["recommend", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--items-file",
+      "FILES/notes.txt", "--out", "FILES/notes.txt"], ("--out", "--items-file")),
     (["prepare", "--input", "FILES/ratings.csv", "--format", "ml-csv", "--out",
       "FILES/ratings.csv"], ("--out", "--input")),
 ])

@@ -39,6 +39,35 @@ def test_implicit_data_keeps_every_row_without_threshold():
         binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5))
 
 
+def test_a_threshold_off_the_rating_scale_is_warned(caplog):
+    """On a 0.5-4 star scale the default 3.5 keeps only the top star; at or above the top
+    rating it keeps nothing."""
+    frame = pd.DataFrame({"user": np.arange(100), "item": np.arange(100) % 7,
+                          "rating": np.repeat([0.5, 1, 2, 3, 4], 20)})
+    with caplog.at_level("WARNING", logger="ract.prepare"):
+        binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5, min_user_count=0))
+    assert "rating_threshold 3.5 keeps 20.0% of the rows (ratings up to 4)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ract.prepare"), pytest.raises(RactError):
+        binarise_and_filter(frame, PrepareConfig(rating_threshold=4, min_user_count=0))
+    assert "rating_threshold 4 is at or above the highest rating, 4" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="ract.prepare"):
+        binarise_and_filter(frame, PrepareConfig(rating_threshold=1.5, min_user_count=0))
+    assert caplog.text == ""  # 60% kept: nothing to say
+
+
+def test_merged_duplicate_pairs_are_counted_with_their_rule(caplog):
+    frame = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [10, 10, 10, 11, 11],
+                          "rating": [2, 5, 3, 1, 2]})
+    with caplog.at_level("INFO", logger="ract.prepare"):
+        kept = binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5,
+                                                        min_user_count=0), "r.csv")
+    assert kept[["user", "item"]].values.tolist() == [[1, 10]]  # the highest rating decides
+    assert ("r.csv: 3 rows repeat a user-item pair of an earlier row; each pair is one "
+            "interaction, kept if any of its ratings is > rating_threshold") in caplog.text
+
+
 def test_strong_split_invariants(interactions, tmp_path):
     cfg = PrepareConfig(heldout_users=0.1, seed=7)
     manifest = prepare_split(interactions, cfg, tmp_path / "split")

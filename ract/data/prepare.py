@@ -90,11 +90,20 @@ def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "
 
     Items are filtered before users, one pass each, as in vae_cf.
     """
+    n_rows = len(frame)
+    repeats = int(frame.duplicated(["user", "item"]).sum())
+    if repeats:
+        log.info("%s: %s rows repeat a user-item pair of an earlier row; each pair is one "
+                 "interaction, %s", source, f"{repeats:,}",
+                 "kept if any of its ratings is > rating_threshold (the highest decides)"
+                 if cfg.rating_threshold is not None else "kept once")
     if cfg.rating_threshold is not None:
         if frame["rating"].isna().all():
             raise RactError(f"{source}: has no ratings (implicit data); set rating_threshold "
                             "to null to keep every interaction")
+        top = frame["rating"].max()
         frame = frame[frame["rating"] > cfg.rating_threshold]
+        _warn_threshold(cfg.rating_threshold, top, len(frame) / max(n_rows, 1), source)
     frame = frame.drop_duplicates(["user", "item"])[["user", "item"]]
     stages = [("rating_threshold", len(frame))]
     if cfg.min_item_count > 0:
@@ -110,6 +119,19 @@ def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "
         raise RactError(f"{source}: no interactions left after filtering ({trail}); lower "
                         "rating_threshold, min_user_count or min_item_count")
     return frame.reset_index(drop=True)
+
+
+def _warn_threshold(threshold: float, top: float, kept: float, source: str) -> None:
+    """The default threshold (3.5, for 1-5 stars) is wrong on another rating scale: say so when
+    it keeps nothing or under a quarter of the rows."""
+    fix = ("set rating_threshold for this rating scale (`datasets.<name>.prepare` in the "
+           "config, --rating-threshold), or null to keep every row")
+    if threshold >= top:
+        log.warning("%s: rating_threshold %g is at or above the highest rating, %g: no row is "
+                    "kept; %s", source, threshold, top, fix)
+    elif kept < 0.25:
+        log.warning("%s: rating_threshold %g keeps %.1f%% of the rows (ratings up to %g); %s",
+                    source, threshold, 100 * kept, top, fix)
 
 
 def _codes(values: pd.Series, categories) -> np.ndarray:
