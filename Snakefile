@@ -19,8 +19,19 @@
 #   results/{dataset}/comparison.csv, .md, figures/  models side by side, training curves
 #   results/{dataset}/sweep.csv, .md, sweep_best.json   every sweep combination, the best one
 #   logs/... for every job, benchmarks/... for preparation, training and evaluation jobs.
+#
+# Software: workflow/envs/ract.yaml on every rule that runs Python (--sdm conda), or the image
+# built from workflow/envs/Dockerfile as ract.sif in the working folder (--sdm apptainer).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
 
 configfile: "config.yaml"
+
+
+container: "ract.sif"
 
 
 report: "workflow/report/workflow.rst"
@@ -46,9 +57,14 @@ TARGETS = expand("results/{dataset}/comparison.csv", dataset=DATASETS) + (
 )
 
 
+# Rules marked `localrule: True` (this one, obtain_data, compare, sweep) run in Snakemake's own
+# process, never on a cluster node: the download needs the network, which compute nodes often
+# lack, and the rest are light. Marked per rule, not in a `localrules:` list, which would miss
+# the renamed rules of a module (`use rule * from ract as ract_*`).
 rule all:
     input:
         TARGETS,
         # files a finished result was made from that are gone (a failed or killed job after a
         # settings change, a file deleted by hand): remade, and with them what depends on them
         lost_files(TARGETS),
+    localrule: True

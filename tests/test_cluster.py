@@ -75,12 +75,13 @@ def sacct(slurm_ids):
 
 
 def local_rules():
-    """Rules Snakemake runs itself instead of submitting them: `all` (input only, nothing to
-    run) and those named in a `localrules:` directive."""
-    names = {"all"}
+    """Rules Snakemake runs itself instead of submitting them: those marked `localrule: True`
+    (`all` among them)."""
+    names = set()
     for path in [ROOT / "Snakefile", *sorted((ROOT / "workflow/rules").glob("*.smk"))]:
-        for line in re.findall(r"^localrules:(.*)$", path.read_text(), re.M):
-            names |= {name.strip() for name in line.split(",") if name.strip()}
+        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.M)[1:]:
+            if re.search(r"^    localrule: True$", block, re.M):
+                names.add(re.match(r"rule (\w+):", block).group(1))
     return names
 
 

@@ -8,7 +8,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-import ract
+# Parse time needs snakemake (with its jsonschema and pyyaml) and no installed `ract`: Snakemake
+# puts the Snakefile's folder on sys.path, and `ract.provenance` imports only the standard
+# library. Jobs import `ract` from there too (Snakemake passes its sys.path on to them), so the
+# code that runs is the code `code_hash` hashes; workflow/envs/ract.yaml holds the rest.
 import ract.provenance
 
 STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
@@ -32,6 +35,8 @@ STAGE_SECTIONS = {
     "critic_pretrain": [("critic",), ("stages", "critic_pretrain")],
     "finetune": [("stages", "finetune")],
 }
+
+
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     variant=r"main|sweep-[0-9a-f]{8}",
@@ -42,7 +47,9 @@ wildcard_constraints:
 
 # ---- configuration: strict schema, defaults filled in, sweep expanded into variants ----------
 
-SCHEMA = yaml.safe_load(open(Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"))
+# Paths inside the workflow are relative to this file, not to the working folder: the workflow
+# also runs as a module of another one (README, "Use as a module").
+SCHEMA = yaml.safe_load(open(workflow.source_path("../schemas/config.schema.yaml")))
 
 
 def fill_defaults(schema, value):
@@ -68,15 +75,19 @@ def config_error(path, message):
 
 
 def check_config(cfg, where=()):
-    errors = sorted(jsonschema.Draft202012Validator(SCHEMA).iter_errors(cfg),
-                    key=lambda e: list(map(str, e.absolute_path)))
+    errors = sorted(
+        jsonschema.Draft202012Validator(SCHEMA).iter_errors(cfg),
+        key=lambda e: list(map(str, e.absolute_path)),
+    )
     if errors:
         e = errors[0]
         config_error(list(where) + list(e.absolute_path), e.message)
     for name, ds in cfg["datasets"].items():
         if (ds["source"] is None) == (ds["path"] is None):
-            config_error(["datasets", name], "give exactly one of `source` (a known data set) "
-                         "or `path` (a file on disk)")
+            config_error(
+                ["datasets", name],
+                "give exactly one of `source` (a known data set) or `path` (a file on disk)",
+            )
         if ds["path"] is not None and ds["format"] is None:
             config_error(["datasets", name, "format"], "required with `path`")
     if "ract_dae" in cfg["models"] and "mult_dae" not in cfg["models"]:
@@ -90,15 +101,23 @@ check_config(config)
 
 def sweep_variants(cfg):
     """{variant name: full config} for the base config ('main') and every sweep combination."""
-    grid = [((section,), key, values) if section in ("actor", "critic")
+    grid = [
+        (
+            ((section,), key, values)
+            if section in ("actor", "critic")
             else (("stages", section), key, values)
-            for section, settings in cfg["sweep"].items() for key, values in settings.items()]
+        )
+        for section, settings in cfg["sweep"].items()
+        for key, values in settings.items()
+    ]
     for section, key, _ in grid:
         known = SCHEMA["properties"][section[0]]
         known = known["properties"][section[1]] if len(section) == 2 else known
         if key not in known["properties"]:
-            config_error(["sweep", section[-1], key], "unknown setting; expected one of "
-                         + ", ".join(known["properties"]))
+            config_error(
+                ["sweep", section[-1], key],
+                "unknown setting; expected one of " + ", ".join(known["properties"]),
+            )
     variants = {"main": cfg}
     for combo in itertools.product(*(values for _, _, values in grid)):
         v = copy.deepcopy(cfg)
@@ -109,8 +128,8 @@ def sweep_variants(cfg):
                 target = target[part]
             target[key] = value
         check_config(v, where=("sweep",))
-        name = "sweep-" + hashlib.sha1(json.dumps(sweep_point(v), sort_keys=True)
-                                       .encode()).hexdigest()[:8]
+        digest = hashlib.sha1(json.dumps(sweep_point(v), sort_keys=True).encode()).hexdigest()
+        name = f"sweep-{digest[:8]}"
         variants.setdefault(name, v)
     return variants
 
@@ -160,6 +179,7 @@ def owner(variant, stage):
 
 # ---- paths and params ------------------------------------------------------------------------
 
+
 def run_dir(dataset, variant, seed):
     return f"results/{dataset}/{variant}/seed{seed}"
 
@@ -178,8 +198,12 @@ def evaluation(dataset, variant, seed, stage, split):
 
 
 def evaluations(dataset, variant):
-    return [evaluation(dataset, variant, seed, stage, split)
-            for seed in SEEDS for stage in MODELS for split in SPLITS]
+    return [
+        evaluation(dataset, variant, seed, stage, split)
+        for seed in SEEDS
+        for stage in MODELS
+        for split in SPLITS
+    ]
 
 
 def raw_input(w):
@@ -187,15 +211,12 @@ def raw_input(w):
     return ds["path"] if ds["path"] else f"data/raw/{w.dataset}.json"
 
 
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
-
-
 def code_hash(script):
     """Params: a hash of the code a rule runs, its script (`workflow/scripts/<script>.py`) and
     everything that imports (`ract.provenance.code_files`); '' with `code_hash: false`."""
     if not config["code_hash"]:
         return ""
-    return ract.provenance.code_hash(SCRIPTS / f"{script}.py")
+    return ract.provenance.code_hash(workflow.source_path(f"../scripts/{script}.py"))
 
 
 def canonical(value):
@@ -207,44 +228,72 @@ def canonical(value):
 def stage_settings(stage, variant=None):
     """Params function: exactly the settings a stage reads (its sections of its variant, or of
     `variant` for rules without that wildcard)."""
+
     def settings(w):
         cfg = VARIANTS[variant or w.variant]
         return canonical({p[-1]: section(cfg, p) for p in STAGE_SECTIONS[stage]})
+
     return settings
 
 
 def control_settings(w):
     """The finetune stage run as the control arm: RaCT's finetune settings on the likelihood."""
-    stage = {k: v for k, v in VARIANTS[w.variant]["stages"]["finetune"].items()
-             if k not in CRITIC_ONLY}
+    stage = {
+        k: v for k, v in VARIANTS[w.variant]["stages"]["finetune"].items() if k not in CRITIC_ONLY
+    }
     return canonical({"finetune": {**stage, "objective": "likelihood"}})
 
 
 def seeded_models():
     """Checkpoint names of the models trained per seed and compared, in table order."""
-    return [*MODELS, *(m for m in ("nll_finetune", "mult_dae", "ract_dae")
-                       if m in config["models"])]
+    return [
+        *MODELS,
+        *(m for m in ("nll_finetune", "mult_dae", "ract_dae") if m in config["models"]),
+    ]
 
 
 def mult_dae_settings():
     """The actor_pretrain stage run as Mult-DAE, from `baselines.mult_dae`."""
     d = config["baselines"]["mult_dae"]
-    return canonical({
-        "actor": {"latent_dimension": d["latent_dimension"], "mlp_hidden_size": [],
-                  "dropout_prob": d["dropout_prob"], "variational": False},
-        "actor_pretrain": {k: d[k] for k in ("pretrain_epochs", "learning_rate", "batch_size",
-                                             "l2_penalty")},
-    })
+    return canonical(
+        {
+            "actor": {
+                "latent_dimension": d["latent_dimension"],
+                "mlp_hidden_size": [],
+                "dropout_prob": d["dropout_prob"],
+                "variational": False,
+            },
+            "actor_pretrain": {
+                k: d[k] for k in ("pretrain_epochs", "learning_rate", "batch_size", "l2_penalty")
+            },
+        }
+    )
 
 
 def compared(dataset):
     """(summary path, model name, seed) of every model compared on a data set; the
     deterministic EASE and popularity are fitted once (seed 0)."""
-    rows = [(per_seed_eval(dataset, seed, model, split, "summary.json"), NAMES[model], seed)
-            for seed in SEEDS for model in seeded_models() for split in SPLITS]
-    rows += [(f"results/{dataset}/baselines/eval/{kind}_{split}_summary.json", BASELINES[kind], 0)
-             for kind in ("ease", "popularity") if kind in config["models"] for split in SPLITS]
+    rows = [
+        (per_seed_eval(dataset, seed, model, split, "summary.json"), NAMES[model], seed)
+        for seed in SEEDS
+        for model in seeded_models()
+        for split in SPLITS
+    ]
+    rows += [
+        (f"results/{dataset}/baselines/eval/{kind}_{split}_summary.json", BASELINES[kind], 0)
+        for kind in ("ease", "popularity")
+        if kind in config["models"]
+        for split in SPLITS
+    ]
     return rows
+
+
+def eval_outputs(prefix):
+    """The outputs of one evaluation job: per-user metrics and a summary for each split."""
+    return {
+        kind: [f"{prefix}_{split}_{kind}.{ext}" for split in SPLITS]
+        for kind, ext in (("per_user", "csv"), ("summary", "json"))
+    }
 
 
 def per_seed_eval(dataset, seed, model, split, kind):
@@ -272,8 +321,11 @@ def lost_files(targets):
     one line (`ract.provenance`)."""
     lost = ract.provenance.lost_files(targets)
     for path in lost:
-        print(f"ract: {path} is missing but results made from it exist: remaking it and "
-              "everything that depends on it", file=sys.stderr)
+        print(
+            f"ract: {path} is missing but results made from it exist: remaking it and "
+            "everything that depends on it",
+            file=sys.stderr,
+        )
     return lost
 
 

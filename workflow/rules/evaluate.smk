@@ -2,11 +2,6 @@
 # on small data sets a job's start (Python, torch) costs more than its evaluation.
 
 
-def eval_outputs(prefix):
-    return {kind: [f"{prefix}_{split}_{kind}.{ext}" for split in SPLITS]
-            for kind, ext in (("per_user", "csv"), ("summary", "json"))}
-
-
 rule evaluate:
     input:
         split="results/{dataset}/split/manifest.json",
@@ -29,6 +24,8 @@ rule evaluate:
         mem_mb=4000,
         runtime=30,
         gpu=uses_gpu(),
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -71,5 +68,7 @@ rule critic_fit:
         mem_mb=4000,
         runtime=30,
         gpu=uses_gpu(),
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/critic_fit.py"

@@ -23,5 +23,7 @@ rule finetune_nll:
         mem_mb=6000,
         runtime=240,
         gpu=uses_gpu(),
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/train_stage.py"

@@ -18,6 +18,8 @@ rule fit_ease:
         mem_mb=8000,
         runtime=60,
         gpu=uses_gpu(),
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/fit_baseline.py"
 
@@ -36,5 +38,7 @@ rule fit_popularity:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/fit_baseline.py"

@@ -20,5 +20,7 @@ rule pretrain_critic:
         mem_mb=6000,
         runtime=240,
         gpu=uses_gpu(),
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/train_stage.py"

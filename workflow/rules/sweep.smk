@@ -7,10 +7,12 @@ rule sweep:
         best="results/{dataset}/sweep_best.json",
     log:
         "logs/{dataset}/sweep.log",
+    localrule: True
     params:
-        variants=lambda w: {v: {"settings": sweep_point(cfg),
-                                "summaries": evaluations(w.dataset, v)}
-                            for v, cfg in VARIANTS.items()},
+        variants=lambda w: {
+            v: {"settings": sweep_point(cfg), "summaries": evaluations(w.dataset, v)}
+            for v, cfg in VARIANTS.items()
+        },
         grid=config["sweep"],
         models=MODELS,
         code=code_hash("sweep"),
@@ -18,5 +20,7 @@ rule sweep:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../envs/ract.yaml"
     script:
         "../scripts/sweep.py"
