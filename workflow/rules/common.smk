@@ -153,8 +153,9 @@ def shown_path(path):
 
 
 _given = [shown_path(f) for f in workflow.overwrite_configfiles]
-config["configfiles"] = [f for f in map(shown_path, workflow.configfiles)
-                         if f not in _given] + _given
+config["configfiles"] = [
+    f for f in map(shown_path, workflow.configfiles) if f not in _given
+] + _given
 
 
 def section(cfg, path):
