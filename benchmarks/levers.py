@@ -19,8 +19,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ract.formats import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
 
 VARIANTS = {
     "all levers": "",

@@ -29,9 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ract.formats import STAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
-STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
 
 # ml-100k: the study's settings; epochs are 2 batches, so several of them give a stable time.
 # ML-20M shape: the paper's 10,000 validation and 10,000 test users; one epoch per stage.

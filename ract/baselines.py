@@ -23,11 +23,11 @@ from .checkpoint import check_data, read_state
 from .data.splits import EvalSplit, SplitData
 from .errors import ModelFailure, RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
+from .formats import CHECKPOINT_FORMAT_VERSION
 from .io import atomic_path
 
 log = logging.getLogger("ract.baselines")
 
-FORMAT_VERSION = 1
 KINDS = ("ease", "popularity")
 
 # Steck reports the best lambda near 500 on ML-20M (and 200-1000 on Netflix / MSD); small data
@@ -200,7 +200,7 @@ def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None 
     else:
         raise TypeError(f"save_baseline: expected EASE or Popularity, got {type(model).__name__}")
     state = {
-        "format_version": FORMAT_VERSION,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
         "ract_version": __version__,
         "kind": kind,
         "state": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
@@ -224,8 +224,8 @@ def load_baseline(path, *, data_hash: str | None = None, n_items: int | None = N
 def baseline_from_state(path, state: dict, *, data_hash: str | None = None,
                         n_items: int | None = None) -> nn.Module:
     """Rebuild a baseline from a checkpoint already read (`ract.checkpoint.read_state`)."""
-    bad = RactError(f"{path}: not a ract baseline checkpoint of format {FORMAT_VERSION} "
-                    f"(expected kind {' or '.join(KINDS)})")
+    bad = RactError(f"{path}: not a ract baseline checkpoint of format "
+                    f"{CHECKPOINT_FORMAT_VERSION} (expected kind {' or '.join(KINDS)})")
     if (state.get("kind") not in KINDS or not isinstance(state.get("state"), dict)
             or not isinstance(state.get("data"), dict)):
         raise bad

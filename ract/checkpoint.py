@@ -13,10 +13,9 @@ import torch
 
 from . import __version__
 from .errors import ModelFailure, RactError
+from .formats import CHECKPOINT_FORMAT_VERSION
 from .io import atomic_path, config_dict
 from .model import ActorConfig, Critic, CriticConfig, MultVAE
-
-FORMAT_VERSION = 1
 
 
 def model_states(actor: MultVAE, critic: Critic | None) -> dict:
@@ -35,7 +34,7 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
                     metrics: dict | None = None, extra: dict | None = None) -> None:
     """Write `models` (from `model_states`) with the stage, epoch and data hash, atomically."""
     state = {
-        "format_version": FORMAT_VERSION,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
         "ract_version": __version__,
         "stage": stage,
         "epoch": int(epoch),
@@ -51,8 +50,8 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
 def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
     """Write, in place of a checkpoint, the record of a model that could not be fit
     (`ModelFailure`), so that evaluation and the comparison report it instead of stopping."""
-    state = {"format_version": FORMAT_VERSION, "ract_version": __version__, "failed": str(reason),
-             "model": str(model), "data": {"content_hash": data_hash}}
+    state = {"format_version": CHECKPOINT_FORMAT_VERSION, "ract_version": __version__,
+             "failed": str(reason), "model": str(model), "data": {"content_hash": data_hash}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -75,8 +74,8 @@ def read_state(path, what: str = "checkpoint") -> dict:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RactError(f"{path}: not a loadable ract {what} (only tensors and plain values "
                         f"are accepted): {reason}") from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise RactError(f"{path}: not a ract {what} of format {FORMAT_VERSION}")
+    if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise RactError(f"{path}: not a ract {what} of format {CHECKPOINT_FORMAT_VERSION}")
     return state
 
 

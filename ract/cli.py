@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.readers import FORMAT_HELP, FORMATS
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
+    from .formats import STAGES
     from .model import CRITIC_NORMS, ActorConfig, CriticConfig
-    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, STAGES, StageConfig
+    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, StageConfig
 
     parser = argparse.ArgumentParser(
         prog="ract", description="RaCT: ranking-critical actor-critic training for "
@@ -386,7 +387,7 @@ def cmd_train(args):
 def _load_actor(args):
     from .checkpoint import build_actor, load_checkpoint
     from .data.splits import load_split
-    from .train import resolve_device
+    from .runtime import resolve_device
     data = load_split(args.data)
     state = load_checkpoint(args.checkpoint, data_hash=data.content_hash, n_items=data.n_items)
     device = resolve_device(args.device)
@@ -395,6 +396,7 @@ def _load_actor(args):
 
 def cmd_evaluate(args):
     from .evaluate import evaluate_to_frames
+    from .formats import PAPER_METRICS
     from .io import write_csv, write_json
     data, actor, device = _load_actor(args)
     frame, summary = evaluate_to_frames(actor, data, args.split, args.ks,
@@ -405,7 +407,7 @@ def cmd_evaluate(args):
     m = summary["metrics"]
     log.info("%s (%d users): %s", args.split, summary["n_users_evaluated"],
              " ".join(f"{k}={m[k]['mean']:.4f}±{m[k]['se']:.4f}"
-                      for k in ("recall@20", "recall@50", "ndcg@100") if k in m))
+                      for k in PAPER_METRICS if k in m))
 
 
 def _ids(values, file) -> list[str]:

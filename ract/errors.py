@@ -19,6 +19,17 @@ class RactError(Exception):
     """Bad input or an impossible setting, described for the user."""
 
 
+def check_settings(settings, checks) -> None:
+    """Refuse the first failed check of a settings dataclass: each check is (ok, name of the
+    setting, what it expects). The message shows the value as a config file gives it (a
+    tuple as a list)."""
+    for ok, name, expected in checks:
+        if not ok:
+            value = getattr(settings, name)
+            value = list(value) if isinstance(value, tuple) else value
+            raise RactError(f"setting {name}: expected {expected}, got {value!r}")
+
+
 class ModelFailure(RactError):
     """A model that cannot be fit on this data with these settings: a non-finite loss, a matrix
     that is not positive definite, a fit larger than its memory budget. Deterministic, so

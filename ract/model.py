@@ -16,13 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.splits import SparseRows
-from .errors import RactError
+from .errors import RactError, check_settings
 from .metrics import ndcg_from_hits, top_k_items
-
-
-def _check(ok: bool, setting: str, expected: str, value) -> None:
-    if not ok:
-        raise RactError(f"setting {setting}: expected {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -41,18 +36,17 @@ class ActorConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "mlp_hidden_size", tuple(int(h) for h in self.mlp_hidden_size))
-        _check(self.n_items >= 1, "n_items", "an integer >= 1", self.n_items)
-        _check(self.latent_dimension >= 1, "latent_dimension", "an integer >= 1",
-               self.latent_dimension)
-        _check(all(h >= 1 for h in self.mlp_hidden_size), "mlp_hidden_size",
-               "a list of integers >= 1", list(self.mlp_hidden_size))
-        _check(0.0 <= self.dropout_prob < 1.0, "dropout_prob", "a number in [0, 1)",
-               self.dropout_prob)
-        _check(self.anneal_cap >= 0.0, "anneal_cap", "a number >= 0", self.anneal_cap)
         steps = self.total_anneal_steps
-        _check(steps == "auto" or (isinstance(steps, int) and not isinstance(steps, bool)
-                                   and steps >= 1),
-               "total_anneal_steps", "an integer >= 1 or auto", steps)
+        check_settings(self, [
+            (self.n_items >= 1, "n_items", "an integer >= 1"),
+            (self.latent_dimension >= 1, "latent_dimension", "an integer >= 1"),
+            (all(h >= 1 for h in self.mlp_hidden_size), "mlp_hidden_size",
+             "a list of integers >= 1"),
+            (0.0 <= self.dropout_prob < 1.0, "dropout_prob", "a number in [0, 1)"),
+            (self.anneal_cap >= 0.0, "anneal_cap", "a number >= 0"),
+            (steps == "auto" or (isinstance(steps, int) and not isinstance(steps, bool)
+                                 and steps >= 1), "total_anneal_steps", "an integer >= 1 or auto"),
+        ])
 
     def beta(self, updates: int) -> float:
         """KL weight after `updates` optimizer steps (the counter runs across epochs)."""
@@ -75,11 +69,11 @@ class CriticConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "critic_layers", tuple(int(h) for h in self.critic_layers))
-        _check(all(h >= 1 for h in self.critic_layers), "critic_layers",
-               "a list of integers >= 1", list(self.critic_layers))
-        _check(self.metrics_k >= 1, "metrics_k", "an integer >= 1", self.metrics_k)
-        _check(self.input_norm in CRITIC_NORMS, "input_norm",
-               f"one of {', '.join(CRITIC_NORMS)}", self.input_norm)
+        check_settings(self, [
+            (all(h >= 1 for h in self.critic_layers), "critic_layers", "a list of integers >= 1"),
+            (self.metrics_k >= 1, "metrics_k", "an integer >= 1"),
+            (self.input_norm in CRITIC_NORMS, "input_norm", f"one of {', '.join(CRITIC_NORMS)}"),
+        ])
 
 
 def _mlp(dims: list[int]) -> nn.ModuleList:

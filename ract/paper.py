@@ -16,8 +16,8 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from .errors import RactError
+from .formats import PAPER_METRICS
 
-PAPER_METRICS = ("recall@20", "recall@50", "ndcg@100")
 RACT_PAPER = "Lobel et al. (ICLR 2020)"
 EASE_FOLLOW_UPS = "Steck (2019), as reported in follow-ups"
 

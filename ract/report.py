@@ -26,13 +26,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .errors import RactError
+from .formats import PAPER_METRICS, STAGES
 from .io import atomic_path
+from .metrics import pearson
 from .paper import CRITIC_CORRELATION, paper_comparison, paper_table
 
 KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users", "status")
 GROUP_COLUMNS = ("variant", "split", "model")
-DEFAULT_METRICS = ("recall@20", "recall@50", "ndcg@100")
-STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
 STAGE_TITLES = {
     "actor_pretrain": "1. actor pre-training",
     "critic_pretrain": "2. critic pre-training\n(actor frozen)",
@@ -167,7 +167,7 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     return table
 
 
-def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = DEFAULT_METRICS) -> pd.DataFrame:
+def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
     """Across-seed summary of a `metrics_table`, one row per (variant, split, model).
 
     Columns: variant, split, model, seeds (number of seeds with results), failed (number of
@@ -668,9 +668,9 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
         for i, seed in enumerate(seeds):
             f = clean[seed]
             ax.scatter(f[column], f[metric], s=10, alpha=0.6, color=_color(i), lw=0,
-                       label=f"seed {seed} (r = {pearson_r(f[column], f[metric]):+.2f}, "
+                       label=f"seed {seed} (r = {pearson(f[column], f[metric]):+.2f}, "
                              f"{len(f)} users)")
-        r = pooled_r[column] = pearson_r(pooled[column], pooled[metric])
+        r = pooled_r[column] = pearson(pooled[column], pooled[metric])
         name = "critic" if column == "critic" else "NLL"
         ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
         ax.set_xlabel(xlabel, fontsize=10)
@@ -684,14 +684,6 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
                  "pre-training)", fontsize=11)
     _save(fig, path_png, path_pdf)
     return pooled_r
-
-
-def pearson_r(a, b) -> float:
-    """Pearson r of two equal-length sequences; NaN with fewer than two values or no spread."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or a.std() == 0 or b.std() == 0:
-        return math.nan
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 # ----------------------------------------------------------------------------------------------

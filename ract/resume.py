@@ -29,8 +29,9 @@ from typing import Callable, Iterator
 
 import torch
 
-from .checkpoint import FORMAT_VERSION, read_state
+from .checkpoint import read_state
 from .errors import RactError
+from .formats import CHECKPOINT_FORMAT_VERSION
 from .io import atomic_path
 
 log = logging.getLogger("ract.resume")
@@ -139,7 +140,7 @@ class ResumePoint:
             return
         # the snapshot's "rows" (history and the like) as JSON: plain text survives
         # weights_only loading whatever number types they hold, and costs nothing until now
-        state = {"format_version": FORMAT_VERSION, "kind": "resume",
+        state = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": "resume",
                  "fingerprint": self.fingerprint, **self.latest,
                  "rows": json.dumps(self.latest.get("rows", {}))}
         with atomic_path(self.path) as tmp:

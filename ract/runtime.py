@@ -1,14 +1,29 @@
-"""Process settings for long numeric jobs (training, evaluation). They change speed only,
-never results."""
+"""Where and how long numeric jobs (training, evaluation) run: the device, and process
+settings that change speed only, never results."""
 
 from __future__ import annotations
 
 import ctypes
 import sys
 
+import torch
+
+from .errors import RactError
+
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
 _M_MMAP_MAX = -4
 
+
+def resolve_device(name: str) -> torch.device:
+    """The device of a `device` setting: auto (CUDA when there is one, else the CPU), cpu,
+    cuda or cuda:N; refuses CUDA where none is available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise RactError(f"setting device: expected auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RactError(f"setting device: {name} was asked for but no CUDA device is available")
+    return torch.device(name)
 
 def reuse_freed_memory() -> None:
     """Let glibc's malloc serve large blocks from its heap and keep freed memory for reuse.

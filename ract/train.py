@@ -35,21 +35,21 @@ import torch
 from .checkpoint import (build_actor, build_critic, load_checkpoint, model_states,
                          save_checkpoint)
 from .data.splits import SplitData, sparse_rows
-from .errors import ModelFailure, RactError
+from .errors import ModelFailure, RactError, check_settings
 from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
                        masked_scores)
+from .formats import STAGES
 from .io import config_dict, write_csv
-from .metrics import ranking_metrics
+from .metrics import pearson, ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
 from .progress import Progress
 from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
                      fingerprint, sigterm_flag)
-from .runtime import reuse_freed_memory
+from .runtime import resolve_device, reuse_freed_memory
 
 log = logging.getLogger("ract.train")
 
-STAGES = ("actor_pretrain", "critic_pretrain", "finetune")
 OBJECTIVES = ("critic", "likelihood")  # finetune: RaCT, or the likelihood control arm
 CRITIC_KEEP = ("last", "best_r")
 # Training-loss columns each kind of step averages over its batches (`loss` is what the actor's
@@ -100,7 +100,7 @@ class StageConfig:
     seed: int = 98765
 
     def __post_init__(self):
-        checks = [
+        check_settings(self, [
             (self.train_stage in STAGES, "train_stage", f"one of {', '.join(STAGES)}"),
             (self.epochs >= 0, "epochs", "an integer >= 0"),
             (self.learning_rate > 0, "learning_rate", "a number > 0"),
@@ -116,11 +116,7 @@ class StageConfig:
             (self.critic_keep in CRITIC_KEEP, "critic_keep", f"one of {', '.join(CRITIC_KEEP)}"),
             (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
             (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
-        ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise RactError(f"setting {name}: expected {expected}, got "
-                                f"{getattr(self, name)!r}")
+        ])
 
 
 STAGE_DEFAULTS = {
@@ -156,24 +152,6 @@ def stage_defaults(train_stage: str, **overrides) -> StageConfig:
         raise RactError(f"setting train_stage: expected one of {', '.join(STAGES)}, "
                         f"got {train_stage!r}")
     return StageConfig(train_stage=train_stage, **{**STAGE_DEFAULTS[train_stage], **overrides})
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise RactError(f"setting device: expected auto, cpu or cuda, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RactError(f"setting device: {name} was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().flatten(), b.double().flatten()
-    keep = ~(torch.isnan(a) | torch.isnan(b))
-    a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
-    denom = a.norm() * b.norm()
-    return (a @ b / denom).item() if a.numel() > 1 and denom > 0 else math.nan
 
 
 def _finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> float:

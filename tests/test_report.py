@@ -7,6 +7,7 @@ import pytest
 
 from ract import report
 from ract.errors import RactError
+from ract.metrics import pearson
 
 
 def summary(model, seed, split="test", variant="main", recall=0.3, ndcg=0.4, epoch=5):
@@ -218,11 +219,11 @@ def test_plot_critic_fit(tmp_path):
     assert_figure(tmp_path / "f.pdf", b"%PDF")
     pooled = pd.concat(fits.values()).dropna()
     assert shown == {"users": len(pooled),  # the pooled r of the titles, for the caller's table
-                     "critic": report.pearson_r(pooled["critic"], pooled["ndcg@100"]),
-                     "nll": report.pearson_r(pooled["nll"], pooled["ndcg@100"])}
-    assert report.pearson_r(pooled["critic"], pooled["ndcg@100"]) > 0.9
-    assert abs(report.pearson_r(pooled["nll"], pooled["ndcg@100"])) < 0.3
-    assert math.isnan(report.pearson_r([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))
+                     "critic": pearson(pooled["critic"], pooled["ndcg@100"]),
+                     "nll": pearson(pooled["nll"], pooled["ndcg@100"])}
+    assert pearson(pooled["critic"], pooled["ndcg@100"]) > 0.9
+    assert abs(pearson(pooled["nll"], pooled["ndcg@100"])) < 0.3
+    assert math.isnan(pearson([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))
     with pytest.raises(RactError, match=r"seed 1 has no column\(s\) \['critic'\]"):
         report.plot_critic_fit({1: fits[1].drop(columns="critic")}, tmp_path / "x.png")
     with pytest.raises(RactError, match="no user has a defined"):

@@ -32,12 +32,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import RactError, writing
+from ..errors import RactError, check_settings, writing
+from ..formats import SPLIT_FORMAT_VERSION
 from ..io import config_dict, json_text
 
 log = logging.getLogger("ract.prepare")
 
-FORMAT_VERSION = 1
 PROTOCOLS = ("strong", "weak")
 EVAL_SPLITS = ("validation", "test")
 # A split is written to a temporary folder beside its destination, named after its owner
@@ -66,7 +66,7 @@ class PrepareConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "weak_ratios", tuple(float(r) for r in self.weak_ratios))
-        checks = [
+        check_settings(self, [
             (self.protocol in PROTOCOLS, "protocol", f"one of {', '.join(PROTOCOLS)}"),
             (self.min_user_count >= 0, "min_user_count", "an integer >= 0"),
             (self.min_item_count >= 0, "min_item_count", "an integer >= 0"),
@@ -78,11 +78,7 @@ class PrepareConfig:
             (len(self.weak_ratios) == 3 and all(r >= 0 for r in self.weak_ratios)
              and math.isclose(sum(self.weak_ratios), 1.0) and self.weak_ratios[0] > 0,
              "weak_ratios", "three non-negative numbers summing to 1 with train > 0"),
-        ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise RactError(f"setting {name}: expected {expected}, got "
-                                f"{getattr(self, name)!r}")
+        ])
 
 
 def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
@@ -329,7 +325,7 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     counts = {name: {"users": m.shape[0], "interactions": int(m.nnz)}
               for name, m in matrices.items()}
     manifest = {
-        "format_version": FORMAT_VERSION,
+        "format_version": SPLIT_FORMAT_VERSION,
         "source": source,
         **(extra or {}),
         "settings": config_dict(cfg),

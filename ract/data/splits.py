@@ -12,7 +12,8 @@ import scipy.sparse as sp
 import torch
 
 from ..errors import RactError
-from .prepare import EVAL_SPLITS, FORMAT_VERSION, n_evaluable
+from ..formats import SPLIT_FORMAT_VERSION
+from .prepare import EVAL_SPLITS, n_evaluable
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,9 @@ def load_split(path) -> SplitData:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RactError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") != SPLIT_FORMAT_VERSION:
         raise RactError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
-                        f"this ract reads {FORMAT_VERSION}; prepare the data again")
+                        f"this ract reads {SPLIT_FORMAT_VERSION}; prepare the data again")
     n_items = manifest["n_items"]
     mats = {}
     for name in manifest["matrices"]:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import RactError
+from ..errors import RactError, check_settings
 from ..io import atomic_path, config_dict
 
 FORMATS = {"ml-csv": "ratings.csv", "netflix": "combined_data_1.txt"}
@@ -64,7 +64,7 @@ class SyntheticConfig:
     format: str = "ml-csv"
 
     def __post_init__(self):
-        checks = [
+        check_settings(self, [
             (self.n_users >= 1, "n_users", "an integer >= 1"),
             (self.n_items >= 1, "n_items", "an integer >= 1"),
             (self.min_user_items >= 1, "min_user_items", "an integer >= 1"),
@@ -73,11 +73,7 @@ class SyntheticConfig:
             (self.user_sigma >= 0, "user_sigma", "a number >= 0"),
             (0 <= self.low_rating_share <= 1, "low_rating_share", "a number in [0, 1]"),
             (self.format in FORMATS, "format", f"one of {', '.join(FORMATS)}"),
-        ]
-        for ok, name, expected in checks:
-            if not ok:
-                raise RactError(f"setting {name}: expected {expected}, got "
-                                f"{getattr(self, name)!r}")
+        ])
         if self.min_user_items > self.n_items:
             raise RactError(f"setting min_user_items: {self.min_user_items} is more than "
                             f"n_items ({self.n_items})")

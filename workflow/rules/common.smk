@@ -9,12 +9,13 @@ import jsonschema
 import yaml
 
 # Parse time needs snakemake (with its jsonschema and pyyaml) and no installed `ract`: Snakemake
-# puts the Snakefile's folder on sys.path, and `ract.provenance` imports only the standard
-# library. Jobs import `ract` from there too (Snakemake passes its sys.path on to them), so the
-# code that runs is the code `code_hash` hashes; workflow/envs/ract.yaml holds the rest.
+# puts the Snakefile's folder on sys.path, and `ract.provenance` and `ract.formats` import only
+# the standard library. Jobs import `ract` from there too (Snakemake passes its sys.path on to
+# them), so the code that runs is the code `code_hash` hashes; workflow/envs/ract.yaml holds
+# the rest.
 import ract.provenance
+from ract.formats import STAGES
 
-STAGES = ["actor_pretrain", "critic_pretrain", "finetune"]
 MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
 BASELINES = {"mult_dae": "Mult-DAE", "ease": "EASE", "popularity": "Popularity"}
 # Optional models trained per seed beside RaCT (`models:`), by checkpoint name: the control arm

@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 from ract.errors import RactError
+from ract.formats import PAPER_METRICS
 from ract.io import write_csv, write_json, write_text
 from ract.report import (aggregate_table, check_same_data, comparison_document, failures,
                          gain_by_activity, html_document, markdown_document, metrics_table,
@@ -11,7 +12,6 @@ from ract.report import (aggregate_table, check_same_data, comparison_document, 
                          plot_training_curves, read_history, read_summary)
 from ract.stats import paired_test_over_seeds
 
-SHOWN = ["recall@20", "recall@50", "ndcg@100"]
 CRITIC = {"critic_r_train": "critic r (training batches)",
           "val_critic_r": "critic r (validation users)",
           "val_nll_r": "NLL r (validation users)",
@@ -44,7 +44,7 @@ def main():
                     f["error"])
     table = metrics_table(summaries)
     write_csv(snakemake.output.csv, table)
-    aggregate = aggregate_table(table, SHOWN)
+    aggregate = aggregate_table(table, PAPER_METRICS)
 
     by_seed = {}
     for path, seed in zip(snakemake.input.histories, p.histories):
@@ -83,7 +83,7 @@ def main():
     plot_gain_by_activity(groups, snakemake.output.gain, snakemake.output.gain_pdf,
                           label=f"{first['b']} - {first['a']}")
 
-    doc = comparison_document(table, aggregate, tests, metrics=SHOWN, starts=p.starts,
+    doc = comparison_document(table, aggregate, tests, metrics=PAPER_METRICS, starts=p.starts,
                               failed=failed, groups=groups, critic=pd.DataFrame(critic_rows),
                               fit_r=fit_r, paper=p.paper)
     write_text(snakemake.output.md, markdown_document(doc))
@@ -92,7 +92,7 @@ def main():
     plot_training_curves(histories, snakemake.output.curves, snakemake.output.curves_pdf,
                          controls=controls)
     plot_metric_bars(aggregate, snakemake.output.bars, snakemake.output.bars_pdf, split="test",
-                     metrics=SHOWN)
+                     metrics=PAPER_METRICS)
 
 
 run(snakemake, main)

@@ -7,7 +7,7 @@ from ract.data.splits import load_split
 from ract.errors import RactError
 from ract.evaluate import critic_fit_frame
 from ract.io import write_csv
-from ract.train import resolve_device
+from ract.runtime import resolve_device
 
 
 def main():

@@ -8,7 +8,7 @@ from ract.data.splits import load_split
 from ract.errors import ModelFailure
 from ract.evaluate import evaluate_to_frames
 from ract.io import write_csv, write_json
-from ract.train import resolve_device
+from ract.runtime import resolve_device
 
 
 def main():

@@ -8,7 +8,7 @@ from ract.baselines import Popularity, save_baseline, select_ease_lambda
 from ract.data.splits import load_split
 from ract.errors import ModelFailure
 from ract.io import write_csv
-from ract.train import resolve_device
+from ract.runtime import resolve_device
 
 
 def main():

@@ -3,10 +3,9 @@ import json
 import pandas as pd
 from adapter import run
 
+from ract.formats import PAPER_METRICS
 from ract.io import write_csv, write_json, write_text
 from ract.report import markdown_table
-
-REPORTED = ("recall@20", "recall@50", "ndcg@100")
 
 
 def swept_value(settings, section, key):
@@ -26,10 +25,10 @@ def main():
         for path in info["summaries"]:
             s = json.load(open(path))
             frames.append({"model": p.models[s["stage"]], "split": s["split"],
-                           **{m: s["metrics"][m]["mean"] for m in REPORTED}})
-        means = pd.DataFrame(frames).groupby(["model", "split"])[list(REPORTED)].mean()
+                           **{m: s["metrics"][m]["mean"] for m in PAPER_METRICS}})
+        means = pd.DataFrame(frames).groupby(["model", "split"])[list(PAPER_METRICS)].mean()
         row["validation ndcg@100 (RaCT)"] = means.loc[("RaCT", "validation"), "ndcg@100"]
-        for m in REPORTED:
+        for m in PAPER_METRICS:
             row[f"test {m} (RaCT)"] = means.loc[("RaCT", "test"), m]
         row["validation ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "validation"),
                                                          "ndcg@100"]
