@@ -56,7 +56,8 @@ def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
         torch.save(state, tmp)
 
 
-def _refuse_failed(path, state: dict) -> None:
+def refuse_failed(path, state: dict) -> None:
+    """Refuse the record `save_failure` wrote in place of a model, naming why it failed."""
     if "failed" in state:
         raise ModelFailure(f"{path}: {state.get('model', 'the model')} could not be fit: "
                            f"{state['failed']}")
@@ -94,24 +95,11 @@ def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None =
     """Read and check a training checkpoint; with `data_hash`/`n_items`, refuse one from other
     data."""
     state = read_state(path)
-    _refuse_failed(path, state)
+    refuse_failed(path, state)
     if "kind" in state:
         raise RactError(f"{path}: a {state['kind']} baseline, not a ract training checkpoint")
     check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
     return state
-
-
-def load_model(path, *, data_hash: str | None = None, n_items: int | None = None):
-    """(model, info) from a checkpoint: the actor of a ract stage, or a baseline
-    (`ract.baselines`); info holds the stage (or baseline kind) and the epoch kept."""
-    from .baselines import baseline_from_state
-    state = read_state(path)
-    _refuse_failed(path, state)
-    if "kind" in state:
-        model = baseline_from_state(path, state, data_hash=data_hash, n_items=n_items)
-        return model, {"stage": state["kind"], "epoch": None}
-    check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
-    return build_actor(state), {"stage": state["stage"], "epoch": state["epoch"]}
 
 
 def build_actor(state: dict) -> MultVAE:

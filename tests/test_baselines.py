@@ -249,7 +249,8 @@ def test_load_refusals(tmp_path):
 
 
 def test_ease_larger_than_its_memory_budget_is_a_model_failure(tmp_path):
-    from ract.checkpoint import load_model, save_failure
+    from ract.checkpoint import save_failure
+    from ract.load import load_model
     from ract.errors import ModelFailure
     data = taste_split()  # 40 items: 4 matrices of 40 x 40 float64
     assert baselines.ease_fit_bytes(40) == 4 * 40 * 40 * 8

@@ -3,11 +3,11 @@ from adapter import log, run  # first: sets the OpenMP wait policy before torch 
 import pandas as pd
 import torch
 
-from ract.checkpoint import load_model
 from ract.data.splits import load_split
 from ract.errors import ModelFailure
 from ract.evaluate import evaluate_to_frames
 from ract.io import write_csv, write_json
+from ract.load import load_model
 from ract.runtime import resolve_device
 
 
