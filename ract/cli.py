@@ -68,27 +68,15 @@ def _add_fetch_args(p, required: bool):
                    help="seconds to wait on a network connection (default: %(default)s)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .data.prepare import PROTOCOLS, PrepareConfig
-    from .data.readers import FORMAT_HELP, FORMATS
-    from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
-    from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
-    from .formats import STAGES
-    from .model import CRITIC_NORMS, ActorConfig, CriticConfig
-    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, StageConfig
-
-    parser = argparse.ArgumentParser(
-        prog="ract", description="RaCT: ranking-critical actor-critic training for "
-        "collaborative filtering (Lobel et al., ICLR 2020).")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and the traceback of an unexpected error")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_fetch(sub) -> None:
     p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
                        description="Download (or take from the cache) a known data set and "
                        "print the raw file's path and reader format.")
     _add_fetch_args(p, required=True)
+
+
+def _add_synthesize(sub) -> None:
+    from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
 
     p = sub.add_parser("synthesize", help="write synthetic interactions in a raw format",
                        description="Generate interactions with power-law item popularity and a "
@@ -116,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra rows rated <= 3.5 per positive interaction (default: %(default)s)")
     p.add_argument("--out", required=True, help="folder to write the raw file into")
 
+
+def _add_prepare(sub) -> None:
+    from .data.prepare import PROTOCOLS, PrepareConfig
+    from .data.readers import FORMAT_HELP, FORMATS
+
     p = sub.add_parser("prepare", help="binarise, filter and split interactions",
                        description="Read raw interactions, binarise, filter, split users, and "
                        "write sparse CSR split files, id maps and manifest.json to --out.",
@@ -142,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop items with fewer users, applied first (default: %(default)s)")
     p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
                    help="strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
-                        "each user's items split train/valid/test (RecBole) (default: %(default)s)")
+                        "each user's items split train/valid/test (RecBole) "
+                        "(default: %(default)s)")
     p.add_argument("--heldout-users", type=float, default=d.heldout_users,
                    help="strong: validation and test users each, a fraction < 1 or a count "
                         "(default: %(default)s)")
@@ -158,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the user shuffle and item splits (default: %(default)s)")
 
+
+def _add_train(sub) -> None:
+    from .formats import STAGES
+    from .train import STAGE_DEFAULTS, StageConfig
+
     p = sub.add_parser("train", help="run one training stage",
                        description="Run one RaCT train_stage and write its best checkpoint and "
                        "per-epoch history. Defaults per stage: " + "; ".join(
@@ -165,6 +164,22 @@ def build_parser() -> argparse.ArgumentParser:
                            for s in STAGES))
     p.add_argument("--train-stage", "--stage", dest="train_stage", choices=STAGES,
                    required=True, help="actor_pretrain, critic_pretrain or finetune")
+    _add_train_paths(p)
+    _add_stage_args(p)
+    p.add_argument("--save-step", type=int, default=_default(StageConfig, "save_step"),
+                   help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
+                   help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
+    _add_actor_args(p)
+    _add_critic_args(p)
+
+
+def _add_train_paths(p) -> None:
+    """What `ract train` reads and writes."""
     p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
     p.add_argument("--out", required=True, help="checkpoint to write (best epoch)")
     p.add_argument("--history", required=True, help="per-epoch history CSV to write")
@@ -177,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume-every", type=float, metavar="SECONDS",
                    help="seconds between resume points written to disk (default: once a "
                         "minute, ract.resume.DEFAULT_EVERY)")
+
+
+def _add_stage_args(p) -> None:
+    """The optimisation settings of a stage (`ract.train.StageConfig`)."""
+    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, StageConfig
+
     p.add_argument("--epochs", "--pretrain-epochs", dest="epochs", type=int,
                    help="epochs (RecBole's pretrain_epochs); default per stage")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
@@ -213,14 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-critic", action="store_true",
                    help="finetune: do not train the critic (RecBole); default keeps training it "
                         "(original code)")
-    p.add_argument("--save-step", type=int, default=_default(StageConfig, "save_step"),
-                   help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
-                        "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
-                   help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int,
-                   help="CPU threads for torch (default: torch's choice)")
+
+
+def _add_actor_args(p) -> None:
+    from .model import ActorConfig
+
     a = ActorConfig(n_items=1)
     g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
                              "checkpoint)")
@@ -240,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps for beta to reach 1 before the cap, or auto: beta "
                         "reaches the cap after 85.5%% of the stage's updates, as vae_cf on "
                         "ML-20M (default: %(default)s)")
+
+
+def _add_critic_args(p) -> None:
+    from .model import CRITIC_NORMS, CriticConfig
+
     c = CriticConfig()
     g = p.add_argument_group("critic (new critic in critic_pretrain)")
     g.add_argument("--critic-layers", type=int, nargs="+", default=list(c.critic_layers),
@@ -250,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--metrics-k", type=int, default=c.metrics_k,
                    help="k of the NDCG the critic predicts (default: %(default)s)")
+
+
+def _add_evaluate(sub) -> None:
+    from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on validation or test users",
                        description="Rank all items for each user of a split (known items "
@@ -268,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="users per batch (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
 
+
+def _add_recommend(sub) -> None:
     p = sub.add_parser("recommend", help="top-N items for given users, or for a new user",
                        description="Top-N unseen items (original ids) for users given by "
                        "original id, from their known history in the split folder; or, with "
@@ -286,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="file to write (default: standard output)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
 
+
+def _add_watch(sub) -> None:
     p = sub.add_parser("watch", help="progress of the training stages under a results folder",
                        description="List the training stages under a results folder (running, "
                        "done, failed) with their epoch, validation metric, elapsed time and "
@@ -294,6 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--follow", action="store_true", help="refresh until interrupted (Ctrl-C)")
     p.add_argument("--every", type=float, default=5.0,
                    help="--follow: seconds between refreshes (default: %(default)s)")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ract` parser; each subcommand's arguments come from its `_add_<command>`."""
+    parser = argparse.ArgumentParser(
+        prog="ract", description="RaCT: ranking-critical actor-critic training for "
+        "collaborative filtering (Lobel et al., ICLR 2020).")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the traceback of an unexpected error")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_fetch, _add_synthesize, _add_prepare, _add_train, _add_evaluate,
+                _add_recommend, _add_watch):
+        add(sub)
     return parser
 
 
