@@ -1,7 +1,7 @@
 """Read raw interaction files (MovieLens, RecBole, Netflix Prize, MSD, any CSV) into one table.
 
-Every reader returns a DataFrame with columns ``user``, ``item`` (raw ids: int64 when every id is
-an integer, else str) and ``rating`` (float64; NaN where the format has no rating).
+Every reader returns a DataFrame with columns `user`, `item` (raw ids: int64 when every id is
+an integer, else str) and `rating` (float64; NaN where the format has no rating).
 
 Parsing uses pandas' C engine with explicit dtypes, so large files read fast. When that parse
 fails, or yields values it must not (missing ids, non-numeric ratings), the file is scanned a
@@ -23,19 +23,21 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from ract.errors import RactError
+from ..errors import RactError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ract.data.readers")
 
 FORMATS = ("ml-100k", "ml-1m", "ml-csv", "recbole", "netflix", "msd", "csv")
 
 FORMAT_HELP = {
     "ml-100k": "MovieLens u.data: tab-separated 'user item rating timestamp', no header",
     "ml-1m": "MovieLens ratings.dat (ml-1m, ml-10m): 'UserID::MovieID::Rating::Timestamp'",
-    "ml-csv": "MovieLens ratings.csv (ml-20m, ml-latest): header 'userId,movieId,rating,timestamp'",
+    "ml-csv": "MovieLens ratings.csv (ml-20m, ml-latest): header "
+              "'userId,movieId,rating,timestamp'",
     "recbole": "RecBole atomic .inter: tab-separated, header 'user_id:token item_id:token ...'",
     "netflix": "Netflix Prize: mv_*.txt or combined_data_*.txt file, or a folder of them",
-    "msd": "MSD Taste Profile train_triplets.txt: tab-separated 'user song count' (rating = count)",
+    "msd": "MSD Taste Profile train_triplets.txt: tab-separated 'user song count' "
+           "(rating = count)",
     "csv": "any CSV/TSV: choose sep, header and columns {'user': ..., 'item': ..., 'rating': ...}",
 }
 
@@ -62,7 +64,7 @@ class _Invalid(Exception):
 
 @dataclass
 class _Layout:
-    """How one delimited file is laid out, in logical fields (``::`` counts as one separator)."""
+    """How one delimited file is laid out, in logical fields (`::` counts as one separator)."""
 
     path: Path
     sep: str
@@ -93,19 +95,19 @@ def read_interactions(
     Parameters
     ----------
     path : str or PathLike
-        The file (for ``netflix`` also a folder of Netflix files).
+        The file (for `netflix` also a folder of Netflix files).
     fmt : str
         One of `FORMATS`.
     columns : dict, optional
-        ``csv``: {'user': name-or-index, 'item': ..., 'rating': ... (optional)}.
-        ``recbole``: field names to use instead of user_id / item_id / rating.
+        `csv`: {'user': name-or-index, 'item': ..., 'rating': ... (optional)}.
+        `recbole`: field names to use instead of user_id / item_id / rating.
     sep, header : optional
-        ``csv`` only: field separator (default ',') and whether line 1 is a header (default True).
+        `csv` only: field separator (default ',') and whether line 1 is a header (default True).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``user``, ``item``, ``rating`` (float64, NaN where the format has none).
+        Columns `user`, `item`, `rating` (float64, NaN where the format has none).
 
     Raises
     ------
@@ -190,7 +192,8 @@ def _check_options(fmt, columns, sep, header) -> None:
 
 
 def _first_lines(path: Path, count: int) -> list[tuple[int, str]]:
-    """Up to `count` non-blank lines as (line number, text), checking for archives and bad bytes."""
+    """Up to `count` non-blank lines as (line number, text), checking for archives and bad
+    bytes."""
     out = []
     with open(path, "rb") as handle:
         _not_archive(path, handle.read(4))
@@ -256,7 +259,8 @@ def _header_layout(
         fields = next(csv.reader([text], delimiter=sep))
     else:
         fields = text.split(sep)
-    layout = _Layout(path, sep, [f.strip() for f in fields], 0, 1, None, skip=number, quoted=quoted)
+    layout = _Layout(path, sep, [f.strip() for f in fields], 0, 1, None, skip=number,
+                     quoted=quoted)
     layout.what = f"{len(fields)} {sep_word}-separated fields, as in the header on line {number}"
     return layout, layout.names, number
 

