@@ -36,10 +36,8 @@ from .checkpoint import (build_actor, build_critic, load_checkpoint, model_state
                          save_checkpoint)
 from .data.splits import SplitData, sparse_rows
 from .errors import ModelFailure, RactError
-from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
-                       masked_scores)
+from .evaluate import EVAL_BATCH_SIZE, heldout_per_user
 from .io import config_dict, write_csv
-from .metrics import ranking_metrics
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
 from .progress import Progress
@@ -190,37 +188,26 @@ def _critic_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred[valid] - target[valid]).pow(2).mean() if valid.any() else pred.sum() * 0.0
 
 
-@torch.no_grad()
 def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
     """Validation NDCG@100 / Recall@20 / Recall@50 and, with a critic, its fit to the true
-    NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement)."""
-    actor.eval()
-    split = data.validation
-    metric_parts, critic_parts = {}, {}
-    for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
-        out = heldout_output(actor, x_in, holdout)
-        per = ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, VALIDATION_KS,
-                              ("ndcg", "recall"))
-        for key, value in per.items():
-            metric_parts.setdefault(key, []).append(value)
-        if critic is not None:
-            fit = critic_batch(critic, out, x_in + holdout)
-            for key, value in fit.items():
-                critic_parts.setdefault(key, []).append(value)
+    NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement), from
+    the same per-user evaluation as `ract.evaluate.critic_fit`."""
+    per_user = heldout_per_user(actor, data.validation, critic=critic, ks=VALIDATION_KS,
+                                metrics=("ndcg", "recall"), batch_size=batch_size,
+                                device=device)
     row = {}
     for key in ("ndcg@100", "recall@20", "recall@50"):
-        v = torch.cat(metric_parts[key])
+        v = per_user[key]
         row[f"val_{key}"] = v[~torch.isnan(v)].mean().item()
     if critic is not None:
-        fit = {key: torch.cat(values) for key, values in critic_parts.items()}
-        pred, target = fit["critic"], fit["target"]
+        pred, target = per_user["critic"], per_user["target"]
         row["val_critic_mse"] = _critic_mse(pred, target).item()
         row["val_critic_r"] = pearson(pred, target)
-        row["val_nll_r"] = pearson(fit["nll"], target)
+        row["val_nll_r"] = pearson(per_user["nll"], target)
         # d critic / d NLL < 0 means "lower NLL scores higher": the direction finetuning needs.
         has = ~torch.isnan(target)
-        row["val_nll_slope_negative"] = (fit["slope"][has] < 0).double().mean().item()
+        row["val_nll_slope_negative"] = (per_user["slope"][has] < 0).double().mean().item()
     return row
 
 
