@@ -141,7 +141,7 @@ class MultVAE(nn.Module):
         # The last encoder layer emits mu and logvar side by side, as in vae_cf.
         code = 2 * cfg.latent_dimension if cfg.variational else cfg.latent_dimension
         self.encoder = _mlp([cfg.n_items, *hidden, code])
-        self.encoder[0] = SparseInputLinear(self.encoder[0])  # reads SparseRows (ract.sparse)
+        self.encoder[0] = SparseInputLinear(self.encoder[0])  # reads SparseRows
         self.decoder = _mlp([cfg.latent_dimension, *hidden[::-1], cfg.n_items])
 
     def forward(self, x: torch.Tensor | SparseRows,
