@@ -71,18 +71,20 @@ def critic_batch(critic: Critic, out: ActorOutput, x_full: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None = None, ks=(),
-                     metrics=METRICS, batch_size: int = EVAL_BATCH_SIZE,
+def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None = None,
+                     metrics=(), batch_size: int = EVAL_BATCH_SIZE,
                      device="cpu") -> dict[str, torch.Tensor]:
     """Per user of a held-out split, fold-in as input and held-out items as the relevant set:
-    the ranking `metrics` at `ks` (none without ks) and, with a critic, `critic_batch`'s four
-    values; concatenated over batches, on `device`. Validation (`ract.train.validate`) and the
-    critic's fit tables both read it."""
+    ranking metrics named as 'ndcg@100' (with the other computed combinations of their kinds
+    and cut-offs) and, with a critic, `critic_batch`'s four values; concatenated over batches,
+    on `device`. Validation (`ract.train.validate`) and the critic's fit tables both read it."""
+    ks = tuple(sorted({int(name.split("@")[1]) for name in metrics}))
+    kinds = tuple(dict.fromkeys(name.split("@")[0] for name in metrics))
     actor.eval()
     parts: dict[str, list] = {}
     for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
         out = heldout_output(actor, x_in, holdout)
-        per = (ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, metrics)
+        per = (ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, kinds)
                if ks else {})
         if critic is not None:
             per.update(critic_batch(critic, out, x_in + holdout))

@@ -61,7 +61,6 @@ HISTORY_COLUMNS = ("stage", "epoch", "steps", "updates", "loss", "nll", "kl", "b
                    "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
                    "val_recall@50", "val_critic_mse", "val_critic_r", "val_nll_r",
                    "val_nll_slope_negative", "kept", "train_seconds", "seconds")
-VALIDATION_KS = (20, 50, 100)
 SELECT_METRIC = "val_ndcg@100"
 
 
@@ -192,11 +191,11 @@ def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
     """Validation NDCG@100 / Recall@20 / Recall@50 and, with a critic, its fit to the true
     NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement), from
     the same per-user evaluation as `ract.evaluate.critic_fit`."""
-    per_user = heldout_per_user(actor, data.validation, critic=critic, ks=VALIDATION_KS,
-                                metrics=("ndcg", "recall"), batch_size=batch_size,
-                                device=device)
+    metrics = ("ndcg@100", "recall@20", "recall@50")
+    per_user = heldout_per_user(actor, data.validation, critic=critic, metrics=metrics,
+                                batch_size=batch_size, device=device)
     row = {}
-    for key in ("ndcg@100", "recall@20", "recall@50"):
+    for key in metrics:
         v = per_user[key]
         row[f"val_{key}"] = v[~torch.isnan(v)].mean().item()
     if critic is not None:
@@ -275,6 +274,8 @@ class _Run:
         checkpoint and the history; returns the summary."""
         t0 = time.perf_counter()
         self.guard = guard
+        # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
+        # last epoch has none, so its fit to validation users (val_critic_r)
         self.progress = Progress(self.cfg.train_stage, n_epochs, out.history,
                                  select_metric(self.cfg) or "val_critic_r",
                                  lambda rows: history_frame(rows, self.cfg.train_stage))
@@ -524,7 +525,9 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     init = _starting_checkpoint(data, cfg, pre_model_path)
     actor, critic = _stage_models(data, cfg, init, actor_cfg, critic_cfg)
     run = _Run(data, cfg, actor, critic, dev, int(init.get("updates", 0)) if init else 0)
-    _check_run(run, pre_model_path, init)
+    _check_critic_norm(run)
+    if cfg.train_stage == "finetune" and cfg.carry_critic_optimizer:
+        _carry_critic_optimizer(run, init, pre_model_path)
     point = None
     if resume_path is not None:
         settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
@@ -582,25 +585,25 @@ def _stage_models(data: SplitData, cfg: StageConfig, init: dict | None,
     if stage == "critic_pretrain" and critic is None:
         critic = Critic(critic_cfg or CriticConfig())
     if stage == "actor_pretrain" or cfg.objective == "likelihood":
-        critic = None  # the control arm continues the actor alone
+        critic = None  # actor_pretrain and the control arm (a finetune) train the actor alone
     return actor, critic
 
 
-def _check_run(run: _Run, pre_model_path, init: dict | None) -> None:
-    """Refuse a critic that cannot train on this data; carry the critic's Adam state into
-    finetune."""
-    critic, cfg = run.critic, run.cfg
-    if run.critic_opt is not None and critic.cfg.input_norm == "running" and \
+def _check_critic_norm(run: _Run) -> None:
+    """Refuse a critic that would normalise batches of one user."""
+    if run.critic_opt is not None and run.critic.cfg.input_norm == "running" and \
             run.data.train.shape[0] < 2:
         raise RactError(f"setting critic.input_norm: running normalises each batch of training "
                         f"users by its own statistics, and {run.data.path} has one training "
                         "user; use fixed")
-    if cfg.train_stage == "finetune" and cfg.carry_critic_optimizer:
-        if run.carry_critic_optimizer(init.get("critic_opt_state")):
-            log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
-        elif run.critic_opt is not None:
-            log.warning("finetune: %s has no critic optimizer state (written by an older "
-                        "ract); the critic starts a fresh Adam", pre_model_path)
+
+
+def _carry_critic_optimizer(run: _Run, init: dict, pre_model_path) -> None:
+    if run.carry_critic_optimizer(init.get("critic_opt_state")):
+        log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
+    elif run.critic_opt is not None:
+        log.warning("finetune: %s has no critic optimizer state (written by an older ract); "
+                    "the critic starts a fresh Adam", pre_model_path)
 
 
 def select_metric(cfg: StageConfig) -> str | None:
