@@ -71,17 +71,33 @@ def critic_batch(critic: Critic, out: ActorOutput, x_full: torch.Tensor) -> dict
 
 
 @torch.no_grad()
-def critic_fit(actor: MultVAE, critic: Critic, split: EvalSplit, *,
-               batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
-    """Per user of a held-out split (fold-in as input, held-out items as the relevant set):
-    `critic_batch`'s four values, concatenated over batches (float64, on the CPU)."""
+def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None = None,
+                     metrics=(), batch_size: int = EVAL_BATCH_SIZE,
+                     device="cpu") -> dict[str, torch.Tensor]:
+    """Per user of a held-out split, fold-in as input and held-out items as the relevant set:
+    ranking metrics named as 'ndcg@100' (with the other computed combinations of their kinds
+    and cut-offs) and, with a critic, `critic_batch`'s four values; concatenated over batches,
+    on `device`. Validation (`ract.train.validate`) and the critic's fit tables both read it."""
+    ks = tuple(sorted({int(name.split("@")[1]) for name in metrics}))
+    kinds = tuple(dict.fromkeys(name.split("@")[0] for name in metrics))
     actor.eval()
     parts: dict[str, list] = {}
-    for _, x_in, holdout, _ in eval_batches(split, batch_size, device):
+    for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
         out = heldout_output(actor, x_in, holdout)
-        for key, value in critic_batch(critic, out, x_in + holdout).items():
-            parts.setdefault(key, []).append(value.double().cpu())
+        per = (ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, kinds)
+               if ks else {})
+        if critic is not None:
+            per.update(critic_batch(critic, out, x_in + holdout))
+        for key, value in per.items():
+            parts.setdefault(key, []).append(value)
     return {key: torch.cat(values) for key, values in parts.items()}
+
+
+def critic_fit(actor: MultVAE, critic: Critic, split: EvalSplit, *,
+               batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
+    """Per user of a held-out split: `critic_batch`'s four values (float64, on the CPU)."""
+    fit = heldout_per_user(actor, split, critic=critic, batch_size=batch_size, device=device)
+    return {key: value.double().cpu() for key, value in fit.items()}
 
 
 def critic_fit_frame(actor: MultVAE, critic: Critic, data: SplitData, split: str, *,

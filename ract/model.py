@@ -8,16 +8,15 @@ log-variance of 128 each.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.splits import SparseRows
 from .errors import RactError, check_settings
 from .metrics import ndcg_from_hits, top_k_items
+from .sparse import SparseInputLinear, SparseRows
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class ActorOutput:
         """Multinomial NLL per user over the full row x (B,), dense or `SparseRows`."""
         log_p = F.log_softmax(self.logits, dim=1)  # (B, n_items)
         if isinstance(x, SparseRows):  # only the user's items: no (B, n_items) product
-            return -x.row_sum(log_p[x.row_ids, x.indices] * x.values)
+            return -x.row_sum(x.at_entries(log_p) * x.values)
         return -(log_p * x).sum(dim=1)
 
     def kl(self) -> torch.Tensor:
@@ -124,68 +123,6 @@ class ActorOutput:
         if not self.variational:
             return self.mu.new_zeros(self.mu.shape[0])
         return 0.5 * (-self.logvar + self.logvar.exp() + self.mu.pow(2) - 1.0).sum(dim=1)
-
-
-class _ItemMajorLinear(nn.Module):
-    """The encoder's first layer, Linear(n_items -> out), with its weight stored item-major:
-    `weight_t` (n_items, out) contiguous. A sparse input then gathers one contiguous row per
-    item, the gradient comes back in the same layout, and fused Adam updates it in place; a
-    transposed view of an nn.Linear weight made Adam copy it twice per step. Checkpoints keep
-    nn.Linear's `weight` (out, n_items) and `bias`."""
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight_t = nn.Parameter(linear.weight.detach().t().contiguous())
-        self.bias = nn.Parameter(linear.bias.detach().clone())
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.weight_t.t()  # (out, n_items), as nn.Linear
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.weight_t.shape[0]}, out_features={self.weight_t.shape[1]}"
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        for name, value in (("weight", self.weight), ("bias", self.bias)):
-            destination[prefix + name] = value if keep_vars else value.detach()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + "weight" in state_dict:  # as BatchNorm does, rewrite before loading
-            state_dict[prefix + "weight_t"] = state_dict.pop(prefix + "weight").t()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-class _SparseLinear(torch.autograd.Function):
-    """x @ W.T for a `SparseRows` x with entries `values` and W.T (n_items, out) contiguous:
-    one gathered row of W.T per entry, 2 * nnz * out FLOPs each way. Autograd's own backward
-    of embedding_bag sorts the entries and fills through a generic path, several times slower
-    than the CSR product of the transposed batch used here."""
-
-    @staticmethod
-    def forward(ctx, values, weight_t, x):
-        ctx.save_for_backward(values, weight_t)
-        ctx.x = x
-        return F.embedding_bag(x.indices, weight_t, x.indptr[:-1], mode="sum",
-                               per_sample_weights=values)  # (B, out)
-
-    @staticmethod
-    def backward(ctx, grad):  # grad: (B, out)
-        values, weight_t = ctx.saved_tensors
-        x = ctx.x
-        grad_values = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_values = (grad[x.row_ids] * weight_t[x.indices]).sum(dim=1)  # (nnz,)
-        if ctx.needs_input_grad[1]:
-            # X.T @ grad with X.T in CSR form: the entries regrouped by item
-            order = torch.argsort(x.indices, stable=True)
-            indptr = x.indptr.new_zeros(weight_t.shape[0] + 1)
-            indptr[1:] = torch.bincount(x.indices, minlength=weight_t.shape[0]).cumsum(0)
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                x_t = torch.sparse_csr_tensor(indptr, x.row_ids[order], values[order],
-                                              (weight_t.shape[0], x.shape[0]))
-                grad_weight = x_t @ grad  # (n_items, out), the layout of weight_t
-        return grad_values, grad_weight, None
 
 
 class MultVAE(nn.Module):
@@ -198,7 +135,7 @@ class MultVAE(nn.Module):
         # The last encoder layer emits mu and logvar side by side, as in vae_cf.
         code = 2 * cfg.latent_dimension if cfg.variational else cfg.latent_dimension
         self.encoder = _mlp([cfg.n_items, *hidden, code])
-        self.encoder[0] = _ItemMajorLinear(self.encoder[0])
+        self.encoder[0] = SparseInputLinear(self.encoder[0])  # reads SparseRows
         self.decoder = _mlp([cfg.latent_dimension, *hidden[::-1], cfg.n_items])
 
     def forward(self, x: torch.Tensor | SparseRows,
@@ -208,20 +145,17 @@ class MultVAE(nn.Module):
         whole and z = mu."""
         if not isinstance(x, SparseRows):
             x = SparseRows.from_dense(x)
-        rows, values = x.row_ids, x.values  # (nnz,) each
-        present = values > 0
-        # L2 row normalisation precedes dropout (vae_cf); as F.normalize, eps 1e-12
-        h = values / x.row_sum(values * values).sqrt().clamp_min(1e-12)[rows]
+        present = x.values > 0  # (nnz,): everything below works on the user's own entries
+        h = x.l2_normalized()  # L2 row normalisation precedes dropout (vae_cf)
         kept = present
         if self.training and self.cfg.dropout_prob > 0:
             # Dropout only matters on the user's own items (the rest of the row is zero), so
             # one uniform draw per item the user has, not per cell of the (B, n_items) matrix.
             keep = 1.0 - self.cfg.dropout_prob
-            mask = torch.rand(values.shape, generator=generator, device=values.device) < keep
+            mask = torch.rand(h.shape, generator=generator, device=h.device) < keep
             h = h * mask / keep  # inverted dropout
             kept = present & mask
-        first = self.encoder[0]
-        h = _SparseLinear.apply(h, first.weight_t, x) + first.bias  # (B, hidden): x @ W.T + b
+        h = self.encoder[0](h, x)  # (B, hidden): x @ W.T + b
         if len(self.encoder) > 1:
             h = _forward_mlp(self.encoder[1:], torch.tanh(h), torch.tanh)
         dropped = present & ~kept

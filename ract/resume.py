@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from .checkpoint import read_state
+from .checkpoint import model_states, read_state
 from .errors import RactError
 from .formats import CHECKPOINT_FORMAT_VERSION
 from .io import atomic_path
@@ -153,3 +153,101 @@ class ResumePoint:
     def remove(self) -> None:
         if self.ours:
             self.path.unlink(missing_ok=True)
+
+
+def snapshot(run, epoch: int) -> dict:
+    """Everything the epochs after `epoch` depend on, copied to the CPU. `run` is a stage run
+    of `ract.train`: models, optimizers, counters, generators, the best model so far (a dict of
+    metric, epoch, models and row) and the history rows."""
+    opt = {name: cpu_copy(o.state_dict()) if o is not None else None
+           for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))}
+    best = run.best
+    return {"epoch": epoch, "models": model_states(run.actor, run.critic), **opt,
+            "updates": run.updates, "steps": run.steps, "validated_at": run.validated_at,
+            "shuffle_gen": run.shuffle_gen.get_state(), "noise_gen": run.noise_gen.get_state(),
+            "best": {"metric": best["metric"], "epoch": best["epoch"], "models": best["models"]},
+            "rows": {"history": list(run.history), "best_row": best["row"]}}
+
+
+def restore(run, state: dict) -> None:
+    """Put a `snapshot` back into the live run."""
+    models = state["models"]
+    run.actor.load_state_dict(models["actor_state"])
+    if run.critic is not None:
+        run.critic.load_state_dict(models["critic_state"])
+    for name in ("actor_opt", "critic_opt"):
+        if getattr(run, name) is not None:
+            getattr(run, name).load_state_dict(state[name])
+    run.updates, run.steps = int(state["updates"]), int(state["steps"])
+    run.validated_at = int(state["validated_at"])
+    run.shuffle_gen.set_state(state["shuffle_gen"])
+    run.noise_gen.set_state(state["noise_gen"])
+    rows = state["rows"]
+    run.best = {**state["best"], "row": rows["best_row"]}
+    run.history = rows["history"]
+
+
+class StopAndResume:
+    """SIGTERM and the resume point (if any) of one stage run, for its epoch loop:
+
+    - `start(run)`: restore the run from a resume point; the epoch it holds, or None;
+    - `with epoch(n):` around an epoch's training: stop before it on SIGTERM, or within it
+      (`check` after each batch) when the epoch may be dropped; a stop writes the resume point;
+    - `end_epoch(n, seconds, run)`: keep the epoch's snapshot; stop here on SIGTERM;
+    - `done()`: the stage's checkpoint is written, the resume point goes.
+
+    Without a resume point SIGTERM stops the stage before its next epoch, nothing is kept."""
+
+    def __init__(self, stage: str, point: ResumePoint | None, stop: Callable[[], bool]):
+        self.stage, self.point, self.stop = stage, point, stop
+        # on a stop, drop the epoch (a snapshot of the last one is at hand) or finish it
+        self.abandon_epoch = False
+
+    def start(self, run) -> int | None:
+        state = self.point.load() if self.point is not None else None
+        if state is None:
+            return None
+        restore(run, state)
+        log.info("%s: resuming after epoch %d from %s", self.stage, state["epoch"],
+                 self.point.path)
+        return int(state["epoch"])
+
+    @contextlib.contextmanager
+    def epoch(self, epoch: int) -> Iterator[None]:
+        try:
+            if self.stop():  # arrived while restoring or during the first validation
+                raise Interrupted(f"stopped by SIGTERM before epoch {epoch}")
+            yield
+        except Interrupted as exc:
+            raise self._stopped(exc) from None
+
+    def check(self, where: str) -> None:
+        """Within an epoch: stop on SIGTERM if the epoch may be dropped."""
+        if self.stop() and self.abandon_epoch:
+            raise Interrupted(f"stopped by SIGTERM {where}")
+
+    def end_epoch(self, epoch: int, seconds: float, run) -> None:
+        if self.point is None:
+            return
+        # Epochs long enough for a copy of the states to cost little (< ~2%) keep an in-memory
+        # snapshot each, so SIGTERM can drop the running epoch; short ones are finished on
+        # SIGTERM and snapshotted then.
+        self.abandon_epoch = seconds >= EAGER_SNAPSHOT_SECONDS
+        self.point.keep(lambda: snapshot(run, epoch), now=self.abandon_epoch or self.stop())
+        if self.stop():
+            raise self._stopped(Interrupted(f"stopped by SIGTERM after epoch {epoch}"))
+
+    def done(self) -> None:
+        if self.point is not None:
+            self.point.remove()
+
+    def _stopped(self, exc: Interrupted) -> Interrupted:
+        """Write the resume point (if any) and say where it is."""
+        if self.point is None:
+            return exc
+        self.point.write()
+        done = self.point.written_epoch
+        where = (f"resume point after epoch {done} in {self.point.path}" if done is not None
+                 else "no epoch completed, no resume point")
+        return Interrupted(f"{self.stage}: {exc}; {where}; run the same command again to "
+                           "continue")

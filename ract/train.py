@@ -26,7 +26,6 @@ import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -36,16 +35,15 @@ from .checkpoint import (build_actor, build_critic, load_checkpoint, model_state
                          save_checkpoint)
 from .data.splits import SplitData, sparse_rows
 from .errors import ModelFailure, RactError, check_settings
-from .evaluate import (EVAL_BATCH_SIZE, critic_batch, eval_batches, heldout_output,
-                       masked_scores)
+from .evaluate import EVAL_BATCH_SIZE, heldout_per_user
 from .formats import STAGES
 from .io import config_dict, write_csv
-from .metrics import pearson, ranking_metrics
+from .metrics import pearson
 from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
                     critic_target)
 from .progress import Progress
-from .resume import (DEFAULT_EVERY, EAGER_SNAPSHOT_SECONDS, Interrupted, ResumePoint, cpu_copy,
-                     fingerprint, sigterm_flag)
+from .resume import (DEFAULT_EVERY, ResumePoint, StopAndResume, cpu_copy, fingerprint,
+                     sigterm_flag)
 from .runtime import resolve_device, reuse_freed_memory
 
 log = logging.getLogger("ract.train")
@@ -64,7 +62,6 @@ HISTORY_COLUMNS = ("stage", "epoch", "steps", "updates", "loss", "nll", "kl", "b
                    "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
                    "val_recall@50", "val_critic_mse", "val_critic_r", "val_nll_r",
                    "val_nll_slope_negative", "kept", "train_seconds", "seconds")
-VALIDATION_KS = (20, 50, 100)
 SELECT_METRIC = "val_ndcg@100"
 
 
@@ -168,37 +165,26 @@ def _critic_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred[valid] - target[valid]).pow(2).mean() if valid.any() else pred.sum() * 0.0
 
 
-@torch.no_grad()
 def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
              batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
     """Validation NDCG@100 / Recall@20 / Recall@50 and, with a critic, its fit to the true
-    NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement)."""
-    actor.eval()
-    split = data.validation
-    metric_parts, critic_parts = {}, {}
-    for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
-        out = heldout_output(actor, x_in, holdout)
-        per = ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, VALIDATION_KS,
-                              ("ndcg", "recall"))
-        for key, value in per.items():
-            metric_parts.setdefault(key, []).append(value)
-        if critic is not None:
-            fit = critic_batch(critic, out, x_in + holdout)
-            for key, value in fit.items():
-                critic_parts.setdefault(key, []).append(value)
+    NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement), from
+    the same per-user evaluation as `ract.evaluate.critic_fit`."""
+    metrics = ("ndcg@100", "recall@20", "recall@50")
+    per_user = heldout_per_user(actor, data.validation, critic=critic, metrics=metrics,
+                                batch_size=batch_size, device=device)
     row = {}
-    for key in ("ndcg@100", "recall@20", "recall@50"):
-        v = torch.cat(metric_parts[key])
+    for key in metrics:
+        v = per_user[key]
         row[f"val_{key}"] = v[~torch.isnan(v)].mean().item()
     if critic is not None:
-        fit = {key: torch.cat(values) for key, values in critic_parts.items()}
-        pred, target = fit["critic"], fit["target"]
+        pred, target = per_user["critic"], per_user["target"]
         row["val_critic_mse"] = _critic_mse(pred, target).item()
         row["val_critic_r"] = pearson(pred, target)
-        row["val_nll_r"] = pearson(fit["nll"], target)
+        row["val_nll_r"] = pearson(per_user["nll"], target)
         # d critic / d NLL < 0 means "lower NLL scores higher": the direction finetuning needs.
         has = ~torch.isnan(target)
-        row["val_nll_slope_negative"] = (fit["slope"][has] < 0).double().mean().item()
+        row["val_nll_slope_negative"] = (per_user["slope"][has] < 0).double().mean().item()
     return row
 
 
@@ -213,18 +199,34 @@ def _adam(params, **settings) -> torch.optim.Adam:
         return torch.optim.Adam(params, **settings)
 
 
+@dataclass(frozen=True)
+class _Outputs:
+    checkpoint: Path  # the kept epoch's checkpoint
+    history: Path  # the per-epoch history CSV
+    checkpoint_dir: Path | None  # the `save_step` checkpoints
+
+
 class _Run:
-    """Mutable state of one stage: models, optimizers, counters, generators."""
+    """One stage run: its models, optimizers, counters and generators, the best model so far
+    and the history. `run` is the epoch loop: train -> validate -> select -> save."""
 
     def __init__(self, data, cfg: StageConfig, actor, critic, device, updates: int):
         self.data, self.cfg, self.actor, self.critic, self.device = data, cfg, actor, critic, device
+        stage = cfg.train_stage
+        actor.to(device)
+        for p in actor.parameters():
+            p.requires_grad_(stage != "critic_pretrain")
+        if critic is not None:
+            critic.to(device)
+            for p in critic.parameters():
+                p.requires_grad_(not (stage == "finetune" and cfg.freeze_critic))
         self.updates = updates  # actor optimizer steps, carried across stages for KL annealing
         self.steps = 0  # optimizer steps of this stage
         self.validated_at = 0  # `steps` at the last validation
-        self.stop: Callable[[], bool] = lambda: False  # asked to stop (SIGTERM)?
-        # on a stop, drop the epoch (a snapshot of the last one is at hand) or finish it
-        self.abandon_on_stop = False
-        stage = cfg.train_stage
+        self.history: list[dict] = []  # one row per epoch, from epoch 0
+        # the kept candidate: its selection metric, epoch, models (checkpoint form) and row
+        self.best = {"metric": -math.inf, "epoch": 0, "models": None, "row": None}
+        self.guard = StopAndResume(stage, None, lambda: False)  # `run` sets the real one
         self.shuffle_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, stage, "shuffle"))
         self.noise_gen = torch.Generator(device=device).manual_seed(
             stream_seed(cfg.seed, stage, "noise"))
@@ -246,6 +248,103 @@ class _Run:
                 lr=cfg.learning_rate if pretraining else cfg.critic_learning_rate,
                 weight_decay=cfg.weight_decay if pretraining else 0.0)
 
+    def run(self, n_epochs: int, out: _Outputs, guard: StopAndResume) -> dict:
+        """Train `n_epochs` epochs (or those after the resume point), write the kept epoch's
+        checkpoint and the history; returns the summary."""
+        t0 = time.perf_counter()
+        self.guard = guard
+        # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
+        # last epoch has none, so its fit to validation users (val_critic_r)
+        self.progress = Progress(self.cfg.train_stage, n_epochs, out.history,
+                                 select_metric(self.cfg) or "val_critic_r",
+                                 lambda rows: history_frame(rows, self.cfg.train_stage))
+        try:
+            first = self.begin(n_epochs)
+            for epoch in range(first, n_epochs + 1):
+                t_epoch = time.perf_counter()
+                with guard.epoch(epoch):
+                    trained = self.train_epoch(epoch)
+                row = {"epoch": epoch, "steps": self.steps, "updates": self.updates, **trained}
+                if epoch == n_epochs or self.steps - self.validated_at >= self.cfg.validate_every:
+                    row.update(self.validate())
+                    self.select(epoch, row)
+                row["seconds"] = time.perf_counter() - t_epoch
+                self.record(epoch, row, out.checkpoint_dir)
+                guard.end_epoch(epoch, time.perf_counter() - t_epoch, self)
+            return self.finish(n_epochs, out, t0)
+        except BaseException as exc:
+            self.progress.fail(exc)
+            raise
+
+    def begin(self, n_epochs: int) -> int:
+        """The first epoch to train: the one after the resume point's, or 1 once the starting
+        models are validated as epoch 0."""
+        t0 = time.perf_counter()
+        resumed = self.guard.start(self)
+        if resumed is None:
+            row = {"epoch": 0, "steps": 0, "updates": self.updates, **self.validate()}
+            row["seconds"] = time.perf_counter() - t0
+            self.history = [row]
+            # The starting actor is a candidate (finetuning may not help); an untrained critic
+            # not.
+            if select_metric(self.cfg) == SELECT_METRIC:
+                self.best = {"metric": row[SELECT_METRIC], "epoch": 0,
+                             "models": self.kept_states(), "row": row}
+            log.info("%s epoch 0/%d (start): %s", self.cfg.train_stage, n_epochs, _fmt(row))
+        self.progress.start(self.history)
+        return 1 if resumed is None else resumed + 1
+
+    def validate(self) -> dict[str, float]:
+        self.validated_at = self.steps
+        return validate(self.actor, self.critic, self.data, self.device)
+
+    def select(self, epoch: int, row: dict) -> None:
+        """Keep this epoch's models if they beat the best so far on the stage's metric."""
+        metric = select_metric(self.cfg)
+        if metric is not None and row[metric] > self.best["metric"]:
+            self.best = {"metric": row[metric], "epoch": epoch, "models": self.kept_states(),
+                         "row": row}
+
+    def record(self, epoch: int, row: dict, checkpoint_dir) -> None:
+        """The epoch's history row, progress line and `save_step` checkpoint."""
+        self.history.append(row)
+        shown = self.progress.epoch(epoch, row)
+        if shown:
+            log.info("%s epoch %s: %s", self.cfg.train_stage, shown, _fmt(row))
+        if self.cfg.save_step and checkpoint_dir and epoch % self.cfg.save_step == 0:
+            path = Path(checkpoint_dir) / f"{self.cfg.train_stage}-epoch{epoch:04d}.pt"
+            self.save(path, epoch, row, model_states(self.actor, self.critic))
+
+    def finish(self, n_epochs: int, out: _Outputs, t0: float) -> dict:
+        """Write the kept epoch's checkpoint and the complete history; the run's summary."""
+        stage, best_epoch, models, best_row = (self.cfg.train_stage, self.best["epoch"],
+                                               self.best["models"], self.best["row"])
+        if models is None:  # the critic's last epoch (by choice, or no validated r to choose by)
+            best_epoch, models, best_row = n_epochs, self.kept_states(), self.history[-1]
+        self.save(out.checkpoint, best_epoch, best_row, models)
+        write_csv(out.history, history_frame(self.history, stage, best_epoch))
+        self.progress.finish(best_epoch, best_row)
+        self.guard.done()
+        total = time.perf_counter() - t0
+        log.info("%s done in %.1fs: kept epoch %d (%s)", stage, total, best_epoch,
+                 _fmt(best_row))
+        return {"train_stage": stage, "epochs": n_epochs, "steps": self.steps,
+                "best_epoch": best_epoch, "seconds": total, **_metrics_of(best_row)}
+
+    def kept_states(self) -> dict:
+        """The models in checkpoint form; critic_pretrain adds the critic's Adam state, which
+        finetune carries on."""
+        states = model_states(self.actor, self.critic)
+        if self.cfg.train_stage == "critic_pretrain":
+            states["critic_opt_state"] = cpu_copy(self.critic_opt.state_dict())
+        return states
+
+    def save(self, path, epoch: int, row: dict, models: dict) -> None:
+        save_checkpoint(path, stage=self.cfg.train_stage, epoch=epoch, models=models,
+                        data_hash=self.data.content_hash, metrics=_metrics_of(row),
+                        extra={"updates": int(row["updates"]),  # at that epoch, for annealing
+                               "stage_config": config_dict(self.cfg)})
+
     def carry_critic_optimizer(self, state: dict | None) -> bool:
         """Continue the critic's Adam moments and step count from critic_pretrain (RaCT_CF
         keeps one critic optimizer throughout), at finetune's learning rate; False when there
@@ -257,7 +356,7 @@ class _Run:
             group.update(lr=self.cfg.critic_learning_rate, weight_decay=0.0)
         return True
 
-    def epoch(self, epoch: int) -> dict[str, float]:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training users in a fresh random order; batch means of the
         stage's loss columns, the critic's fit on these batches, and the seconds taken."""
         kind, train = self.step_kind, self.data.train
@@ -278,9 +377,7 @@ class _Run:
                 preds.append(pred)
                 targets.append(target)
             self.steps += 1
-            if self.stop() and self.abandon_on_stop:
-                raise Interrupted(f"stopped by SIGTERM in epoch {epoch} after batch {b + 1} "
-                                  f"of {len(batches)}")
+            self.guard.check(f"in epoch {epoch} after batch {b + 1} of {len(batches)}")
         row = {k: v / max(len(batches), 1) for k, v in sums.items()}
         if kind == "likelihood":
             row["beta"] = beta  # at the epoch's last step
@@ -401,128 +498,91 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
     final result as an uninterrupted run.
     """
     data.check_evaluable("validation")  # every stage selects or measures on validation users
-    stage = cfg.train_stage
-    control = stage == "finetune" and cfg.objective == "likelihood"
     dev = resolve_device(device)
     reuse_freed_memory()
     torch.manual_seed(cfg.seed)  # weight initialisation; all sampling uses explicit generators
-    init = None
+    init = _starting_checkpoint(data, cfg, pre_model_path)
+    actor, critic = _stage_models(data, cfg, init, actor_cfg, critic_cfg)
+    run = _Run(data, cfg, actor, critic, dev, int(init.get("updates", 0)) if init else 0)
+    _check_critic_norm(run)
+    if cfg.train_stage == "finetune" and cfg.carry_critic_optimizer:
+        _carry_critic_optimizer(run, init, pre_model_path)
+    point = None
+    if resume_path is not None:
+        settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
+                    "critic": config_dict(critic.cfg) if critic is not None else None,
+                    "data": data.content_hash, "device": dev.type}
+        point = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
+    out = _Outputs(Path(out_checkpoint), Path(history_path),
+                   Path(checkpoint_dir) if checkpoint_dir else None)
+    with sigterm_flag() as stopping:
+        guard = StopAndResume(cfg.train_stage, point, stopping)
+        return run.run(n_epochs(cfg, data.train.shape[0]), out, guard)
+
+
+def _starting_checkpoint(data: SplitData, cfg: StageConfig, pre_model_path) -> dict | None:
+    """The checkpoint a stage starts from; None for an actor_pretrain from scratch."""
     if pre_model_path:
         init = load_checkpoint(pre_model_path, data_hash=data.content_hash, n_items=data.n_items)
-    elif stage != "actor_pretrain":
-        raise RactError(f"setting pre_model_path: stage {stage} starts from a trained actor; "
-                        "give the checkpoint of the previous stage")
-    epochs = n_epochs(cfg, data.train.shape[0])
+        if cfg.train_stage == "finetune" and cfg.objective != "likelihood" and \
+                init.get("critic_state") is None:
+            raise RactError(f"{pre_model_path}: has no critic; finetune starts from the "
+                            "critic_pretrain checkpoint")
+        return init
+    if cfg.train_stage != "actor_pretrain":
+        raise RactError(f"setting pre_model_path: stage {cfg.train_stage} starts from a trained "
+                        "actor; give the checkpoint of the previous stage")
+    return None
+
+
+def _new_actor(data: SplitData, cfg: StageConfig, actor_cfg: ActorConfig | None) -> MultVAE:
+    """A fresh actor; total_anneal_steps "auto" becomes a number for this stage's updates."""
+    actor_cfg = actor_cfg or ActorConfig(n_items=data.n_items)
+    if actor_cfg.total_anneal_steps == "auto":
+        n_train = data.train.shape[0]
+        planned = n_epochs(cfg, n_train) * n_batches(n_train, cfg.batch_size)  # actor updates
+        actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
+            actor_cfg.anneal_cap, planned))
+        log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
+                 actor_cfg.total_anneal_steps, actor_cfg.anneal_cap, 100 * ANNEAL_FRACTION,
+                 planned)
+    return MultVAE(actor_cfg)
+
+
+def _stage_models(data: SplitData, cfg: StageConfig, init: dict | None,
+                  actor_cfg: ActorConfig | None, critic_cfg: CriticConfig | None):
+    """(actor, critic) of the stage: from the starting checkpoint, or new; critic None where
+    the stage trains the actor alone. Built in this order, from the seeded global generator."""
+    stage = cfg.train_stage
     if init is not None:
-        actor = build_actor(init)
-        critic = build_critic(init)
+        actor, critic = build_actor(init), build_critic(init)
     else:
-        actor_cfg = actor_cfg or ActorConfig(n_items=data.n_items)
-        if actor_cfg.total_anneal_steps == "auto":
-            planned = epochs * n_batches(data.train.shape[0], cfg.batch_size)  # actor updates
-            actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
-                actor_cfg.anneal_cap, planned))
-            log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
-                     actor_cfg.total_anneal_steps, actor_cfg.anneal_cap, 100 * ANNEAL_FRACTION,
-                     planned)
-        actor = MultVAE(actor_cfg)
-        critic = None
+        actor, critic = _new_actor(data, cfg, actor_cfg), None
     if actor.cfg.n_items != data.n_items:
         raise RactError(f"setting n_items: actor has {actor.cfg.n_items}, data has "
                         f"{data.n_items}")
     if stage == "critic_pretrain" and critic is None:
         critic = Critic(critic_cfg or CriticConfig())
-    if stage == "finetune" and critic is None and not control:
-        raise RactError(f"{pre_model_path}: has no critic; finetune starts from the "
-                        "critic_pretrain checkpoint")
-    if stage == "actor_pretrain" or control:
-        critic = None  # the control arm continues the actor alone
-    actor.to(dev)
-    for p in actor.parameters():
-        p.requires_grad_(stage != "critic_pretrain")
-    if critic is not None:
-        critic.to(dev)
-        for p in critic.parameters():
-            p.requires_grad_(not (stage == "finetune" and cfg.freeze_critic))
-    updates = int(init.get("updates", 0)) if init else 0
-    run = _Run(data, cfg, actor, critic, dev, updates)
-    if run.critic_opt is not None and critic.cfg.input_norm == "running" and \
-            data.train.shape[0] < 2:
+    if stage == "actor_pretrain" or cfg.objective == "likelihood":
+        critic = None  # actor_pretrain and the control arm (a finetune) train the actor alone
+    return actor, critic
+
+
+def _check_critic_norm(run: _Run) -> None:
+    """Refuse a critic that would normalise batches of one user."""
+    if run.critic_opt is not None and run.critic.cfg.input_norm == "running" and \
+            run.data.train.shape[0] < 2:
         raise RactError(f"setting critic.input_norm: running normalises each batch of training "
-                        f"users by its own statistics, and {data.path} has one training user; "
-                        "use fixed")
-    if stage == "finetune" and cfg.carry_critic_optimizer:
-        if run.carry_critic_optimizer(init.get("critic_opt_state")):
-            log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
-        elif run.critic_opt is not None:
-            log.warning("finetune: %s has no critic optimizer state (written by an older "
-                        "ract); the critic starts a fresh Adam", pre_model_path)
-    resume = None
-    if resume_path is not None:
-        settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
-                    "critic": config_dict(critic.cfg) if critic is not None else None,
-                    "data": data.content_hash, "device": dev.type}
-        resume = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
-    # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
-    # last epoch has none, so its fit to validation users (val_critic_r)
-    progress = Progress(stage, epochs, history_path, select_metric(cfg) or "val_critic_r",
-                        lambda rows: history_frame(rows, stage))
-    with sigterm_flag() as stopping:
-        run.stop = stopping
-        try:
-            return _epochs(data, cfg, run, epochs, resume, out_checkpoint, history_path,
-                           checkpoint_dir, dev, progress)
-        except BaseException as exc:
-            progress.fail(exc)
-            raise
+                        f"users by its own statistics, and {run.data.path} has one training "
+                        "user; use fixed")
 
 
-def _stopped(stage: str, exc: Interrupted, resume: ResumePoint | None) -> Interrupted:
-    """Write the resume point (if any) and say where it is."""
-    if resume is None:
-        return exc
-    resume.write()
-    done = resume.written_epoch
-    where = (f"resume point after epoch {done} in {resume.path}" if done is not None
-             else "no epoch completed, no resume point")
-    return Interrupted(f"{stage}: {exc}; {where}; run the same command again to continue")
-
-
-def _kept_states(run: _Run) -> dict:
-    """The models in checkpoint form; critic_pretrain adds the critic's Adam state, which
-    finetune carries on."""
-    states = model_states(run.actor, run.critic)
-    if run.cfg.train_stage == "critic_pretrain":
-        states["critic_opt_state"] = cpu_copy(run.critic_opt.state_dict())
-    return states
-
-
-def _snapshot(run: _Run, epoch: int, best, history: list) -> dict:
-    """Everything the epochs after `epoch` depend on, copied to the CPU (`ract.resume`)."""
-    opt = {name: cpu_copy(o.state_dict()) if o is not None else None
-           for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))}
-    return {"epoch": epoch, "models": model_states(run.actor, run.critic), **opt,
-            "updates": run.updates, "steps": run.steps, "validated_at": run.validated_at,
-            "shuffle_gen": run.shuffle_gen.get_state(), "noise_gen": run.noise_gen.get_state(),
-            "best": {"metric": best[0], "epoch": best[1], "models": best[2]},
-            "rows": {"history": list(history), "best_row": best[3]}}
-
-
-def _restore(run: _Run, state: dict):
-    """Put a snapshot back into the live run; returns (best, history)."""
-    models = state["models"]
-    run.actor.load_state_dict(models["actor_state"])
-    if run.critic is not None:
-        run.critic.load_state_dict(models["critic_state"])
-    for name in ("actor_opt", "critic_opt"):
-        if getattr(run, name) is not None:
-            getattr(run, name).load_state_dict(state[name])
-    run.updates, run.steps = int(state["updates"]), int(state["steps"])
-    run.validated_at = int(state["validated_at"])
-    run.shuffle_gen.set_state(state["shuffle_gen"])
-    run.noise_gen.set_state(state["noise_gen"])
-    b, rows = state["best"], state["rows"]
-    return (b["metric"], b["epoch"], b["models"], rows["best_row"]), rows["history"]
+def _carry_critic_optimizer(run: _Run, init: dict, pre_model_path) -> None:
+    if run.carry_critic_optimizer(init.get("critic_opt_state")):
+        log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
+    elif run.critic_opt is not None:
+        log.warning("finetune: %s has no critic optimizer state (written by an older ract); "
+                    "the critic starts a fresh Adam", pre_model_path)
 
 
 def select_metric(cfg: StageConfig) -> str | None:
@@ -530,81 +590,6 @@ def select_metric(cfg: StageConfig) -> str | None:
     if cfg.train_stage != "critic_pretrain":
         return SELECT_METRIC
     return "val_critic_r" if cfg.critic_keep == "best_r" else None
-
-
-def _epochs(data, cfg, run, n_epochs, resume, out_checkpoint, history_path,
-            checkpoint_dir, dev, progress: Progress) -> dict:
-    stage, actor, critic = cfg.train_stage, run.actor, run.critic
-    metric = select_metric(cfg)
-
-    def save(path, epoch, row, models):
-        save_checkpoint(path, stage=stage, epoch=epoch, models=models,
-                        data_hash=data.content_hash, metrics=_metrics_of(row),
-                        extra={"updates": int(row["updates"]),  # at that epoch, for annealing
-                               "stage_config": config_dict(cfg)})
-
-    t0 = time.perf_counter()
-    state = resume.load() if resume is not None else None
-    if state is not None:
-        best, history = _restore(run, state)
-        first = int(state["epoch"]) + 1
-        log.info("%s: resuming after epoch %d from %s", stage, first - 1, resume.path)
-    else:
-        row = {"epoch": 0, "steps": 0, "updates": run.updates,
-               **validate(actor, critic, data, dev)}
-        row["seconds"] = time.perf_counter() - t0
-        history = [row]
-        # The starting actor is a candidate (finetuning may not help); an untrained critic not.
-        best = ((row[metric], 0, _kept_states(run), row) if metric == SELECT_METRIC
-                else (-math.inf, 0, None, None))
-        first = 1
-        log.info("%s epoch 0/%d (start): %s", stage, n_epochs, _fmt(row))
-    progress.start(history)
-    for epoch in range(first, n_epochs + 1):
-        t_epoch = time.perf_counter()
-        try:
-            if run.stop():  # arrived while restoring or during the first validation
-                raise Interrupted(f"stopped by SIGTERM before epoch {epoch}")
-            train_row = run.epoch(epoch)
-        except Interrupted as exc:
-            raise _stopped(stage, exc, resume) from None
-        row = {"epoch": epoch, "steps": run.steps, "updates": run.updates, **train_row}
-        if epoch == n_epochs or run.steps - run.validated_at >= cfg.validate_every:
-            row.update(validate(actor, critic, data, dev))
-            run.validated_at = run.steps
-            if metric is not None and row[metric] > best[0]:
-                best = (row[metric], epoch, _kept_states(run), row)
-        row["seconds"] = time.perf_counter() - t_epoch
-        history.append(row)
-        shown = progress.epoch(epoch, row)
-        if shown:
-            log.info("%s epoch %s: %s", stage, shown, _fmt(row))
-        if cfg.save_step and checkpoint_dir and epoch % cfg.save_step == 0:
-            save(Path(checkpoint_dir) / f"{stage}-epoch{epoch:04d}.pt", epoch, row,
-                 model_states(actor, critic))
-        if resume is not None:
-            # Epochs long enough for a copy of the states to cost little (< ~2%) keep an
-            # in-memory snapshot each, so SIGTERM can drop the running epoch; short ones are
-            # finished on SIGTERM and snapshotted then.
-            run.abandon_on_stop = time.perf_counter() - t_epoch >= EAGER_SNAPSHOT_SECONDS
-            resume.keep(lambda: _snapshot(run, epoch, best, history),
-                        now=run.abandon_on_stop or run.stop())
-            if run.stop():
-                raise _stopped(stage, Interrupted(f"stopped by SIGTERM after epoch {epoch}"),
-                               resume)
-    _, best_epoch, models, best_row = best
-    if models is None:  # the critic's last epoch (by choice, or no validated r to choose by)
-        best_epoch, models, best_row = n_epochs, _kept_states(run), history[-1]
-    save(out_checkpoint, best_epoch, best_row, models)
-    write_csv(history_path, history_frame(history, stage, best_epoch))
-    progress.finish(best_epoch, best_row)
-    if resume is not None:
-        resume.remove()
-    total = time.perf_counter() - t0
-    summary = {"train_stage": stage, "epochs": n_epochs, "steps": run.steps,
-               "best_epoch": best_epoch, "seconds": total, **_metrics_of(best_row)}
-    log.info("%s done in %.1fs: kept epoch %d (%s)", stage, total, best_epoch, _fmt(best_row))
-    return summary
 
 
 def _metrics_of(row: dict) -> dict[str, float]:

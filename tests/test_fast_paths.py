@@ -7,9 +7,10 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from ract.data.splits import SparseRows, dense_rows, sparse_rows
+from ract.data.splits import dense_rows, sparse_rows
 from ract.metrics import _top_k_exact, top_k_items
-from ract.model import ActorConfig, MultVAE, _SparseLinear
+from ract.model import ActorConfig, MultVAE
+from ract.sparse import SparseRows, _SparseLinear
 
 
 def binary(b, n, p=0.2, seed=0):

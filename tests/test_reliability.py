@@ -248,7 +248,7 @@ def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_
     from ract import resume as resume_module, train
     from ract.data.splits import load_split
     from ract.model import ActorConfig
-    monkeypatch.setattr(train, "EAGER_SNAPSHOT_SECONDS", 0.0)
+    monkeypatch.setattr(resume_module, "EAGER_SNAPSHOT_SECONDS", 0.0)
     data = load_split(split_dir)
     cfg = train.stage_defaults("actor_pretrain", epochs=6, batch_size=16, seed=3)
     actor = ActorConfig(n_items=data.n_items, latent_dimension=8, mlp_hidden_size=(32,))

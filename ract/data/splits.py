@@ -13,6 +13,7 @@ import torch
 
 from ..errors import RactError
 from ..formats import SPLIT_FORMAT_VERSION
+from ..sparse import SparseRows
 from .prepare import EVAL_SPLITS, n_evaluable
 
 
@@ -104,51 +105,6 @@ def load_split(path) -> SplitData:
 def dense_rows(m: sp.csr_matrix, rows, device) -> torch.Tensor:
     """Rows of a sparse matrix as a dense float32 tensor (B, n_items): only a batch is densified."""
     return torch.from_numpy(m[rows].toarray()).to(device)
-
-
-@dataclass(frozen=True)
-class SparseRows:
-    """A batch of users' rows in CSR form: the model's input without a (B, n_items) matrix.
-
-    A user holds ~0.4% of the items on ML-20M, so the actor's first layer costs 2 * nnz * 600
-    FLOPs from this form instead of 2 * B * n_items * 600 from a dense batch (SPEC 2's
-    normalisation and dropout only ever touch the user's own items).
-    """
-
-    indptr: torch.Tensor  # (B + 1,) int64
-    indices: torch.Tensor  # (nnz,) int64 column (item) of each entry, ascending within a row
-    values: torch.Tensor  # (nnz,) float32
-    n_cols: int
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.indptr.numel() - 1, self.n_cols)
-
-    @property
-    def row_ids(self) -> torch.Tensor:
-        """(nnz,) row of each entry."""
-        counts = self.indptr[1:] - self.indptr[:-1]
-        return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
-
-    def row_sum(self, values: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) per-row sums of `values` (default: the entries)."""
-        values = self.values if values is None else values
-        out = values.new_zeros(self.shape[0])
-        return out.index_add_(0, self.row_ids, values)
-
-    def dense(self, values: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, n_cols) with `values` (default: the entries) at the entries' places, else 0."""
-        values = self.values if values is None else values
-        out = values.new_zeros(self.shape)
-        out[self.row_ids, self.indices] = values
-        return out
-
-    @classmethod
-    def from_dense(cls, x: torch.Tensor) -> "SparseRows":
-        rows, cols = x.nonzero(as_tuple=True)  # row-major order
-        indptr = torch.zeros(x.shape[0] + 1, dtype=torch.int64, device=x.device)
-        indptr[1:] = torch.bincount(rows, minlength=x.shape[0]).cumsum(0)
-        return cls(indptr, cols, x[rows, cols], x.shape[1])
 
 
 def sparse_rows(m: sp.csr_matrix, rows, device) -> SparseRows:
