@@ -186,8 +186,19 @@ def run_dir(dataset, variant, seed):
     return f"results/{dataset}/{variant}/seed{seed}"
 
 
-def checkpoint(w, stage):
-    return f"{run_dir(w.dataset, owner(w.variant, stage), w.seed)}/{stage}.pt"
+def stage_checkpoint(stage):
+    """Input function: a stage's checkpoint for the run of the job's wildcards, from the
+    variant that owns it (sweep variants share untouched stages)."""
+
+    def path(w):
+        return f"{run_dir(w.dataset, owner(w.variant, stage), w.seed)}/{stage}.pt"
+
+    return path
+
+
+def seed_number(w):
+    """Params: the job's seed as a number."""
+    return int(w.seed)
 
 
 def history(dataset, variant, seed, stage):

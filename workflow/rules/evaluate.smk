@@ -4,7 +4,7 @@
 
 rule evaluate:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
         checkpoint="results/{dataset}/{variant}/seed{seed}/{stage}.pt",
     output:
         **eval_outputs("results/{dataset}/{variant}/seed{seed}/eval/{stage}"),
@@ -32,7 +32,7 @@ rule evaluate:
 
 use rule evaluate as evaluate_baseline with:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
         checkpoint="results/{dataset}/baselines/{kind}.pt",
     output:
         **eval_outputs("results/{dataset}/baselines/eval/{kind}"),
@@ -52,7 +52,7 @@ rule critic_fit:
     # Per held-out user: the critic's prediction, the true NDCG it predicts and the actor's NLL
     # (the paper's critic-correlation check), from a checkpoint that carries a critic.
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
         checkpoint="results/{dataset}/{variant}/seed{seed}/{stage}.pt",
     output:
         "results/{dataset}/{variant}/seed{seed}/eval/{stage}_{split}_critic_fit.csv",

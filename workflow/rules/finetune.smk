@@ -1,7 +1,7 @@
 rule finetune:
     input:
-        split="results/{dataset}/split/manifest.json",
-        start=lambda w: checkpoint(w, "critic_pretrain"),
+        split=rules.prepare_data.output.manifest,
+        start=stage_checkpoint("critic_pretrain"),
     output:
         checkpoint="results/{dataset}/{variant}/seed{seed}/finetune.pt",
         history="results/{dataset}/{variant}/seed{seed}/finetune_history.csv",
@@ -12,7 +12,7 @@ rule finetune:
     params:
         stage="finetune",
         settings=stage_settings("finetune"),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
     threads: 2

@@ -3,8 +3,8 @@ rule finetune_nll:
     # beta where pretraining left it) with RaCT's finetune schedule, optimizer, batches, masks
     # and noise. RaCT minus this isolates what the critic contributes.
     input:
-        split="results/{dataset}/split/manifest.json",
-        start=lambda w: checkpoint(w, "actor_pretrain"),
+        split=rules.prepare_data.output.manifest,
+        start=stage_checkpoint("actor_pretrain"),
     output:
         checkpoint="results/{dataset}/{variant}/seed{seed}/nll_finetune.pt",
         history="results/{dataset}/{variant}/seed{seed}/nll_finetune_history.csv",
@@ -15,7 +15,7 @@ rule finetune_nll:
     params:
         stage="finetune",
         settings=control_settings,
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
     threads: 2

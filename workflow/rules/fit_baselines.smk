@@ -1,6 +1,6 @@
 rule fit_ease:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
     output:
         checkpoint="results/{dataset}/baselines/ease.pt",
         grid="results/{dataset}/baselines/ease_lambda.csv",
@@ -26,7 +26,7 @@ rule fit_ease:
 
 rule fit_popularity:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
     output:
         checkpoint="results/{dataset}/baselines/popularity.pt",
     log:

@@ -1,6 +1,6 @@
 rule pretrain_actor:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
     output:
         checkpoint="results/{dataset}/{variant}/seed{seed}/actor_pretrain.pt",
         history="results/{dataset}/{variant}/seed{seed}/actor_pretrain_history.csv",
@@ -11,7 +11,7 @@ rule pretrain_actor:
     params:
         stage="actor_pretrain",
         settings=stage_settings("actor_pretrain"),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
     threads: 2

@@ -1,7 +1,7 @@
 rule pretrain_critic:
     input:
-        split="results/{dataset}/split/manifest.json",
-        start=lambda w: checkpoint(w, "actor_pretrain"),
+        split=rules.prepare_data.output.manifest,
+        start=stage_checkpoint("actor_pretrain"),
     output:
         checkpoint="results/{dataset}/{variant}/seed{seed}/critic_pretrain.pt",
         history="results/{dataset}/{variant}/seed{seed}/critic_pretrain_history.csv",
@@ -12,7 +12,7 @@ rule pretrain_critic:
     params:
         stage="critic_pretrain",
         settings=stage_settings("critic_pretrain"),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
     threads: 2

@@ -5,7 +5,7 @@
 
 use rule pretrain_critic as pretrain_critic_dae with:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
         start="results/{dataset}/main/seed{seed}/mult_dae.pt",
     output:
         checkpoint="results/{dataset}/main/seed{seed}/ract_dae_critic.pt",
@@ -18,14 +18,14 @@ use rule pretrain_critic as pretrain_critic_dae with:
         stage="critic_pretrain",
         baseline=ARMS["ract_dae"],
         settings=stage_settings("critic_pretrain", variant="main"),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
 
 
 use rule finetune as finetune_dae with:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
         start="results/{dataset}/main/seed{seed}/ract_dae_critic.pt",
     output:
         checkpoint="results/{dataset}/main/seed{seed}/ract_dae.pt",
@@ -38,6 +38,6 @@ use rule finetune as finetune_dae with:
         stage="finetune",
         baseline=ARMS["ract_dae"],
         settings=stage_settings("finetune", variant="main"),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),

@@ -1,6 +1,6 @@
 rule train_mult_dae:
     input:
-        split="results/{dataset}/split/manifest.json",
+        split=rules.prepare_data.output.manifest,
     output:
         checkpoint="results/{dataset}/main/seed{seed}/mult_dae.pt",
         history="results/{dataset}/main/seed{seed}/mult_dae_history.csv",
@@ -12,7 +12,7 @@ rule train_mult_dae:
         stage="actor_pretrain",
         baseline=BASELINES["mult_dae"],  # a ModelFailure is recorded, not fatal
         settings=lambda w: mult_dae_settings(),
-        seed=lambda w: int(w.seed),
+        seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
     threads: 2

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from adapter import run  # first: sets the OpenMP wait policy before torch loads
 
 import torch
@@ -12,7 +14,7 @@ from ract.runtime import resolve_device
 
 def main():
     torch.set_num_threads(snakemake.threads)
-    data = load_split(snakemake.input.split.rsplit("/", 1)[0])
+    data = load_split(Path(snakemake.input.split).parent)
     state = load_checkpoint(snakemake.input.checkpoint, data_hash=data.content_hash,
                             n_items=data.n_items)
     critic = build_critic(state)

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from adapter import log, run  # first: sets the OpenMP wait policy before torch loads
 
 import pandas as pd
@@ -13,7 +15,7 @@ from ract.runtime import resolve_device
 
 def main():
     torch.set_num_threads(snakemake.threads)
-    data = load_split(snakemake.input.split.rsplit("/", 1)[0])
+    data = load_split(Path(snakemake.input.split).parent)
     checkpoint = snakemake.input.checkpoint
     outputs = list(zip(snakemake.params.splits, snakemake.output.per_user,
                        snakemake.output.summary))

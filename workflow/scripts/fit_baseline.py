@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 from adapter import run  # first: sets the OpenMP wait policy before torch loads
 from failures import record_failure
@@ -13,7 +15,7 @@ from ract.runtime import resolve_device
 
 def main():
     torch.set_num_threads(snakemake.threads)
-    data = load_split(snakemake.input.split.rsplit("/", 1)[0])
+    data = load_split(Path(snakemake.input.split).parent)
     try:
         if snakemake.rule == "fit_ease":
             # the job's memory request is EASE's budget: refused up front rather than killed

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import json
 
 from adapter import run
@@ -20,7 +22,7 @@ def main():
     cfg = PrepareConfig(**p.settings)
     frame = read_interactions(raw, reader["format"], columns=reader["columns"],
                               sep=reader["sep"], header=reader["header"])
-    prepare_split(frame, cfg, snakemake.output.manifest.rsplit("/", 1)[0], source=str(raw),
+    prepare_split(frame, cfg, Path(snakemake.output.manifest).parent, source=str(raw),
                   extra={"format": reader["format"], "dataset": snakemake.wildcards.dataset})
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from adapter import run  # first: sets the OpenMP wait policy before torch loads
 from failures import record_failure
 
@@ -16,9 +18,9 @@ def main():
     if "pretrain_epochs" in stage:  # RecBole's name for the pretraining stages' epochs
         stage["epochs"] = stage.pop("pretrain_epochs")
     cfg = stage_defaults(p.stage, seed=p.seed, **stage)
-    data = load_split(snakemake.input.split.rsplit("/", 1)[0])
+    data = load_split(Path(snakemake.input.split).parent)
     actor, critic = p.settings.get("actor"), p.settings.get("critic")
-    run_dir, name = snakemake.output.checkpoint.rsplit("/", 1)
+    out = Path(snakemake.output.checkpoint)
     try:
         train_stage(
             data, cfg,
@@ -26,10 +28,10 @@ def main():
             actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
             critic_cfg=CriticConfig(**critic) if critic else None,
             pre_model_path=snakemake.input.get("start"),
-            checkpoint_dir=f"{run_dir}/checkpoints", device=p.device,
+            checkpoint_dir=str(out.parent / "checkpoints"), device=p.device,
             # outside the rule's outputs, which Snakemake deletes when a job fails: a job
             # killed mid-way (wall time, pre-emption) continues from here when rerun
-            resume_path=f"{run_dir}/resume/{name}")
+            resume_path=str(out.parent / "resume" / out.name))
     except ModelFailure as exc:
         # RaCT's own stages stop the study; a baseline (Mult-DAE) is recorded as failed
         if not p.get("baseline"):
