@@ -25,17 +25,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "all levers": "",
-    "glibc returns freed memory (default malloc)":
-        "import ract.train as t; t.reuse_freed_memory = lambda: None",
+    "glibc returns freed memory (default malloc)": (
+        "import ract.train as t; t.reuse_freed_memory = lambda: None"
+    ),
     "Adam not fused": "import ract.train as t, torch\n"
-        "t._adam = lambda params, **kw: torch.optim.Adam(list(params), **kw)",
+    "t._adam = lambda params, **kw: torch.optim.Adam(list(params), **kw)",
     "top-k: exact multi-pass path for every row": "import ract.model as m, ract.metrics as mt\n"
-        "m.top_k_items = lambda s, k: mt._top_k_exact(s, min(k, s.shape[1]))",
+    "m.top_k_items = lambda s, k: mt._top_k_exact(s, min(k, s.shape[1]))",
     "kept/dropped counted over (B, n_items)": "import ract.model as m\n"
-        "m.ActorOutput.counts = lambda o: (o.kept.sum(dim=1), o.dropped.sum(dim=1))",
+    "m.ActorOutput.counts = lambda o: (o.kept.sum(dim=1), o.dropped.sum(dim=1))",
     "dense batches (densified, then read back)": "import ract.train as t\n"
-        "from ract.data.splits import dense_rows\n"
-        "t.sparse_rows = dense_rows",
+    "from ract.data.splits import dense_rows\n"
+    "t.sparse_rows = dense_rows",
 }
 
 CHILD = """
@@ -62,26 +63,37 @@ print(json.dumps(out))
 """
 
 
-def run_variant(code: str, split: Path, batches: int, epochs: int, threads: int,
-                env: dict) -> dict:
+def run_variant(
+    code: str, split: Path, batches: int, epochs: int, threads: int, env: dict
+) -> dict:
     """Milliseconds per training step of each stage (the fastest of `epochs` epochs of
     `batches` batches), in a fresh process with `code` run first."""
     with tempfile.TemporaryDirectory() as work:
-        script = CHILD.format(patch=code, threads=threads, split=str(Path(split).resolve()),
-                              users=500 * batches, stages=STAGES, work=work, epochs=epochs)
+        script = CHILD.format(
+            patch=code,
+            threads=threads,
+            split=str(Path(split).resolve()),
+            users=500 * batches,
+            stages=STAGES,
+            work=work,
+            epochs=epochs,
+        )
         # run where no ract/ folder shadows the one PYTHONPATH names
-        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                              env=env, cwd=work)
+        proc = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=work
+        )
     if proc.returncode != 0:
         sys.exit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--split", type=Path,
-                        default=ROOT / "benchmarks/data/ml-20m-synthetic/split")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--split", type=Path, default=ROOT / "benchmarks/data/ml-20m-synthetic/split"
+    )
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -91,16 +103,16 @@ def main() -> int:
     variants = {name: (code, env) for name, code in VARIANTS.items()}
     old = tempfile.TemporaryDirectory(prefix="ract-baseline-")
     if args.baseline:
-        archive = subprocess.run(["git", "archive", args.baseline, "ract"], cwd=ROOT,
-                                 check=True, capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", args.baseline, "ract"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", old.name], input=archive, check=True)
         variants[f"code of {args.baseline}"] = ("", {**env, "PYTHONPATH": old.name})
     best: dict[str, dict] = {}
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     for _ in range(args.repeats):
         for name, (code, variant_env) in variants.items():
-            result = run_variant(code, args.split, args.batches, 1, args.threads,
-                                 variant_env)
+            result = run_variant(code, args.split, args.batches, 1, args.threads, variant_env)
             best[name] = {s: min(result[s], best.get(name, result)[s]) for s in STAGES}
     print(f"load average {os.getloadavg()[0]:.2f}; ms per step, best of {args.repeats}:\n")
     print("| variant | " + " | ".join(STAGES) + " |\n|---|---|---|---|")

@@ -37,15 +37,25 @@ HERE = ROOT / "benchmarks"
 # ml-100k: the study's settings; epochs are 2 batches, so several of them give a stable time.
 # ML-20M shape: the paper's 10,000 validation and 10,000 test users; one epoch per stage.
 DATASETS = {
-    "ml-100k": {"source": "ml-100k", "prepare": {"heldout_users": 0.1}, "epochs": 50,
-                "step_batches": 2, "step_epochs": 20},
-    "ml-20m-synthetic": {"synthetic": {"preset": "ml-20m", "seed": 0},
-                         "prepare": {"heldout_users": 10_000}, "epochs": 1,
-                         "step_batches": 20, "step_epochs": 1},
+    "ml-100k": {
+        "source": "ml-100k",
+        "prepare": {"heldout_users": 0.1},
+        "epochs": 50,
+        "step_batches": 2,
+        "step_epochs": 20,
+    },
+    "ml-20m-synthetic": {
+        "synthetic": {"preset": "ml-20m", "seed": 0},
+        "prepare": {"heldout_users": 10_000},
+        "epochs": 1,
+        "step_batches": 20,
+        "step_epochs": 1,
+    },
 }
 
 
 # ---- child processes: one phase each, one JSON line on stdout --------------------------------
+
 
 def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
@@ -55,9 +65,11 @@ def phase_raw(spec: dict) -> dict:
     start = time.perf_counter()
     if "synthetic" in spec:
         from ract.data.synthetic import synthesize
+
         path, fmt = synthesize(spec["data_dir"], **spec["synthetic"])
     else:
         from ract.data.sources import fetch_dataset
+
         path, fmt = fetch_dataset(spec["source"], spec["cache"], offline=True)
     return {"path": str(path), "format": fmt, "seconds": time.perf_counter() - start}
 
@@ -65,19 +77,26 @@ def phase_raw(spec: dict) -> dict:
 def phase_prepare(spec: dict) -> dict:
     from ract.data.prepare import PrepareConfig, prepare_split
     from ract.data.readers import read_interactions
+
     start = time.perf_counter()
     frame = read_interactions(spec["path"], spec["format"])
     read = time.perf_counter() - start
     manifest = prepare_split(frame, PrepareConfig(**spec["prepare"]), spec["split"])
-    return {"seconds": time.perf_counter() - start, "read_seconds": read,
-            "rows": manifest["n_rows_read"], "users": manifest["n_users"],
-            "items": manifest["n_items"], "interactions": manifest["n_interactions_kept"],
-            "train_users": manifest["matrices"]["train"]["users"],
-            "train_interactions": manifest["matrices"]["train"]["interactions"]}
+    return {
+        "seconds": time.perf_counter() - start,
+        "read_seconds": read,
+        "rows": manifest["n_rows_read"],
+        "users": manifest["n_users"],
+        "items": manifest["n_items"],
+        "interactions": manifest["n_interactions_kept"],
+        "train_users": manifest["matrices"]["train"]["users"],
+        "train_interactions": manifest["matrices"]["train"]["interactions"],
+    }
 
 
 def _time_min(fn, repeats: int, device: str = "cpu") -> float:
     import torch
+
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fn()  # warm-up
     sync()
@@ -95,8 +114,12 @@ def actor_matmuls(batch: int, n_items: int, hidden: int, latent: int) -> list[tu
     grad weight per Linear). The first layer's are `dense=False`: ract computes them from the
     sparse batch (2 * nnz * hidden FLOPs each), the dense cost is what a dense batch costs."""
     out = []
-    layers = [("enc1", n_items, hidden), ("enc2", hidden, 2 * latent),
-              ("dec1", latent, hidden), ("dec2", hidden, n_items)]
+    layers = [
+        ("enc1", n_items, hidden),
+        ("enc2", hidden, 2 * latent),
+        ("dec1", latent, hidden),
+        ("dec2", hidden, n_items),
+    ]
     for name, d_in, d_out in layers:
         out.append((f"{name}.forward", batch, d_in, d_out, name != "enc1"))
         if name != "enc1":  # the input needs no gradient
@@ -109,17 +132,32 @@ def phase_matmul(spec: dict) -> dict:
     """Dense matrix-multiply GFLOP/s at the actor's shapes, with the operand layouts autograd
     uses (transposed views), float32, this process's threads."""
     import torch
+
     torch.set_num_threads(spec["threads"])
     dev = spec["device"]
     rows = []
     for name, m, k, n, _ in actor_matmuls(spec["batch"], spec["n_items"], 600, 200):
-        a = (torch.randn(k, m, device=dev).t() if name.endswith("grad_weight")
-             else torch.randn(m, k, device=dev))
-        b = (torch.randn(n, k, device=dev).t() if name.endswith("forward")
-             else torch.randn(k, n, device=dev))
+        a = (
+            torch.randn(k, m, device=dev).t()
+            if name.endswith("grad_weight")
+            else torch.randn(m, k, device=dev)
+        )
+        b = (
+            torch.randn(n, k, device=dev).t()
+            if name.endswith("forward")
+            else torch.randn(k, n, device=dev)
+        )
         seconds = _time_min(lambda: a @ b, spec["repeats"], dev)
-        rows.append({"name": name, "m": m, "k": k, "n": n, "seconds": seconds,
-                     "gflops": 2 * m * k * n / seconds / 1e9})
+        rows.append(
+            {
+                "name": name,
+                "m": m,
+                "k": k,
+                "n": n,
+                "seconds": seconds,
+                "gflops": 2 * m * k * n / seconds / 1e9,
+            }
+        )
     return {"shapes": rows}
 
 
@@ -131,6 +169,7 @@ def phase_train(spec: dict) -> dict:
     from ract.model import critic_target
     from ract.checkpoint import build_actor, load_checkpoint
     from ract.train import stage_defaults, train_stage
+
     torch.set_num_threads(spec["threads"])
     stage = spec["stage"]
     data = load_split(spec["split"])
@@ -140,22 +179,32 @@ def phase_train(spec: dict) -> dict:
         overrides["validate_every"] = 0  # each epoch validated, as the other stages
     cfg = stage_defaults(stage, **overrides)
     start, cpu = time.perf_counter(), time.process_time()
-    train_stage(data, cfg, out_checkpoint=spec["checkpoint"], history_path=spec["history"],
-                pre_model_path=spec.get("start"), device=spec["device"])
+    train_stage(
+        data,
+        cfg,
+        out_checkpoint=spec["checkpoint"],
+        history_path=spec["history"],
+        pre_model_path=spec.get("start"),
+        device=spec["device"],
+    )
     total, cpu = time.perf_counter() - start, time.process_time() - cpu
     stage_peak_rss = _peak_rss()  # before the measurements below add to it
     history = pd.read_csv(spec["history"])
     epochs = history[history["epoch"] > 0]
-    out = {"seconds": total, "peak_rss_stage": stage_peak_rss,
-           # busy share of the threads: below 1 from serial code, or other load on the machine
-           "cpu_utilisation": cpu / (total * spec["threads"]), "epochs": len(epochs),
-           "train_seconds": float(epochs["train_seconds"].median()),
-           "epoch_seconds": float(epochs["seconds"].median()),
-           "validation_seconds": float((epochs["seconds"] - epochs["train_seconds"]).median()),
-           "start_validation_seconds": float(history.loc[history["epoch"] == 0,
-                                                         "seconds"].iloc[0]),
-           "batches": int(np.ceil(data.train.shape[0] / cfg.batch_size)),
-           "train_users": int(data.train.shape[0]), "train_nnz": int(data.train.nnz)}
+    out = {
+        "seconds": total,
+        "peak_rss_stage": stage_peak_rss,
+        # busy share of the threads: below 1 from serial code, or other load on the machine
+        "cpu_utilisation": cpu / (total * spec["threads"]),
+        "epochs": len(epochs),
+        "train_seconds": float(epochs["train_seconds"].median()),
+        "epoch_seconds": float(epochs["seconds"].median()),
+        "validation_seconds": float((epochs["seconds"] - epochs["train_seconds"]).median()),
+        "start_validation_seconds": float(history.loc[history["epoch"] == 0, "seconds"].iloc[0]),
+        "batches": int(np.ceil(data.train.shape[0] / cfg.batch_size)),
+        "train_users": int(data.train.shape[0]),
+        "train_nnz": int(data.train.nnz),
+    }
     if stage == "critic_pretrain":  # the critic's NDCG target alone, on training batches
         dev = spec["device"]
         actor = build_actor(load_checkpoint(spec["checkpoint"])).to(dev).train()
@@ -163,8 +212,9 @@ def phase_train(spec: dict) -> dict:
         times = []
         with torch.no_grad():
             for b in range(min(8, out["batches"])):
-                rows = np.arange(b * cfg.batch_size,
-                                 min((b + 1) * cfg.batch_size, data.train.shape[0]))
+                rows = np.arange(
+                    b * cfg.batch_size, min((b + 1) * cfg.batch_size, data.train.shape[0])
+                )
                 res = actor(sparse_rows(data.train, rows, dev), gen)
                 times.append(_time_min(lambda: critic_target(res, 100), 2, dev))
         out["target_seconds_per_batch"] = statistics.median(times)
@@ -176,22 +226,30 @@ def phase_evaluate(spec: dict) -> dict:
     from ract.checkpoint import build_actor, load_checkpoint
     from ract.data.splits import load_split
     from ract.evaluate import evaluate_to_frames
+
     torch.set_num_threads(spec["threads"])
     data = load_split(spec["split"])
     actor = build_actor(load_checkpoint(spec["checkpoint"])).to(spec["device"])
     times = []
     for _ in range(spec["repeats"]):
         start = time.perf_counter()
-        _, summary = evaluate_to_frames(actor, data, "test", (20, 50, 100),
-                                        device=spec["device"])
+        _, summary = evaluate_to_frames(actor, data, "test", (20, 50, 100), device=spec["device"])
         times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "users": summary["n_users"],
-            "users_per_second": summary["n_users"] / min(times),
-            "ndcg@100": summary["metrics"]["ndcg@100"]["mean"]}
+    return {
+        "seconds": min(times),
+        "users": summary["n_users"],
+        "users_per_second": summary["n_users"] / min(times),
+        "ndcg@100": summary["metrics"]["ndcg@100"]["mean"],
+    }
 
 
-PHASES = {"raw": phase_raw, "prepare": phase_prepare, "matmul": phase_matmul,
-          "train": phase_train, "evaluate": phase_evaluate}
+PHASES = {
+    "raw": phase_raw,
+    "prepare": phase_prepare,
+    "matmul": phase_matmul,
+    "train": phase_train,
+    "evaluate": phase_evaluate,
+}
 
 
 def child_main(phase: str, spec: dict) -> None:
@@ -203,19 +261,30 @@ def child_main(phase: str, spec: dict) -> None:
 
 # ---- the parent: runs the phases, derives the figures, writes the results ---------------------
 
+
 def run_phase(phase: str, spec: dict, threads: int) -> dict:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                       os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--phase", phase, "--spec", json.dumps(spec)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--phase", phase, "--spec", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if proc.returncode != 0:
         sys.exit(f"benchmark phase {phase} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = time.perf_counter() - start  # with interpreter start and imports
-    print(f"  {phase:9s} {spec.get('stage', '')[:15]:15s} {result['wall_seconds']:7.1f} s  "
-          f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB", flush=True)
+    print(
+        f"  {phase:9s} {spec.get('stage', '')[:15]:15s} {result['wall_seconds']:7.1f} s  "
+        f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB",
+        flush=True,
+    )
     return result
 
 
@@ -224,14 +293,16 @@ def interleaved_steps(split: str, cfg: dict, args, repeats: int = 3) -> dict:
     and the fastest of `repeats` such processes kept: the stages' ratios then come from the
     same minutes of the machine, unlike the epochs above, which are minutes apart."""
     from levers import run_variant
+
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     batches, epochs = cfg["step_batches"], cfg["step_epochs"]
     best = {}
     for _ in range(repeats):
         ms = run_variant("", Path(split), batches, epochs, args.threads, env)
         best = {s: min(ms[s], best.get(s, ms[s])) for s in STAGES}
-    print(f"  steps     {'':15s} " + ", ".join(f"{s} {best[s]:.0f} ms" for s in STAGES),
-          flush=True)
+    print(
+        f"  steps     {'':15s} " + ", ".join(f"{s} {best[s]:.0f} ms" for s in STAGES), flush=True
+    )
     return best
 
 
@@ -267,25 +338,50 @@ def bench_dataset(name: str, cfg: dict, args) -> dict:
     spec = {"data_dir": str(args.data_dir), "cache": str(args.cache), **cfg}
     raw = run_phase("raw", spec, args.threads)
     split = str(work / "split")
-    prep = run_phase("prepare", {"path": raw["path"], "format": raw["format"],
-                                 "prepare": cfg["prepare"], "split": split}, args.threads)
+    prep = run_phase(
+        "prepare",
+        {"path": raw["path"], "format": raw["format"], "prepare": cfg["prepare"], "split": split},
+        args.threads,
+    )
     n_items, batch = prep["items"], 500
-    mm = {"batch": batch, "n_items": n_items, "threads": args.threads, "repeats": 5,
-          "device": args.device}
+    mm = {
+        "batch": batch,
+        "n_items": n_items,
+        "threads": args.threads,
+        "repeats": 5,
+        "device": args.device,
+    }
     before = run_phase("matmul", mm, args.threads)
     train, start = {}, None
     for stage in STAGES:
-        train[stage] = run_phase("train", {
-            "stage": stage, "split": split, "epochs": cfg["epochs"], "threads": args.threads,
-            "device": args.device,
-            "checkpoint": str(work / f"{stage}.pt"), "history": str(work / f"{stage}.csv"),
-            "start": start}, args.threads)
+        train[stage] = run_phase(
+            "train",
+            {
+                "stage": stage,
+                "split": split,
+                "epochs": cfg["epochs"],
+                "threads": args.threads,
+                "device": args.device,
+                "checkpoint": str(work / f"{stage}.pt"),
+                "history": str(work / f"{stage}.csv"),
+                "start": start,
+            },
+            args.threads,
+        )
         start = str(work / f"{stage}.pt")
     after = run_phase("matmul", mm, args.threads)
     steps = interleaved_steps(split, cfg, args)
-    ev = run_phase("evaluate", {"split": split, "checkpoint": str(work / "actor_pretrain.pt"),
-                                "threads": args.threads, "repeats": 3, "device": args.device},
-                   args.threads)
+    ev = run_phase(
+        "evaluate",
+        {
+            "split": split,
+            "checkpoint": str(work / "actor_pretrain.pt"),
+            "threads": args.threads,
+            "repeats": 3,
+            "device": args.device,
+        },
+        args.threads,
+    )
 
     actor = train["actor_pretrain"]
     flops = flops_per_epoch(actor["train_users"], actor["train_nnz"], n_items, batch)
@@ -293,30 +389,46 @@ def bench_dataset(name: str, cfg: dict, args) -> dict:
     achieved = flops["executed"] / actor["train_seconds"] / 1e9
     # the same from the interleaved steps: the users (and items) of their first batches
     import scipy.sparse as sp
+
     step_users = min(500 * cfg["step_batches"], actor["train_users"])
     step_nnz = sp.load_npz(Path(split) / "train.npz")[:step_users].nnz
     step_flops = flops_per_epoch(step_users, step_nnz, n_items, batch)["executed"]
-    step_achieved = step_flops / (steps["actor_pretrain"] / 1e3
-                                  * math.ceil(step_users / batch)) / 1e9
+    step_achieved = (
+        step_flops / (steps["actor_pretrain"] / 1e3 * math.ceil(step_users / batch)) / 1e9
+    )
     per_batch = {s: train[s]["train_seconds"] / train[s]["batches"] for s in STAGES}
     return {
-        "raw": raw, "prepare": prep, "train": train, "evaluate": ev, "steps": steps,
-        "matmul": {"before": before["shapes"], "after": after["shapes"],
-                   "rate_before": rates[0], "rate_after": rates[1]},
+        "raw": raw,
+        "prepare": prep,
+        "train": train,
+        "evaluate": ev,
+        "steps": steps,
+        "matmul": {
+            "before": before["shapes"],
+            "after": after["shapes"],
+            "rate_before": rates[0],
+            "rate_after": rates[1],
+        },
         "figures": {
-            "prepare_seconds": prep["seconds"], "prepare_peak_rss": prep["peak_rss"],
+            "prepare_seconds": prep["seconds"],
+            "prepare_peak_rss": prep["peak_rss"],
             **{f"{s}_epoch_seconds": train[s]["train_seconds"] for s in STAGES},
-            **{f"{s}_users_per_second": train[s]["train_users"] / train[s]["train_seconds"]
-               for s in STAGES},
+            **{
+                f"{s}_users_per_second": train[s]["train_users"] / train[s]["train_seconds"]
+                for s in STAGES
+            },
             **{f"{s}_peak_rss": train[s]["peak_rss_stage"] for s in STAGES},
             **{f"{s}_cpu_utilisation": train[s]["cpu_utilisation"] for s in STAGES},
-            **{f"{s}_validation_share": train[s]["validation_seconds"]
-               / train[s]["epoch_seconds"] for s in STAGES},
+            **{
+                f"{s}_validation_share": train[s]["validation_seconds"] / train[s]["epoch_seconds"]
+                for s in STAGES
+            },
             "actor_gflop_per_epoch": flops["executed"] / 1e9,
             "actor_dense_equivalent_gflop_per_epoch": flops["dense_equivalent"] / 1e9,
             "actor_gflops": achieved,
             "actor_dense_equivalent_gflops": flops["dense_equivalent"]
-            / actor["train_seconds"] / 1e9,
+            / actor["train_seconds"]
+            / 1e9,
             "matmul_gflops": statistics.mean(rates),
             "matmul_gflops_spread": abs(rates[0] - rates[1]),
             "actor_share_of_matmul_rate": achieved / statistics.mean(rates),
@@ -341,9 +453,11 @@ def bench_dataset(name: str, cfg: dict, args) -> dict:
 
 # ---- the overhead of the default study ----------------------------------------------------
 
+
 def snakemake_jobs(log: str) -> list[dict]:
     """(rule, start, end, benchmark file) of every job in a Snakemake log (1 s resolution)."""
     from datetime import datetime
+
     jobs, stamp, current = {}, None, None
     for line in log.splitlines():
         if m := re.match(r"^\[(\w{3} \w{3} +\d+ [\d:]+ \d{4})\]$", line):
@@ -379,8 +493,9 @@ def study_overhead(args) -> dict:
     snakemake = Path(sys.executable).parent / "snakemake"
     env = {**os.environ, "PYTHONPATH": str(clone)}
     start = time.perf_counter()
-    proc = subprocess.run([str(snakemake), "--cores", "4"], cwd=clone, capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [str(snakemake), "--cores", "4"], cwd=clone, capture_output=True, text=True, env=env
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"study failed in {clone}:\n{proc.stderr[-3000:]}")
@@ -391,6 +506,7 @@ def study_overhead(args) -> dict:
 
 def analyse_study(clone: Path, wall: float, env: dict) -> dict:
     import pandas as pd
+
     log = max((clone / ".snakemake" / "log").glob("*.snakemake.log")).read_text()
     eval_loop = _study_eval_loop(clone, env)
     rows, loops = [], []
@@ -406,29 +522,44 @@ def analyse_study(clone: Path, wall: float, env: dict) -> dict:
                 loops.append((end - loop, end))
         if job["rule"] in ("evaluate", "evaluate_baseline"):
             loop = eval_loop
-        rows.append({"rule": job["rule"], "seconds": seconds, "loop_seconds": loop,
-                     "start": job["start"], "end": job["end"]})
+        rows.append(
+            {
+                "rule": job["rule"],
+                "seconds": seconds,
+                "loop_seconds": loop,
+                "start": job["start"],
+                "end": job["end"],
+            }
+        )
     frame = pd.DataFrame(rows)
     covered = _covered(list(zip(frame["start"], frame["end"])))
     alone = max(wall - covered, 0.0)  # Snakemake starting, building the DAG, between jobs
     study_start = frame["start"].min()
     in_some_loop = _covered([(max(a, study_start), b) for a, b in loops])
     job_seconds, loop_seconds = float(frame["seconds"].sum()), float(frame["loop_seconds"].sum())
-    by_rule = frame.groupby("rule").agg(jobs=("seconds", "size"), seconds=("seconds", "sum"),
-                                        loop_seconds=("loop_seconds", "sum"))
-    return {"wall_seconds": wall, "jobs": len(frame), "job_seconds": job_seconds,
-            "loop_seconds": loop_seconds, "snakemake_alone_seconds": alone,
-            "parallelism": job_seconds / wall,
-            "outside_loops_share": 1 - loop_seconds / (job_seconds + alone),
-            # the other reading: wall time during which no training loop runs at all
-            "no_loop_running_share": 1 - in_some_loop / wall,
-            "eval_loop_seconds": eval_loop, "by_rule": by_rule.round(2).to_dict("index")}
+    by_rule = frame.groupby("rule").agg(
+        jobs=("seconds", "size"), seconds=("seconds", "sum"), loop_seconds=("loop_seconds", "sum")
+    )
+    return {
+        "wall_seconds": wall,
+        "jobs": len(frame),
+        "job_seconds": job_seconds,
+        "loop_seconds": loop_seconds,
+        "snakemake_alone_seconds": alone,
+        "parallelism": job_seconds / wall,
+        "outside_loops_share": 1 - loop_seconds / (job_seconds + alone),
+        # the other reading: wall time during which no training loop runs at all
+        "no_loop_running_share": 1 - in_some_loop / wall,
+        "eval_loop_seconds": eval_loop,
+        "by_rule": by_rule.round(2).to_dict("index"),
+    }
 
 
 def _loop_end(log: Path, fallback: float) -> float:
     """When a training job's loop ended: the time of its log's 'done in' line (the job log
     has whole seconds; the middle of that second)."""
     from datetime import datetime
+
     day = datetime.fromtimestamp(fallback).strftime("%Y-%m-%d ")
     for line in reversed(log.read_text().splitlines() if log.exists() else []):
         if m := re.match(r"^(\d\d:\d\d:\d\d) ract\.train INFO \w+ done in", line):
@@ -439,41 +570,67 @@ def _loop_end(log: Path, fallback: float) -> float:
 def _study_eval_loop(clone: Path, env: dict) -> float:
     """Seconds of the evaluation loops of one evaluate job of the study, both splits (the jobs
     do not time theirs)."""
-    code = ("import time, torch\n"
-            "from ract.checkpoint import build_actor, load_checkpoint\n"
-            "from ract.data.splits import load_split\n"
-            "from ract.evaluate import evaluate_model\n"
-            "torch.set_num_threads(2)\n"
-            "data = load_split('results/ml-100k/split')\n"
-            "actor = build_actor(load_checkpoint('results/ml-100k/main/seed1/finetune.pt'))\n"
-            "evaluate_model(actor, data.test)\n"
-            "start = time.perf_counter()\n"
-            "for split in ('validation', 'test'):\n"
-            "    evaluate_model(actor, data.eval_split(split))\n"
-            "print(time.perf_counter() - start)\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=clone, capture_output=True,
-                         text=True, check=True, env=env)
+    code = (
+        "import time, torch\n"
+        "from ract.checkpoint import build_actor, load_checkpoint\n"
+        "from ract.data.splits import load_split\n"
+        "from ract.evaluate import evaluate_model\n"
+        "torch.set_num_threads(2)\n"
+        "data = load_split('results/ml-100k/split')\n"
+        "actor = build_actor(load_checkpoint('results/ml-100k/main/seed1/finetune.pt'))\n"
+        "evaluate_model(actor, data.test)\n"
+        "start = time.perf_counter()\n"
+        "for split in ('validation', 'test'):\n"
+        "    evaluate_model(actor, data.eval_split(split))\n"
+        "print(time.perf_counter() - start)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     return float(out.stdout.strip())
 
 
 # ---- results ----------------------------------------------------------------------------------
 
+
 def machine() -> dict:
     import torch
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) * 1024 for line in
-                Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), None)
-    return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "blas": "MKL" if torch.backends.mkl.is_available() else "other",
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        None,
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def write_results(results: dict, out: Path) -> None:
     import pandas as pd
+
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = [{"dataset": name, **r["figures"]} for name, r in results["datasets"].items()]
@@ -484,27 +641,37 @@ def write_results(results: dict, out: Path) -> None:
 def summary_markdown(results: dict) -> str:
     m = results["machine"]
     lines = [
-        f"# Benchmark results ({results['date']})", "",
+        f"# Benchmark results ({results['date']})",
+        "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
         f"{'GPU ' + m['gpu'] if m['gpu'] else 'no GPU'}; Python {m['python']}, torch "
         f"{m['torch']} ({m['blas']}), {results['threads']} threads, device "
         f"{results.get('device', 'cpu')}; load average "
-        f"{results['load_before']} before, {results['load_after']} after.", ""]
+        f"{results['load_before']} before, {results['load_after']} after.",
+        "",
+    ]
     if results["datasets"]:
         lines += dataset_table(results)
     if "study" in results:
         s = results["study"]
-        lines += ["", f"Default ml-100k study (`snakemake --cores 4`, {s['jobs']} jobs): "
-                  f"{s['wall_seconds']:.0f} s wall; {s['job_seconds']:.0f} s of jobs "
-                  f"(parallelism {s['parallelism']:.2f}) and {s['snakemake_alone_seconds']:.0f}"
-                  f" s of Snakemake alone, of which {s['loop_seconds']:.0f} s inside the "
-                  "training and evaluation loops: "
-                  f"**{s['outside_loops_share']:.0%} of the study's job time is outside the "
-                  f"loops**; no training loop runs during {s['no_loop_running_share']:.0%} of "
-                  "its wall time.", "",
-                  "| rule | jobs | seconds | in loops |", "|---|---|---|---|"]
-        lines += [f"| {rule} | {r['jobs']} | {r['seconds']:.0f} | {r['loop_seconds']:.0f} |"
-                  for rule, r in s["by_rule"].items()]
+        lines += [
+            "",
+            f"Default ml-100k study (`snakemake --cores 4`, {s['jobs']} jobs): "
+            f"{s['wall_seconds']:.0f} s wall; {s['job_seconds']:.0f} s of jobs "
+            f"(parallelism {s['parallelism']:.2f}) and {s['snakemake_alone_seconds']:.0f}"
+            f" s of Snakemake alone, of which {s['loop_seconds']:.0f} s inside the "
+            "training and evaluation loops: "
+            f"**{s['outside_loops_share']:.0%} of the study's job time is outside the "
+            f"loops**; no training loop runs during {s['no_loop_running_share']:.0%} of "
+            "its wall time.",
+            "",
+            "| rule | jobs | seconds | in loops |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {rule} | {r['jobs']} | {r['seconds']:.0f} | {r['loop_seconds']:.0f} |"
+            for rule, r in s["by_rule"].items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -519,80 +686,166 @@ def dataset_table(results: dict) -> list[str]:
         return f"| {label} | " + " | ".join(cells) + " |"
 
     def pair(label, key, bracketed, fmt):  # "value (bracketed value)"
-        return row(label, "{}", fn=lambda n: f"{fmt.format(fig[n][key])} "
-                   f"({fmt.format(fig[n][bracketed])})")
+        return row(
+            label,
+            "{}",
+            fn=lambda n: f"{fmt.format(fig[n][key])} ({fmt.format(fig[n][bracketed])})",
+        )
 
     lines = [
-        "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
-        row("users x items (interactions)", "{}", fn=lambda n: f"{prep[n]['users']:,} x "
-            f"{prep[n]['items']:,} ({prep[n]['interactions']:,})"),
-        row("prepare: seconds (of which reading)", "{}",
-            fn=lambda n: f"{prep[n]['seconds']:.1f} ({prep[n]['read_seconds']:.1f})"),
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+        row(
+            "users x items (interactions)",
+            "{}",
+            fn=lambda n: (
+                f"{prep[n]['users']:,} x {prep[n]['items']:,} ({prep[n]['interactions']:,})"
+            ),
+        ),
+        row(
+            "prepare: seconds (of which reading)",
+            "{}",
+            fn=lambda n: f"{prep[n]['seconds']:.1f} ({prep[n]['read_seconds']:.1f})",
+        ),
         row("prepare: peak RSS GiB", "{:.2f}", fn=lambda n: prep[n]["peak_rss"] / gib),
     ]
     for stage in STAGES:
         lines += [
-            row(f"{stage}: s/epoch (users/s)", "{}", fn=lambda n, s=stage:
-                f"{fig[n][s + '_epoch_seconds']:.2f} ({fig[n][s + '_users_per_second']:,.0f})"),
-            row(f"{stage}: validation share of epoch", "{:.0%}",
-                f"{stage}_validation_share"),
-            row(f"{stage}: peak RSS GiB", "{:.2f}", fn=lambda n, s=stage:
-                fig[n][s + "_peak_rss"] / gib),
-            row(f"{stage}: CPU busy (of {results['threads']} threads)", "{:.0%}",
-                f"{stage}_cpu_utilisation"),
+            row(
+                f"{stage}: s/epoch (users/s)",
+                "{}",
+                fn=lambda n, s=stage: (
+                    f"{fig[n][s + '_epoch_seconds']:.2f} ({fig[n][s + '_users_per_second']:,.0f})"
+                ),
+            ),
+            row(f"{stage}: validation share of epoch", "{:.0%}", f"{stage}_validation_share"),
+            row(
+                f"{stage}: peak RSS GiB",
+                "{:.2f}",
+                fn=lambda n, s=stage: fig[n][s + "_peak_rss"] / gib,
+            ),
+            row(
+                f"{stage}: CPU busy (of {results['threads']} threads)",
+                "{:.0%}",
+                f"{stage}_cpu_utilisation",
+            ),
         ]
     return lines + [
-        pair("actor epoch: GFLOP executed (dense equivalent)", "actor_gflop_per_epoch",
-             "actor_dense_equivalent_gflop_per_epoch", "{:,.0f}"),
-        pair("actor epoch: GFLOP/s executed (dense equivalent)", "actor_gflops",
-             "actor_dense_equivalent_gflops", "{:.1f}"),
-        pair("dense matmul GFLOP/s, same shapes (spread)", "matmul_gflops",
-             "matmul_gflops_spread", "{:.1f}"),
-        pair("**actor / matmul rate: epoch (best steps)**", "actor_share_of_matmul_rate",
-             "actor_step_share_of_matmul_rate", "{:.0%}"),
-        pair("critic / actor: epoch (step, interleaved)", "critic_over_actor",
-             "critic_step_over_actor_step", "{:.2f}"),
-        pair("finetune / actor: epoch (step, interleaved)", "finetune_over_actor",
-             "finetune_step_over_actor_step", "{:.2f}"),
-        row("NDCG target per batch, ms", "{:.1f}", fn=lambda n:
-            fig[n]["target_seconds_per_batch"] * 1e3),
-        row("NDCG target share of critic / finetune step", "{}", fn=lambda n:
-            f"{fig[n]['target_share_of_critic_step']:.0%} / "
-            f"{fig[n]['target_share_of_finetune_step']:.0%}"),
-        row("evaluation, top-100 of all items: users/s", "{:,.0f}",
-            "evaluate_users_per_second"),
-        row("evaluation cost per user / actor step per user", "{:.2f}",
-            "evaluate_seconds_per_user_over_actor_step"),
+        pair(
+            "actor epoch: GFLOP executed (dense equivalent)",
+            "actor_gflop_per_epoch",
+            "actor_dense_equivalent_gflop_per_epoch",
+            "{:,.0f}",
+        ),
+        pair(
+            "actor epoch: GFLOP/s executed (dense equivalent)",
+            "actor_gflops",
+            "actor_dense_equivalent_gflops",
+            "{:.1f}",
+        ),
+        pair(
+            "dense matmul GFLOP/s, same shapes (spread)",
+            "matmul_gflops",
+            "matmul_gflops_spread",
+            "{:.1f}",
+        ),
+        pair(
+            "**actor / matmul rate: epoch (best steps)**",
+            "actor_share_of_matmul_rate",
+            "actor_step_share_of_matmul_rate",
+            "{:.0%}",
+        ),
+        pair(
+            "critic / actor: epoch (step, interleaved)",
+            "critic_over_actor",
+            "critic_step_over_actor_step",
+            "{:.2f}",
+        ),
+        pair(
+            "finetune / actor: epoch (step, interleaved)",
+            "finetune_over_actor",
+            "finetune_step_over_actor_step",
+            "{:.2f}",
+        ),
+        row(
+            "NDCG target per batch, ms",
+            "{:.1f}",
+            fn=lambda n: fig[n]["target_seconds_per_batch"] * 1e3,
+        ),
+        row(
+            "NDCG target share of critic / finetune step",
+            "{}",
+            fn=lambda n: (
+                f"{fig[n]['target_share_of_critic_step']:.0%} / "
+                f"{fig[n]['target_share_of_finetune_step']:.0%}"
+            ),
+        ),
+        row("evaluation, top-100 of all items: users/s", "{:,.0f}", "evaluate_users_per_second"),
+        row(
+            "evaluation cost per user / actor step per user",
+            "{:.2f}",
+            "evaluate_seconds_per_user_over_actor_step",
+        ),
     ]
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--datasets", nargs="*", choices=sorted(DATASETS),
-                        default=list(DATASETS), help="(default: all; none with --study: only "
-                        "the study)")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu or cuda: training, evaluation and the matmul rate")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(),
-                        help="torch threads in every phase (default: all cores)")
-    parser.add_argument("--data-dir", type=Path, default=HERE / "data",
-                        help="generated data, splits and checkpoints (default: %(default)s)")
-    parser.add_argument("--cache", type=Path, default=ROOT / "data" / "raw",
-                        help="download cache of the known data sets (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=HERE / "results",
-                        help="where latest.json/.csv/.md go (default: %(default)s)")
-    parser.add_argument("--study", action="store_true",
-                        help="also run the default ml-100k study and measure its overhead")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="*",
+        choices=sorted(DATASETS),
+        default=list(DATASETS),
+        help="(default: all; none with --study: only the study)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda: training, evaluation and the matmul rate"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch threads in every phase (default: all cores)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=HERE / "data",
+        help="generated data, splits and checkpoints (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=ROOT / "data" / "raw",
+        help="download cache of the known data sets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results",
+        help="where latest.json/.csv/.md go (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--study",
+        action="store_true",
+        help="also run the default ml-100k study and measure its overhead",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
         child_main(args.phase, json.loads(args.spec))
         return 0
-    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(),
-               "threads": args.threads, "device": args.device,
-               "load_before": [round(x, 2) for x in os.getloadavg()], "datasets": {}}
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "threads": args.threads,
+        "device": args.device,
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "datasets": {},
+    }
     for name in args.datasets:
         results["datasets"][name] = bench_dataset(name, DATASETS[name], args)
     if args.study:

@@ -52,7 +52,7 @@ class Popularity(nn.Module):
         return self.counts.numel()
 
     @classmethod
-    def fit(cls, train: sp.spmatrix) -> "Popularity":
+    def fit(cls, train: sp.spmatrix) -> Popularity:
         counts = np.asarray((sp.csr_matrix(train) != 0).sum(axis=0)).ravel()
         return cls(torch.from_numpy(counts.astype(np.float32)))
 
@@ -81,11 +81,11 @@ class EASE(nn.Module):
         return self.B.shape[0]
 
     @classmethod
-    def fit(cls, train: sp.spmatrix, lam: float, *, device="cpu") -> "EASE":
+    def fit(cls, train: sp.spmatrix, lam: float, *, device="cpu") -> EASE:
         return cls.from_gram(gram_matrix(train, device=device), lam)
 
     @classmethod
-    def from_gram(cls, gram: torch.Tensor, lam: float) -> "EASE":
+    def from_gram(cls, gram: torch.Tensor, lam: float) -> EASE:
         """Fit from a precomputed X^T X (left unchanged), so a lambda grid builds it once."""
         lam = _check_lambda(lam)
         G = gram.clone()
@@ -93,8 +93,10 @@ class EASE(nn.Module):
         try:
             L = torch.linalg.cholesky(G)
         except torch.linalg.LinAlgError:
-            raise ModelFailure(f"EASE: X^T X + {lam:g} I is not positive definite in "
-                            f"{gram.dtype}; use a larger lambda") from None
+            raise ModelFailure(
+                f"EASE: X^T X + {lam:g} I is not positive definite in "
+                f"{gram.dtype}; use a larger lambda"
+            ) from None
         # P = G^-1 by solving G P = I: on CPU this is several times faster than
         # torch.cholesky_inverse (LAPACK potri) and as accurate. G's storage becomes I.
         G.zero_().diagonal().fill_(1.0)
@@ -138,15 +140,23 @@ def _check_lambda(lam) -> float:
 
 
 @torch.inference_mode()
-def mean_ndcg(model: nn.Module, split: EvalSplit, k: int = 100, *,
-              batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> float:
+def mean_ndcg(
+    model: nn.Module,
+    split: EvalSplit,
+    k: int = 100,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+) -> float:
     """Mean NDCG@k over the split's users that have held-out items (exclude masked to -inf)."""
-    ndcg = evaluate_model(model, split, (k,), ("ndcg",), batch_size=batch_size,
-                          device=device)[f"ndcg@{k}"]
+    ndcg = evaluate_model(model, split, (k,), ("ndcg",), batch_size=batch_size, device=device)[
+        f"ndcg@{k}"
+    ]
     ok = ~torch.isnan(ndcg)
     if not ok.any():
-        raise RactError("validation split has no users with held-out items; cannot compare "
-                        "models on it")
+        raise RactError(
+            "validation split has no users with held-out items; cannot compare models on it"
+        )
     return ndcg[ok].mean().item()
 
 
@@ -157,8 +167,14 @@ def ease_fit_bytes(n_items: int) -> int:
     return 4 * n_items * n_items * itemsize
 
 
-def select_ease_lambda(data: SplitData, lambdas=DEFAULT_LAMBDAS, k: int = 100, *,
-                       device="cpu", max_bytes: int | None = None) -> tuple[EASE, list[dict]]:
+def select_ease_lambda(
+    data: SplitData,
+    lambdas=DEFAULT_LAMBDAS,
+    k: int = 100,
+    *,
+    device="cpu",
+    max_bytes: int | None = None,
+) -> tuple[EASE, list[dict]]:
     """Fit EASE on `data.train` for each lambda and keep the best by validation NDCG@k.
 
     Returns (best model, [{"lam": ..., f"val_ndcg@{k}": ...} per lambda, in grid order]); ties
@@ -170,21 +186,34 @@ def select_ease_lambda(data: SplitData, lambdas=DEFAULT_LAMBDAS, k: int = 100, *
         raise RactError("setting lambdas: expected at least one value")
     need = ease_fit_bytes(data.n_items)
     if max_bytes is not None and need > max_bytes:
-        raise ModelFailure(f"EASE on {data.n_items} items needs about {need / 2**30:.1f} GiB, "
-                           f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
-                           "fit_ease job's mem_mb or leave ease out of `models`")
+        raise ModelFailure(
+            f"EASE on {data.n_items} items needs about {need / 2**30:.1f} GiB, "
+            f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
+            "fit_ease job's mem_mb or leave ease out of `models`"
+        )
     start = time.perf_counter()
     gram = gram_matrix(data.train, device=device)
-    log.info("EASE: X^T X of %d items in %.1fs; %d lambdas to fit", data.n_items,
-             time.perf_counter() - start, len(lambdas))
+    log.info(
+        "EASE: X^T X of %d items in %.1fs; %d lambdas to fit",
+        data.n_items,
+        time.perf_counter() - start,
+        len(lambdas),
+    )
     best, best_score, rows = None, -math.inf, []
     for i, lam in enumerate(lambdas, 1):
         start = time.perf_counter()
         model = EASE.from_gram(gram, lam).to(device)
         score = mean_ndcg(model, data.validation, k, device=device)
         rows.append({"lam": lam, f"val_ndcg@{k}": score})
-        log.info("EASE %d/%d: lambda %g: validation NDCG@%d %.4f (%.1fs)", i, len(lambdas),
-                 lam, k, score, time.perf_counter() - start)
+        log.info(
+            "EASE %d/%d: lambda %g: validation NDCG@%d %.4f (%.1fs)",
+            i,
+            len(lambdas),
+            lam,
+            k,
+            score,
+            time.perf_counter() - start,
+        )
         if score > best_score:
             best, best_score = model, score
     log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", best.lam, k, best_score)
@@ -217,17 +246,24 @@ def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None 
 
 def load_baseline(path, *, data_hash: str | None = None, n_items: int | None = None) -> nn.Module:
     """Read a baseline checkpoint; with `data_hash`/`n_items`, refuse one from other data."""
-    return baseline_from_state(path, read_state(path, "baseline checkpoint"),
-                               data_hash=data_hash, n_items=n_items)
+    return baseline_from_state(
+        path, read_state(path, "baseline checkpoint"), data_hash=data_hash, n_items=n_items
+    )
 
 
-def baseline_from_state(path, state: dict, *, data_hash: str | None = None,
-                        n_items: int | None = None) -> nn.Module:
+def baseline_from_state(
+    path, state: dict, *, data_hash: str | None = None, n_items: int | None = None
+) -> nn.Module:
     """Rebuild a baseline from a checkpoint already read (`ract.checkpoint.read_state`)."""
-    bad = RactError(f"{path}: not a ract baseline checkpoint of format "
-                    f"{CHECKPOINT_FORMAT_VERSION} (expected kind {' or '.join(KINDS)})")
-    if (state.get("kind") not in KINDS or not isinstance(state.get("state"), dict)
-            or not isinstance(state.get("data"), dict)):
+    bad = RactError(
+        f"{path}: not a ract baseline checkpoint of format "
+        f"{CHECKPOINT_FORMAT_VERSION} (expected kind {' or '.join(KINDS)})"
+    )
+    if (
+        state.get("kind") not in KINDS
+        or not isinstance(state.get("state"), dict)
+        or not isinstance(state.get("data"), dict)
+    ):
         raise bad
     check_data(path, state["data"], data_hash=data_hash, n_items=n_items)
     ckpt_items = state["data"].get("n_items")
@@ -241,6 +277,8 @@ def baseline_from_state(path, state: dict, *, data_hash: str | None = None,
     except (KeyError, ValueError, TypeError, RuntimeError, RactError):
         raise bad from None
     if ckpt_items != model.n_items:
-        raise RactError(f"{path}: baseline checkpoint is inconsistent: its weights cover "
-                        f"{model.n_items} items, its data record says {ckpt_items}")
+        raise RactError(
+            f"{path}: baseline checkpoint is inconsistent: its weights cover "
+            f"{model.n_items} items, its data record says {ckpt_items}"
+        )
     return model

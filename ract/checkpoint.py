@@ -20,8 +20,10 @@ from .model import ActorConfig, Critic, CriticConfig, MultVAE
 
 def model_states(actor: MultVAE, critic: Critic | None) -> dict:
     """CPU copies of the models' settings and weights, in checkpoint form."""
+
     def cpu(module):
         return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
     return {
         "actor_args": config_dict(actor.cfg),
         "actor_state": cpu(actor),
@@ -30,8 +32,16 @@ def model_states(actor: MultVAE, critic: Critic | None) -> dict:
     }
 
 
-def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: str,
-                    metrics: dict | None = None, extra: dict | None = None) -> None:
+def save_checkpoint(
+    path,
+    *,
+    stage: str,
+    epoch: int,
+    models: dict,
+    data_hash: str,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+) -> None:
     """Write `models` (from `model_states`) with the stage, epoch and data hash, atomically."""
     state = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -50,8 +60,13 @@ def save_checkpoint(path, *, stage: str, epoch: int, models: dict, data_hash: st
 def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
     """Write, in place of a checkpoint, the record of a model that could not be fit
     (`ModelFailure`), so that evaluation and the comparison report it instead of stopping."""
-    state = {"format_version": CHECKPOINT_FORMAT_VERSION, "ract_version": __version__,
-             "failed": str(reason), "model": str(model), "data": {"content_hash": data_hash}}
+    state = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "ract_version": __version__,
+        "failed": str(reason),
+        "model": str(model),
+        "data": {"content_hash": data_hash},
+    }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -59,22 +74,28 @@ def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
 def refuse_failed(path, state: dict) -> None:
     """Refuse the record `save_failure` wrote in place of a model, naming why it failed."""
     if "failed" in state:
-        raise ModelFailure(f"{path}: {state.get('model', 'the model')} could not be fit: "
-                           f"{state['failed']}")
+        raise ModelFailure(
+            f"{path}: {state.get('model', 'the model')} could not be fit: {state['failed']}"
+        )
 
 
 def read_state(path, what: str = "checkpoint") -> dict:
     """torch.load with weights_only=True: tensors and plain values, never pickled objects."""
     path = Path(path)
     if not path.is_file():
-        raise RactError(f"{path}: a folder, not a {what} file" if path.is_dir() else
-                        f"{path}: {what} file not found")
+        raise RactError(
+            f"{path}: a folder, not a {what} file"
+            if path.is_dir()
+            else f"{path}: {what} file not found"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RactError(f"{path}: not a loadable ract {what} (only tensors and plain values "
-                        f"are accepted): {reason}") from None
+        raise RactError(
+            f"{path}: not a loadable ract {what} (only tensors and plain values "
+            f"are accepted): {reason}"
+        ) from None
     if not isinstance(state, dict) or state.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise RactError(f"{path}: not a ract {what} of format {CHECKPOINT_FORMAT_VERSION}")
     return state
@@ -83,12 +104,16 @@ def read_state(path, what: str = "checkpoint") -> dict:
 def check_data(path, recorded: dict, *, data_hash: str | None, n_items: int | None) -> None:
     """Refuse a model made from other data than the split it is used with."""
     if n_items is not None and recorded.get("n_items") != n_items:
-        raise RactError(f"{path}: made from data with {recorded.get('n_items')} items, this "
-                        f"split has {n_items}; it belongs to another data set")
+        raise RactError(
+            f"{path}: made from data with {recorded.get('n_items')} items, this "
+            f"split has {n_items}; it belongs to another data set"
+        )
     ckpt_hash = str(recorded.get("content_hash"))
     if data_hash is not None and ckpt_hash != data_hash:
-        raise RactError(f"{path}: made from data with hash {ckpt_hash[:12]}, this split has "
-                        f"{data_hash[:12]}; it belongs to another data set or preparation")
+        raise RactError(
+            f"{path}: made from data with hash {ckpt_hash[:12]}, this split has "
+            f"{data_hash[:12]}; it belongs to another data set or preparation"
+        )
 
 
 def load_checkpoint(path, *, data_hash: str | None = None, n_items: int | None = None) -> dict:

@@ -57,51 +57,97 @@ def _columns(text: str) -> dict:
 
 def _add_fetch_args(p, required: bool):
     from .data.sources import DATASETS
-    p.add_argument("--dataset", choices=sorted(DATASETS), required=required,
-                   help="known data set to obtain (downloaded once, then read from --cache)")
-    p.add_argument("--cache", default="data/raw",
-                   help="folder for downloads and extracted raw files (default: %(default)s)")
-    p.add_argument("--offline", action="store_true",
-                   help="skip the home-site download; use only the offline route "
-                        "(ml-100k: the RecBole wheel from PyPI)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait on a network connection (default: %(default)s)")
+
+    p.add_argument(
+        "--dataset",
+        choices=sorted(DATASETS),
+        required=required,
+        help="known data set to obtain (downloaded once, then read from --cache)",
+    )
+    p.add_argument(
+        "--cache",
+        default="data/raw",
+        help="folder for downloads and extracted raw files (default: %(default)s)",
+    )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="skip the home-site download; use only the offline route "
+        "(ml-100k: the RecBole wheel from PyPI)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait on a network connection (default: %(default)s)",
+    )
 
 
 def _add_fetch(sub) -> None:
-    p = sub.add_parser("fetch", help="obtain a known data set's raw interaction file",
-                       description="Download (or take from the cache) a known data set and "
-                       "print the raw file's path and reader format.")
+    p = sub.add_parser(
+        "fetch",
+        help="obtain a known data set's raw interaction file",
+        description="Download (or take from the cache) a known data set and "
+        "print the raw file's path and reader format.",
+    )
     _add_fetch_args(p, required=True)
 
 
 def _add_synthesize(sub) -> None:
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
 
-    p = sub.add_parser("synthesize", help="write synthetic interactions in a raw format",
-                       description="Generate interactions with power-law item popularity and a "
-                       "log-normal spread of items per user, and write them as a raw file that "
-                       "`ract prepare` reads (prints the file and its format). Presets: " +
-                       "; ".join(f"{k}: {v['n_users']:,} users, {v['n_items']:,} items, "
-                                 f"{v['n_interactions']:,} positive interactions"
-                                 for k, v in PRESETS.items()))
+    p = sub.add_parser(
+        "synthesize",
+        help="write synthetic interactions in a raw format",
+        description="Generate interactions with power-law item popularity and a "
+        "log-normal spread of items per user, and write them as a raw file that "
+        "`ract prepare` reads (prints the file and its format). Presets: "
+        + "; ".join(
+            f"{k}: {v['n_users']:,} users, {v['n_items']:,} items, "
+            f"{v['n_interactions']:,} positive interactions"
+            for k, v in PRESETS.items()
+        ),
+    )
     p.add_argument("--preset", choices=sorted(PRESETS), help="shape of a paper data set")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="multiply the preset's users and interactions (default: %(default)s)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the preset's users and interactions (default: %(default)s)",
+    )
     for name in ("n_users", "n_items", "n_interactions"):
-        p.add_argument("--" + name.replace("_", "-"), type=int,
-                       help="required without --preset; overrides the preset")
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            help="required without --preset; overrides the preset",
+        )
     d = {f.name: f.default for f in dataclasses.fields(SyntheticConfig)}
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seed of the generator (default: %(default)s)")
-    p.add_argument("--format", choices=sorted(SYNTHETIC_FORMATS),
-                   help="raw format to write (default: the preset's, else ml-csv)")
-    p.add_argument("--item-exponent", type=float, default=d["item_exponent"],
-                   help="power-law exponent of item popularity (default: %(default)s)")
-    p.add_argument("--user-sigma", type=float, default=d["user_sigma"],
-                   help="log-normal spread of items per user (default: %(default)s)")
-    p.add_argument("--low-rating-share", type=float, default=d["low_rating_share"],
-                   help="extra rows rated <= 3.5 per positive interaction (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=d["seed"], help="seed of the generator (default: %(default)s)"
+    )
+    p.add_argument(
+        "--format",
+        choices=sorted(SYNTHETIC_FORMATS),
+        help="raw format to write (default: the preset's, else ml-csv)",
+    )
+    p.add_argument(
+        "--item-exponent",
+        type=float,
+        default=d["item_exponent"],
+        help="power-law exponent of item popularity (default: %(default)s)",
+    )
+    p.add_argument(
+        "--user-sigma",
+        type=float,
+        default=d["user_sigma"],
+        help="log-normal spread of items per user (default: %(default)s)",
+    )
+    p.add_argument(
+        "--low-rating-share",
+        type=float,
+        default=d["low_rating_share"],
+        help="extra rows rated <= 3.5 per positive interaction (default: %(default)s)",
+    )
     p.add_argument("--out", required=True, help="folder to write the raw file into")
 
 
@@ -109,71 +155,130 @@ def _add_prepare(sub) -> None:
     from .data.prepare import PROTOCOLS, PrepareConfig
     from .data.readers import FORMAT_HELP, FORMATS
 
-    p = sub.add_parser("prepare", help="binarise, filter and split interactions",
-                       description="Read raw interactions, binarise, filter, split users, and "
-                       "write sparse CSR split files, id maps and manifest.json to --out.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in
-                                                       FORMAT_HELP.items()))
+    p = sub.add_parser(
+        "prepare",
+        help="binarise, filter and split interactions",
+        description="Read raw interactions, binarise, filter, split users, and "
+        "write sparse CSR split files, id maps and manifest.json to --out.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in FORMAT_HELP.items()),
+    )
     src = p.add_argument_group("input (either --input and --format, or --dataset)")
     src.add_argument("--input", help="raw interaction file (or Netflix folder)")
     src.add_argument("--format", choices=FORMATS, help="format of --input (see below)")
-    src.add_argument("--columns", type=_columns,
-                     help="csv/recbole: column roles, e.g. user=userId,item=movieId,rating=score "
-                          "(names, or 0-based positions)")
+    src.add_argument(
+        "--columns",
+        type=_columns,
+        help="csv/recbole: column roles, e.g. user=userId,item=movieId,rating=score "
+        "(names, or 0-based positions)",
+    )
     src.add_argument("--sep", help="csv: field separator (default ',')")
     src.add_argument("--no-header", action="store_true", help="csv: the file has no header")
     _add_fetch_args(src, required=False)
     d = PrepareConfig()
     p.add_argument("--out", required=True, help="output folder for the split files")
-    p.add_argument("--rating-threshold", type=_threshold, default=d.rating_threshold,
-                   help="keep rows with rating > this; 'none' keeps every row (implicit data) "
-                        "(default: %(default)s)")
-    p.add_argument("--min-user-count", type=int, default=d.min_user_count,
-                   help="drop users with fewer items, after item filtering (default: %(default)s)")
-    p.add_argument("--min-item-count", type=int, default=d.min_item_count,
-                   help="drop items with fewer users, applied first (default: %(default)s)")
-    p.add_argument("--protocol", choices=PROTOCOLS, default=d.protocol,
-                   help="strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
-                        "each user's items split train/valid/test (RecBole) "
-                        "(default: %(default)s)")
-    p.add_argument("--heldout-users", type=float, default=d.heldout_users,
-                   help="strong: validation and test users each, a fraction < 1 or a count "
-                        "(default: %(default)s)")
-    p.add_argument("--heldout-proportion", type=float, default=d.heldout_proportion,
-                   help="strong: share of a held-out user's items to predict "
-                        "(default: %(default)s)")
-    p.add_argument("--min-items-to-split", type=int, default=d.min_items_to_split,
-                   help="strong: held-out users with fewer items keep all as fold-in "
-                        "(default: %(default)s)")
-    p.add_argument("--weak-ratios", type=float, nargs=3, default=list(d.weak_ratios),
-                   metavar=("TRAIN", "VALID", "TEST"),
-                   help="weak: per-user split ratios (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="seed of the user shuffle and item splits (default: %(default)s)")
+    p.add_argument(
+        "--rating-threshold",
+        type=_threshold,
+        default=d.rating_threshold,
+        help="keep rows with rating > this; 'none' keeps every row (implicit data) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-user-count",
+        type=int,
+        default=d.min_user_count,
+        help="drop users with fewer items, after item filtering (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-item-count",
+        type=int,
+        default=d.min_item_count,
+        help="drop items with fewer users, applied first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=d.protocol,
+        help="strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
+        "each user's items split train/valid/test (RecBole) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--heldout-users",
+        type=float,
+        default=d.heldout_users,
+        help="strong: validation and test users each, a fraction < 1 or a count "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--heldout-proportion",
+        type=float,
+        default=d.heldout_proportion,
+        help="strong: share of a held-out user's items to predict (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-items-to-split",
+        type=int,
+        default=d.min_items_to_split,
+        help="strong: held-out users with fewer items keep all as fold-in (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weak-ratios",
+        type=float,
+        nargs=3,
+        default=list(d.weak_ratios),
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="weak: per-user split ratios (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the user shuffle and item splits (default: %(default)s)",
+    )
 
 
 def _add_train(sub) -> None:
     from .formats import STAGES
     from .train import STAGE_DEFAULTS, StageConfig
 
-    p = sub.add_parser("train", help="run one training stage",
-                       description="Run one RaCT train_stage and write its best checkpoint and "
-                       "per-epoch history. Defaults per stage: " + "; ".join(
-                           f"{s}: " + ", ".join(f"{k}={v}" for k, v in STAGE_DEFAULTS[s].items())
-                           for s in STAGES))
-    p.add_argument("--train-stage", "--stage", dest="train_stage", choices=STAGES,
-                   required=True, help="actor_pretrain, critic_pretrain or finetune")
+    p = sub.add_parser(
+        "train",
+        help="run one training stage",
+        description="Run one RaCT train_stage and write its best checkpoint and "
+        "per-epoch history. Defaults per stage: "
+        + "; ".join(
+            f"{s}: " + ", ".join(f"{k}={v}" for k, v in STAGE_DEFAULTS[s].items()) for s in STAGES
+        ),
+    )
+    p.add_argument(
+        "--train-stage",
+        "--stage",
+        dest="train_stage",
+        choices=STAGES,
+        required=True,
+        help="actor_pretrain, critic_pretrain or finetune",
+    )
     _add_train_paths(p)
     _add_stage_args(p)
-    p.add_argument("--save-step", type=int, default=_default(StageConfig, "save_step"),
-                   help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
-                        "(default: %(default)s)")
-    p.add_argument("--seed", type=int, default=_default(StageConfig, "seed"),
-                   help="seed of initialisation, shuffling, dropout and z (default: %(default)s)")
+    p.add_argument(
+        "--save-step",
+        type=int,
+        default=_default(StageConfig, "save_step"),
+        help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=_default(StageConfig, "seed"),
+        help="seed of initialisation, shuffling, dropout and z (default: %(default)s)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    p.add_argument("--threads", type=_positive_int,
-                   help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
+    )
     _add_actor_args(p)
     _add_critic_args(p)
 
@@ -183,81 +288,154 @@ def _add_train_paths(p) -> None:
     p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
     p.add_argument("--out", required=True, help="checkpoint to write (best epoch)")
     p.add_argument("--history", required=True, help="per-epoch history CSV to write")
-    p.add_argument("--pre-model-path", help="checkpoint to start from (required for "
-                   "critic_pretrain and finetune; continues the actor for actor_pretrain)")
+    p.add_argument(
+        "--pre-model-path",
+        help="checkpoint to start from (required for "
+        "critic_pretrain and finetune; continues the actor for actor_pretrain)",
+    )
     p.add_argument("--checkpoint-dir", help="folder for the --save-step checkpoints")
-    p.add_argument("--resume", metavar="PATH",
-                   help="keep a resume point here (written every --resume-every seconds and on "
-                        "SIGTERM); run the same command again after a kill to continue from it")
-    p.add_argument("--resume-every", type=float, metavar="SECONDS",
-                   help="seconds between resume points written to disk (default: once a "
-                        "minute, ract.resume.DEFAULT_EVERY)")
+    p.add_argument(
+        "--resume",
+        metavar="PATH",
+        help="keep a resume point here (written every --resume-every seconds and on "
+        "SIGTERM); run the same command again after a kill to continue from it",
+    )
+    p.add_argument(
+        "--resume-every",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between resume points written to disk (default: once a "
+        "minute, ract.resume.DEFAULT_EVERY)",
+    )
 
 
 def _add_stage_args(p) -> None:
     """The optimisation settings of a stage (`ract.train.StageConfig`)."""
     from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, StageConfig
 
-    p.add_argument("--epochs", "--pretrain-epochs", dest="epochs", type=int,
-                   help="epochs (RecBole's pretrain_epochs); default per stage")
+    p.add_argument(
+        "--epochs",
+        "--pretrain-epochs",
+        dest="epochs",
+        type=int,
+        help="epochs (RecBole's pretrain_epochs); default per stage",
+    )
     p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
-    p.add_argument("--batch-size", type=int, default=_default(StageConfig, "batch_size"),
-                   help="users per batch (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=_default(StageConfig, "weight_decay"),
-                   help="L2 penalty of the trained network (default: %(default)s)")
-    p.add_argument("--l2-penalty", type=float, default=_default(StageConfig, "l2_penalty"),
-                   help="actor_pretrain: lam * sum of squared weights added to each batch's loss "
-                        "(Mult-DAE in vae_cf: 0.01 / batch size) (default: %(default)s)")
-    p.add_argument("--min-steps", type=int,
-                   help="at least this many optimizer steps, extending the epochs "
-                        f"(default: {STAGE_DEFAULTS['critic_pretrain']['min_steps']} for "
-                        "critic_pretrain, 0 otherwise)")
-    p.add_argument("--validate-every", type=int,
-                   help="validate once this many optimizer steps have passed since the last "
-                        "validation; 0 every epoch (default: "
-                        f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for "
-                        "critic_pretrain, 0 otherwise)")
-    p.add_argument("--objective", choices=OBJECTIVES, default=_default(StageConfig, "objective"),
-                   help="finetune: critic (RaCT), or likelihood: the control arm, the same "
-                        "finetune on NLL + beta KL from the actor_pretrain checkpoint "
-                        "(default: %(default)s)")
-    p.add_argument("--critic-keep", choices=CRITIC_KEEP,
-                   default=_default(StageConfig, "critic_keep"),
-                   help="critic_pretrain: keep the last epoch, or the one with the best "
-                        "validation r (default: %(default)s)")
-    p.add_argument("--fresh-critic-optimizer", action="store_true",
-                   help="finetune: start the critic's Adam afresh; default carries its state "
-                        "from critic_pretrain (original code)")
-    p.add_argument("--critic-learning-rate", type=float,
-                   default=_default(StageConfig, "critic_learning_rate"),
-                   help="finetune: learning rate of the critic's own steps (default: %(default)s)")
-    p.add_argument("--freeze-critic", action="store_true",
-                   help="finetune: do not train the critic (RecBole); default keeps training it "
-                        "(original code)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=_default(StageConfig, "batch_size"),
+        help="users per batch (default: %(default)s)",
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=_default(StageConfig, "weight_decay"),
+        help="L2 penalty of the trained network (default: %(default)s)",
+    )
+    p.add_argument(
+        "--l2-penalty",
+        type=float,
+        default=_default(StageConfig, "l2_penalty"),
+        help="actor_pretrain: lam * sum of squared weights added to each batch's loss "
+        "(Mult-DAE in vae_cf: 0.01 / batch size) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        help="at least this many optimizer steps, extending the epochs "
+        f"(default: {STAGE_DEFAULTS['critic_pretrain']['min_steps']} for "
+        "critic_pretrain, 0 otherwise)",
+    )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        help="validate once this many optimizer steps have passed since the last "
+        "validation; 0 every epoch (default: "
+        f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for "
+        "critic_pretrain, 0 otherwise)",
+    )
+    p.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        default=_default(StageConfig, "objective"),
+        help="finetune: critic (RaCT), or likelihood: the control arm, the same "
+        "finetune on NLL + beta KL from the actor_pretrain checkpoint "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--critic-keep",
+        choices=CRITIC_KEEP,
+        default=_default(StageConfig, "critic_keep"),
+        help="critic_pretrain: keep the last epoch, or the one with the best "
+        "validation r (default: %(default)s)",
+    )
+    p.add_argument(
+        "--fresh-critic-optimizer",
+        action="store_true",
+        help="finetune: start the critic's Adam afresh; default carries its state "
+        "from critic_pretrain (original code)",
+    )
+    p.add_argument(
+        "--critic-learning-rate",
+        type=float,
+        default=_default(StageConfig, "critic_learning_rate"),
+        help="finetune: learning rate of the critic's own steps (default: %(default)s)",
+    )
+    p.add_argument(
+        "--freeze-critic",
+        action="store_true",
+        help="finetune: do not train the critic (RecBole); default keeps training it "
+        "(original code)",
+    )
 
 
 def _add_actor_args(p) -> None:
     from .model import ActorConfig
 
     a = ActorConfig(n_items=1)
-    g = p.add_argument_group("actor (new actor in actor_pretrain; otherwise read from the "
-                             "checkpoint)")
-    g.add_argument("--latent-dimension", type=int, default=a.latent_dimension,
-                   help="size of z; RecBole's 256 would be 128 here (default: %(default)s)")
-    g.add_argument("--mlp-hidden-size", type=int, nargs="*", default=None,
-                   help=f"hidden layer sizes (default: {list(a.mlp_hidden_size)}, or none "
-                        "with --dae)")
-    g.add_argument("--dropout-prob", type=float, default=a.dropout_prob,
-                   help="input dropout probability (default: %(default)s)")
-    g.add_argument("--dae", action="store_true",
-                   help="train Mult-DAE instead of Mult-VAE: deterministic tanh code, no KL "
-                        "(with --mlp-hidden-size omitted: [n_items -> latent -> n_items])")
-    g.add_argument("--anneal-cap", type=float, default=a.anneal_cap,
-                   help="largest KL weight beta (default: %(default)s)")
-    g.add_argument("--total-anneal-steps", type=_anneal_steps, default=a.total_anneal_steps,
-                   help="optimizer steps for beta to reach 1 before the cap, or auto: beta "
-                        "reaches the cap after 85.5%% of the stage's updates, as vae_cf on "
-                        "ML-20M (default: %(default)s)")
+    g = p.add_argument_group(
+        "actor (new actor in actor_pretrain; otherwise read from the checkpoint)"
+    )
+    g.add_argument(
+        "--latent-dimension",
+        type=int,
+        default=a.latent_dimension,
+        help="size of z; RecBole's 256 would be 128 here (default: %(default)s)",
+    )
+    g.add_argument(
+        "--mlp-hidden-size",
+        type=int,
+        nargs="*",
+        default=None,
+        help=f"hidden layer sizes (default: {list(a.mlp_hidden_size)}, or none with --dae)",
+    )
+    g.add_argument(
+        "--dropout-prob",
+        type=float,
+        default=a.dropout_prob,
+        help="input dropout probability (default: %(default)s)",
+    )
+    g.add_argument(
+        "--dae",
+        action="store_true",
+        help="train Mult-DAE instead of Mult-VAE: deterministic tanh code, no KL "
+        "(with --mlp-hidden-size omitted: [n_items -> latent -> n_items])",
+    )
+    g.add_argument(
+        "--anneal-cap",
+        type=float,
+        default=a.anneal_cap,
+        help="largest KL weight beta (default: %(default)s)",
+    )
+    g.add_argument(
+        "--total-anneal-steps",
+        type=_anneal_steps,
+        default=a.total_anneal_steps,
+        help="optimizer steps for beta to reach 1 before the cap, or auto: beta "
+        "reaches the cap after 85.5%% of the stage's updates, as vae_cf on "
+        "ML-20M (default: %(default)s)",
+    )
 
 
 def _add_critic_args(p) -> None:
@@ -265,44 +443,76 @@ def _add_critic_args(p) -> None:
 
     c = CriticConfig()
     g = p.add_argument_group("critic (new critic in critic_pretrain)")
-    g.add_argument("--critic-layers", type=int, nargs="+", default=list(c.critic_layers),
-                   help="critic hidden layer sizes (default: %(default)s)")
-    g.add_argument("--critic-input-norm", choices=CRITIC_NORMS, default=c.input_norm,
-                   help="statistics of the critic's feature batch norm: fixed at their initial "
-                        "values as RaCT_CF runs, or running, updated by each critic step "
-                        "(default: %(default)s)")
-    g.add_argument("--metrics-k", type=int, default=c.metrics_k,
-                   help="k of the NDCG the critic predicts (default: %(default)s)")
+    g.add_argument(
+        "--critic-layers",
+        type=int,
+        nargs="+",
+        default=list(c.critic_layers),
+        help="critic hidden layer sizes (default: %(default)s)",
+    )
+    g.add_argument(
+        "--critic-input-norm",
+        choices=CRITIC_NORMS,
+        default=c.input_norm,
+        help="statistics of the critic's feature batch norm: fixed at their initial "
+        "values as RaCT_CF runs, or running, updated by each critic step "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--metrics-k",
+        type=int,
+        default=c.metrics_k,
+        help="k of the NDCG the critic predicts (default: %(default)s)",
+    )
 
 
 def _add_evaluate(sub) -> None:
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint on validation or test users",
-                       description="Rank all items for each user of a split (known items "
-                       "excluded) and write per-user metrics and a mean / standard-error "
-                       "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
-                       "recall_recbole (/ held-out), mrr, hit, precision, at each k.")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on validation or test users",
+        description="Rank all items for each user of a split (known items "
+        "excluded) and write per-user metrics and a mean / standard-error "
+        "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
+        "recall_recbole (/ held-out), mrr, hit, precision, at each k.",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint to evaluate")
     p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
-    p.add_argument("--split", choices=("validation", "test"), default="test",
-                   help="users to evaluate (default: %(default)s)")
-    p.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS),
-                   help="cut-offs (default: %(default)s)")
+    p.add_argument(
+        "--split",
+        choices=("validation", "test"),
+        default="test",
+        help="users to evaluate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ks",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_KS),
+        help="cut-offs (default: %(default)s)",
+    )
     p.add_argument("--per-user", required=True, help="per-user metrics CSV to write")
     p.add_argument("--summary", required=True, help="summary JSON to write")
-    p.add_argument("--batch-size", type=int, default=EVAL_BATCH_SIZE,
-                   help="users per batch (default: %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=EVAL_BATCH_SIZE,
+        help="users per batch (default: %(default)s)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
 
 
 def _add_recommend(sub) -> None:
-    p = sub.add_parser("recommend", help="top-N items for given users, or for a new user",
-                       description="Top-N unseen items (original ids) for users given by "
-                       "original id, from their known history in the split folder; or, with "
-                       "--items, for a user who is not in the data, from the items they have "
-                       "(fold-in, as for the held-out users of strong generalisation). Item ids "
-                       "the model does not know are reported and skipped.")
+    p = sub.add_parser(
+        "recommend",
+        help="top-N items for given users, or for a new user",
+        description="Top-N unseen items (original ids) for users given by "
+        "original id, from their known history in the split folder; or, with "
+        "--items, for a user who is not in the data, from the items they have "
+        "(fold-in, as for the held-out users of strong generalisation). Item ids "
+        "the model does not know are reported and skipped.",
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint to use")
     p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
     p.add_argument("--users", nargs="+", help="original user ids")
@@ -310,53 +520,93 @@ def _add_recommend(sub) -> None:
     p.add_argument("--items", nargs="+", help="a new user's items (original ids)")
     p.add_argument("--items-file", help="file with a new user's items, one original id a line")
     p.add_argument("-n", "--n", type=int, default=10, help="items per user (default: %(default)s)")
-    p.add_argument("--format", choices=("csv", "json"), default="csv",
-                   help="output format (default: %(default)s)")
+    p.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        default="csv",
+        help="output format (default: %(default)s)",
+    )
     p.add_argument("--out", help="file to write (default: standard output)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
 
 
 def _add_watch(sub) -> None:
-    p = sub.add_parser("watch", help="progress of the training stages under a results folder",
-                       description="List the training stages under a results folder (running, "
-                       "done, failed) with their epoch, validation metric, elapsed time and "
-                       "ETA, from the progress file each stage keeps beside its history CSV.")
+    p = sub.add_parser(
+        "watch",
+        help="progress of the training stages under a results folder",
+        description="List the training stages under a results folder (running, "
+        "done, failed) with their epoch, validation metric, elapsed time and "
+        "ETA, from the progress file each stage keeps beside its history CSV.",
+    )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder to look in, recursively")
     p.add_argument("--follow", action="store_true", help="refresh until interrupted (Ctrl-C)")
-    p.add_argument("--every", type=float, default=5.0,
-                   help="--follow: seconds between refreshes (default: %(default)s)")
+    p.add_argument(
+        "--every",
+        type=float,
+        default=5.0,
+        help="--follow: seconds between refreshes (default: %(default)s)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The `ract` parser; each subcommand's arguments come from its `_add_<command>`."""
     parser = argparse.ArgumentParser(
-        prog="ract", description="RaCT: ranking-critical actor-critic training for "
-        "collaborative filtering (Lobel et al., ICLR 2020).")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and the traceback of an unexpected error")
+        prog="ract",
+        description="RaCT: ranking-critical actor-critic training for "
+        "collaborative filtering (Lobel et al., ICLR 2020).",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging, and the traceback of an unexpected error",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_fetch, _add_synthesize, _add_prepare, _add_train, _add_evaluate,
-                _add_recommend, _add_watch):
+    for add in (
+        _add_fetch,
+        _add_synthesize,
+        _add_prepare,
+        _add_train,
+        _add_evaluate,
+        _add_recommend,
+        _add_watch,
+    ):
         add(sub)
     return parser
 
 
 def cmd_fetch(args):
     from .data.sources import fetch_dataset
-    path, fmt = fetch_dataset(args.dataset, args.cache, offline=args.offline,
-                              timeout=args.timeout)
+
+    path, fmt = fetch_dataset(args.dataset, args.cache, offline=args.offline, timeout=args.timeout)
     print(f"{path}\t{fmt}")
 
 
 def cmd_synthesize(args):
     from .data.synthetic import synthetic_config, write_synthetic
-    cfg = synthetic_config(args.preset, args.scale, n_users=args.n_users, n_items=args.n_items,
-                           n_interactions=args.n_interactions, seed=args.seed,
-                           format=args.format, item_exponent=args.item_exponent,
-                           user_sigma=args.user_sigma, low_rating_share=args.low_rating_share)
+
+    cfg = synthetic_config(
+        args.preset,
+        args.scale,
+        n_users=args.n_users,
+        n_items=args.n_items,
+        n_interactions=args.n_interactions,
+        seed=args.seed,
+        format=args.format,
+        item_exponent=args.item_exponent,
+        user_sigma=args.user_sigma,
+        low_rating_share=args.low_rating_share,
+    )
     path = write_synthetic(cfg, args.out)
-    log.info("wrote %s: %s users, %s items, %s rows (%s positive)", path, f"{cfg.n_users:,}",
-             f"{cfg.n_items:,}", f"{cfg.n_rows:,}", f"{cfg.n_interactions:,}")
+    log.info(
+        "wrote %s: %s users, %s items, %s rows (%s positive)",
+        path,
+        f"{cfg.n_users:,}",
+        f"{cfg.n_items:,}",
+        f"{cfg.n_rows:,}",
+        f"{cfg.n_interactions:,}",
+    )
     print(f"{path}\t{cfg.format}")
 
 
@@ -364,18 +614,25 @@ def cmd_prepare(args):
     from .data.prepare import PrepareConfig, check_out_dir, prepare_split
     from .data.readers import read_interactions
     from .data.sources import check_cached, fetch_dataset
+
     cfg = PrepareConfig(
-        rating_threshold=args.rating_threshold, min_user_count=args.min_user_count,
-        min_item_count=args.min_item_count, protocol=args.protocol,
-        heldout_users=args.heldout_users, heldout_proportion=args.heldout_proportion,
-        min_items_to_split=args.min_items_to_split, weak_ratios=tuple(args.weak_ratios),
-        seed=args.seed)
+        rating_threshold=args.rating_threshold,
+        min_user_count=args.min_user_count,
+        min_item_count=args.min_item_count,
+        protocol=args.protocol,
+        heldout_users=args.heldout_users,
+        heldout_proportion=args.heldout_proportion,
+        min_items_to_split=args.min_items_to_split,
+        weak_ratios=tuple(args.weak_ratios),
+        seed=args.seed,
+    )
     check_out_dir(args.out)
     if args.dataset and args.input:
         raise RactError("give either --input (with --format) or --dataset, not both")
     if args.dataset:
-        path, fmt = fetch_dataset(args.dataset, args.cache, offline=args.offline,
-                                  timeout=args.timeout)
+        path, fmt = fetch_dataset(
+            args.dataset, args.cache, offline=args.offline, timeout=args.timeout
+        )
     elif args.input:
         if not args.format:
             raise RactError("--input needs --format")
@@ -383,12 +640,19 @@ def cmd_prepare(args):
         check_cached(path)  # a file from the download cache (--cache) still as downloaded
     else:
         raise RactError("give --input with --format, or --dataset")
-    frame = read_interactions(path, fmt, columns=args.columns, sep=args.sep,
-                              header=False if args.no_header else None)
+    frame = read_interactions(
+        path, fmt, columns=args.columns, sep=args.sep, header=False if args.no_header else None
+    )
     manifest = prepare_split(frame, cfg, args.out, source=str(path), extra={"format": fmt})
-    log.info("wrote %s: %d items, %s", args.out, manifest["n_items"],
-             ", ".join(f"{k} {v['users']} users/{v['interactions']} interactions"
-                       for k, v in manifest["matrices"].items()))
+    log.info(
+        "wrote %s: %d items, %s",
+        args.out,
+        manifest["n_items"],
+        ", ".join(
+            f"{k} {v['users']} users/{v['interactions']} interactions"
+            for k, v in manifest["matrices"].items()
+        ),
+    )
 
 
 def cmd_train(args):
@@ -397,41 +661,68 @@ def cmd_train(args):
     from .model import ActorConfig, CriticConfig
     from .resume import DEFAULT_EVERY
     from .train import stage_defaults, train_stage
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("epochs", "learning_rate", "min_steps",
-                                               "validate_every")
-                 if getattr(args, k) is not None}
-    cfg = stage_defaults(args.train_stage, batch_size=args.batch_size,
-                         weight_decay=args.weight_decay, l2_penalty=args.l2_penalty,
-                         critic_learning_rate=args.critic_learning_rate,
-                         freeze_critic=args.freeze_critic, objective=args.objective,
-                         critic_keep=args.critic_keep,
-                         carry_critic_optimizer=not args.fresh_critic_optimizer,
-                         save_step=args.save_step, seed=args.seed, **overrides)
+    overrides = {
+        k: getattr(args, k)
+        for k in ("epochs", "learning_rate", "min_steps", "validate_every")
+        if getattr(args, k) is not None
+    }
+    cfg = stage_defaults(
+        args.train_stage,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        l2_penalty=args.l2_penalty,
+        critic_learning_rate=args.critic_learning_rate,
+        freeze_critic=args.freeze_critic,
+        objective=args.objective,
+        critic_keep=args.critic_keep,
+        carry_critic_optimizer=not args.fresh_critic_optimizer,
+        save_step=args.save_step,
+        seed=args.seed,
+        **overrides,
+    )
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
     data = load_split(args.data)
     hidden = args.mlp_hidden_size
     if hidden is None:
         hidden = () if args.dae else _default(ActorConfig, "mlp_hidden_size")
-    actor_cfg = ActorConfig(n_items=data.n_items, latent_dimension=args.latent_dimension,
-                            mlp_hidden_size=tuple(hidden), variational=not args.dae,
-                            dropout_prob=args.dropout_prob, anneal_cap=args.anneal_cap,
-                            total_anneal_steps=args.total_anneal_steps)
-    critic_cfg = CriticConfig(critic_layers=tuple(args.critic_layers), metrics_k=args.metrics_k,
-                              input_norm=args.critic_input_norm)
-    train_stage(data, cfg, out_checkpoint=args.out, history_path=args.history,
-                actor_cfg=actor_cfg, critic_cfg=critic_cfg, pre_model_path=args.pre_model_path,
-                checkpoint_dir=args.checkpoint_dir, device=args.device,
-                resume_path=args.resume,
-                resume_every=DEFAULT_EVERY if args.resume_every is None else args.resume_every)
+    actor_cfg = ActorConfig(
+        n_items=data.n_items,
+        latent_dimension=args.latent_dimension,
+        mlp_hidden_size=tuple(hidden),
+        variational=not args.dae,
+        dropout_prob=args.dropout_prob,
+        anneal_cap=args.anneal_cap,
+        total_anneal_steps=args.total_anneal_steps,
+    )
+    critic_cfg = CriticConfig(
+        critic_layers=tuple(args.critic_layers),
+        metrics_k=args.metrics_k,
+        input_norm=args.critic_input_norm,
+    )
+    train_stage(
+        data,
+        cfg,
+        out_checkpoint=args.out,
+        history_path=args.history,
+        actor_cfg=actor_cfg,
+        critic_cfg=critic_cfg,
+        pre_model_path=args.pre_model_path,
+        checkpoint_dir=args.checkpoint_dir,
+        device=args.device,
+        resume_path=args.resume,
+        resume_every=DEFAULT_EVERY if args.resume_every is None else args.resume_every,
+    )
 
 
 def _load_actor(args):
     from .checkpoint import build_actor, load_checkpoint
     from .data.splits import load_split
     from .runtime import resolve_device
+
     data = load_split(args.data)
     state = load_checkpoint(args.checkpoint, data_hash=data.content_hash, n_items=data.n_items)
     device = resolve_device(args.device)
@@ -442,16 +733,21 @@ def cmd_evaluate(args):
     from .evaluate import evaluate_to_frames
     from .formats import PAPER_METRICS
     from .io import write_csv, write_json
+
     data, actor, device = _load_actor(args)
-    frame, summary = evaluate_to_frames(actor, data, args.split, args.ks,
-                                        batch_size=args.batch_size, device=device)
+    frame, summary = evaluate_to_frames(
+        actor, data, args.split, args.ks, batch_size=args.batch_size, device=device
+    )
     summary["checkpoint"] = str(args.checkpoint)
     write_csv(args.per_user, frame)
     write_json(args.summary, summary)
     m = summary["metrics"]
-    log.info("%s (%d users): %s", args.split, summary["n_users_evaluated"],
-             " ".join(f"{k}={m[k]['mean']:.4f}±{m[k]['se']:.4f}"
-                      for k in PAPER_METRICS if k in m))
+    log.info(
+        "%s (%d users): %s",
+        args.split,
+        summary["n_users_evaluated"],
+        " ".join(f"{k}={m[k]['mean']:.4f}±{m[k]['se']:.4f}" for k in PAPER_METRICS if k in m),
+    )
 
 
 def _ids(values, file) -> list[str]:
@@ -468,21 +764,31 @@ def _ids(values, file) -> list[str]:
 def cmd_recommend(args):
     from .evaluate import recommend, recommend_for_items
     from .io import json_text, write_text
+
     users, items = _ids(args.users, args.users_file), _ids(args.items, args.items_file)
     if bool(users) == bool(items):
-        raise RactError("give users (--users, --users-file) or a new user's items (--items, "
-                        "--items-file), one of the two")
+        raise RactError(
+            "give users (--users, --users-file) or a new user's items (--items, "
+            "--items-file), one of the two"
+        )
     data, actor, device = _load_actor(args)
     if users:
         recs = recommend(actor, data, users, args.n, device=device)
     else:
         recs, unknown = recommend_for_items(actor, data, items, args.n, device=device)
         if unknown:
-            log.warning("%d of %d items not in %s, skipped: %s", len(unknown), len(items),
-                        data.path / "items.csv", " ".join(unknown[:10]) +
-                        (" ..." if len(unknown) > 10 else ""))
-    text = (json_text(recs.to_dict(orient="records")) if args.format == "json"
-            else recs.to_csv(index=False))
+            log.warning(
+                "%d of %d items not in %s, skipped: %s",
+                len(unknown),
+                len(items),
+                data.path / "items.csv",
+                " ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else ""),
+            )
+    text = (
+        json_text(recs.to_dict(orient="records"))
+        if args.format == "json"
+        else recs.to_csv(index=False)
+    )
     if args.out:
         write_text(args.out, text)
     else:
@@ -492,12 +798,16 @@ def cmd_recommend(args):
 def cmd_watch(args):
     import time
     from .progress import progress_table, read_progress
+
     if not Path(args.results_dir).is_dir():
         raise RactError(f"{args.results_dir}: not a folder")
     while True:
         rows = read_progress(args.results_dir)
-        text = (progress_table(rows, args.results_dir).to_string(index=False) if rows else
-                f"no training stage has run under {args.results_dir} yet")
+        text = (
+            progress_table(rows, args.results_dir).to_string(index=False)
+            if rows
+            else f"no training stage has run under {args.results_dir} yet"
+        )
         if args.follow:
             print("\033[H\033[J", end="")  # clear the terminal before each refresh
         print(text, flush=True)
@@ -509,24 +819,35 @@ def cmd_watch(args):
             return
 
 
-COMMANDS = {"fetch": cmd_fetch, "synthesize": cmd_synthesize, "prepare": cmd_prepare,
-            "train": cmd_train, "evaluate": cmd_evaluate, "recommend": cmd_recommend,
-            "watch": cmd_watch}
+COMMANDS = {
+    "fetch": cmd_fetch,
+    "synthesize": cmd_synthesize,
+    "prepare": cmd_prepare,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "recommend": cmd_recommend,
+    "watch": cmd_watch,
+}
 # The file and folder options of each command, (read, written) by argparse dest: no written one
 # may name the path of another (`ract.paths`), checked before a command reads or writes anything.
-PATH_OPTIONS = {"fetch": ((), ("cache",)), "synthesize": ((), ("out",)),
-                "prepare": (("input", "cache"), ("out",)),
-                "train": (("data", "pre_model_path"),
-                          ("out", "history", "checkpoint_dir", "resume")),
-                "evaluate": (("checkpoint", "data"), ("per_user", "summary")),
-                "recommend": (("checkpoint", "data", "users_file", "items_file"), ("out",)),
-                "watch": (("results_dir",), ())}
+PATH_OPTIONS = {
+    "fetch": ((), ("cache",)),
+    "synthesize": ((), ("out",)),
+    "prepare": (("input", "cache"), ("out",)),
+    "train": (("data", "pre_model_path"), ("out", "history", "checkpoint_dir", "resume")),
+    "evaluate": (("checkpoint", "data"), ("per_user", "summary")),
+    "recommend": (("checkpoint", "data", "users_file", "items_file"), ("out",)),
+    "watch": (("results_dir",), ()),
+}
 
 
 def _check_paths(args) -> None:
     from .paths import refuse_shared_paths
-    read, written = ({"--" + dest.replace("_", "-"): getattr(args, dest) for dest in dests}
-                     for dests in PATH_OPTIONS[args.command])
+
+    read, written = (
+        {"--" + dest.replace("_", "-"): getattr(args, dest) for dest in dests}
+        for dests in PATH_OPTIONS[args.command]
+    )
     refuse_shared_paths(read, written)
 
 
@@ -536,17 +857,23 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
     try:
         _check_paths(args)
         COMMANDS[args.command](args)
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line
         if args.verbose and not isinstance(exc, RactError):
             traceback.print_exc()
-        where = ("traceback above" if args.verbose
-                 else "run again as `ract -v ...` to see the traceback")
+        where = (
+            "traceback above"
+            if args.verbose
+            else "run again as `ract -v ...` to see the traceback"
+        )
         print(error_line(exc, where), file=sys.stderr)
         return 1
     return 0

@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class RactError(Exception):
@@ -74,12 +74,16 @@ def _describe(exc: Exception, traceback_at: str) -> str:
     written = _written(exc)
     name = written or getattr(exc, "filename", None)  # the destination, not its temporary name
     text = " ".join(str(exc).split())
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or (
-        written is not None and isinstance(exc, RuntimeError) and _SHORT_WRITE.search(text)
+    if (
+        isinstance(exc, OSError)
+        and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        or (written is not None and isinstance(exc, RuntimeError) and _SHORT_WRITE.search(text))
     ):
         return "disk full (or quota)" + (f" writing {name}" if name else "")
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or (
-        isinstance(exc, RuntimeError) and _NO_MEMORY.search(text)
+    if (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and _NO_MEMORY.search(text))
     ):
         return "out of memory" + (f": {_ENFORCE.sub('', text)}" if text else "")
     if isinstance(exc, OSError) and exc.strerror:
@@ -92,5 +96,5 @@ def _describe(exc: Exception, traceback_at: str) -> str:
 def _written(exc: BaseException) -> str | None:
     for note in getattr(exc, "__notes__", ()):
         if note.startswith(_WRITING):
-            return note[len(_WRITING):]
+            return note[len(_WRITING) :]
     return None

@@ -4,7 +4,7 @@ all items, mask the user's known items, rank)."""
 from __future__ import annotations
 
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,12 @@ def eval_batches(split: EvalSplit, batch_size: int, device) -> Iterator[tuple]:
     n = split.input.shape[0]
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
-        yield (rows, dense_rows(split.input, rows, device), dense_rows(split.holdout, rows, device),
-               dense_rows(split.exclude, rows, device))
+        yield (
+            rows,
+            dense_rows(split.input, rows, device),
+            dense_rows(split.holdout, rows, device),
+            dense_rows(split.exclude, rows, device),
+        )
 
 
 def masked_scores(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
@@ -56,7 +60,9 @@ def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) ->
     return ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, holdout > 0)
 
 
-def critic_batch(critic: Critic, out: ActorOutput, x_full: torch.Tensor) -> dict[str, torch.Tensor]:
+def critic_batch(
+    critic: Critic, out: ActorOutput, x_full: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The critic's view of one batch of users, in eval mode: its prediction, its target (true
     NDCG@metrics_k of the dropped items given the kept ones; NaN with nothing dropped), the
     actor's NLL feature, and d prediction / d NLL (negative: lower NLL is scored higher)."""
@@ -66,14 +72,24 @@ def critic_batch(critic: Critic, out: ActorOutput, x_full: torch.Tensor) -> dict
         f = feats.clone().requires_grad_(True)
         pred = critic(f)
         (grad,) = torch.autograd.grad(pred.sum(), f)
-    return {"critic": pred.detach(), "target": critic_target(out, critic.cfg.metrics_k),
-            "nll": feats[:, 2], "slope": grad[:, 2]}
+    return {
+        "critic": pred.detach(),
+        "target": critic_target(out, critic.cfg.metrics_k),
+        "nll": feats[:, 2],
+        "slope": grad[:, 2],
+    }
 
 
 @torch.no_grad()
-def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None = None,
-                     metrics=(), batch_size: int = EVAL_BATCH_SIZE,
-                     device="cpu") -> dict[str, torch.Tensor]:
+def heldout_per_user(
+    actor: MultVAE,
+    split: EvalSplit,
+    *,
+    critic: Critic | None = None,
+    metrics=(),
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+) -> dict[str, torch.Tensor]:
     """Per user of a held-out split, fold-in as input and held-out items as the relevant set:
     ranking metrics named as 'ndcg@100' (with the other computed combinations of their kinds
     and cut-offs) and, with a critic, `critic_batch`'s four values; concatenated over batches,
@@ -84,8 +100,11 @@ def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None 
     parts: dict[str, list] = {}
     for _, x_in, holdout, exclude in eval_batches(split, batch_size, device):
         out = heldout_output(actor, x_in, holdout)
-        per = (ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, kinds)
-               if ks else {})
+        per = (
+            ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, kinds)
+            if ks
+            else {}
+        )
         if critic is not None:
             per.update(critic_batch(critic, out, x_in + holdout))
         for key, value in per.items():
@@ -93,37 +112,64 @@ def heldout_per_user(actor: MultVAE, split: EvalSplit, *, critic: Critic | None 
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def critic_fit(actor: MultVAE, critic: Critic, split: EvalSplit, *,
-               batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
+def critic_fit(
+    actor: MultVAE,
+    critic: Critic,
+    split: EvalSplit,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+) -> dict[str, torch.Tensor]:
     """Per user of a held-out split: `critic_batch`'s four values (float64, on the CPU)."""
     fit = heldout_per_user(actor, split, critic=critic, batch_size=batch_size, device=device)
     return {key: value.double().cpu() for key, value in fit.items()}
 
 
-def critic_fit_frame(actor: MultVAE, critic: Critic, data: SplitData, split: str, *,
-                     batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> pd.DataFrame:
+def critic_fit_frame(
+    actor: MultVAE,
+    critic: Critic,
+    data: SplitData,
+    split: str,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+) -> pd.DataFrame:
     """`critic_fit` as a table with the original user ids: user, n_input, n_holdout,
     ndcg@<metrics_k> (the true value the critic predicts), critic, nll, slope."""
-    fit = critic_fit(actor, critic, data.eval_split(split), batch_size=batch_size,
-                     device=device)
-    return user_table(data, split).assign(**{
-        f"ndcg@{critic.cfg.metrics_k}": fit["target"].numpy(), "critic": fit["critic"].numpy(),
-        "nll": fit["nll"].numpy(), "slope": fit["slope"].numpy()})
+    fit = critic_fit(actor, critic, data.eval_split(split), batch_size=batch_size, device=device)
+    return user_table(data, split).assign(
+        **{
+            f"ndcg@{critic.cfg.metrics_k}": fit["target"].numpy(),
+            "critic": fit["critic"].numpy(),
+            "nll": fit["nll"].numpy(),
+            "slope": fit["slope"].numpy(),
+        }
+    )
 
 
 def user_table(data: SplitData, split: str) -> pd.DataFrame:
     """One row per user of a held-out split, in split order: original id, items given as input
     (fold-in) and items held out to predict."""
     es = data.eval_split(split)
-    return pd.DataFrame({
-        "user": data.users(split)["user"].to_numpy(),
-        "n_input": np.asarray(es.input.sum(axis=1)).ravel().astype(np.int64),
-        "n_holdout": np.asarray(es.holdout.sum(axis=1)).ravel().astype(np.int64)})
+    return pd.DataFrame(
+        {
+            "user": data.users(split)["user"].to_numpy(),
+            "n_input": np.asarray(es.input.sum(axis=1)).ravel().astype(np.int64),
+            "n_holdout": np.asarray(es.holdout.sum(axis=1)).ravel().astype(np.int64),
+        }
+    )
 
 
 @torch.inference_mode()
-def evaluate_model(model, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
-                   batch_size: int = EVAL_BATCH_SIZE, device="cpu") -> dict[str, torch.Tensor]:
+def evaluate_model(
+    model,
+    split: EvalSplit,
+    ks=DEFAULT_KS,
+    metrics=METRICS,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+) -> dict[str, torch.Tensor]:
     """Per-user metrics (float64, NaN for users without held-out items) over the whole split,
     plus 'n_holdout' (items to predict per user). `model` is the actor or a baseline."""
     model.eval()
@@ -137,13 +183,21 @@ def evaluate_model(model, split: EvalSplit, ks=DEFAULT_KS, metrics=METRICS, *,
     return {key: torch.cat(values) for key, values in parts.items()}
 
 
-def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
-                       batch_size: int = EVAL_BATCH_SIZE, device="cpu"):
+def evaluate_to_frames(
+    model,
+    data: SplitData,
+    split: str,
+    ks=DEFAULT_KS,
+    *,
+    batch_size: int = EVAL_BATCH_SIZE,
+    device="cpu",
+):
     """(per-user DataFrame with original user ids, summary dict) for one split."""
     data.check_evaluable(split)
     reuse_freed_memory()
-    per_user = evaluate_model(model, data.eval_split(split), check_ks(ks),
-                              batch_size=batch_size, device=device)
+    per_user = evaluate_model(
+        model, data.eval_split(split), check_ks(ks), batch_size=batch_size, device=device
+    )
     n_holdout = per_user.pop("n_holdout")
     frame = user_table(data, split)
     for key, value in per_user.items():
@@ -158,8 +212,9 @@ def evaluate_to_frames(model, data: SplitData, split: str, ks=DEFAULT_KS, *,
     return frame, summary
 
 
-def _top_n(model, x_in: torch.Tensor, exclude: torch.Tensor, n: int,
-           items: np.ndarray) -> pd.DataFrame:
+def _top_n(
+    model, x_in: torch.Tensor, exclude: torch.Tensor, n: int, items: np.ndarray
+) -> pd.DataFrame:
     """Top-n unseen items of each row of `x_in` (B, n_items): row (position), rank, item
     (original id) and score; fewer than n where fewer items are unseen."""
     if n < 1:
@@ -169,17 +224,18 @@ def _top_n(model, x_in: torch.Tensor, exclude: torch.Tensor, n: int,
     top = top_k_items(scores, k)  # (B, k)
     top_scores = scores.gather(1, top)
     ok = torch.isfinite(top_scores).cpu()  # fewer than n unseen items: drop the -inf fillers
-    return pd.DataFrame({
-        "row": torch.arange(len(x_in)).repeat_interleave(k)[ok.flatten()].numpy(),
-        "rank": torch.arange(1, k + 1).repeat(len(x_in), 1)[ok].numpy(),
-        "item": items[top.cpu()[ok].numpy()],
-        "score": top_scores.cpu()[ok].numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "row": torch.arange(len(x_in)).repeat_interleave(k)[ok.flatten()].numpy(),
+            "rank": torch.arange(1, k + 1).repeat(len(x_in), 1)[ok].numpy(),
+            "item": items[top.cpu()[ok].numpy()],
+            "score": top_scores.cpu()[ok].numpy(),
+        }
+    )
 
 
 @torch.inference_mode()
-def recommend(model, data: SplitData, users, n: int = 10, *,
-              device="cpu") -> pd.DataFrame:
+def recommend(model, data: SplitData, users, n: int = 10, *, device="cpu") -> pd.DataFrame:
     """Top-n items (original ids) for users given by original id, from their known history
     (training row, or fold-in for held-out users); items they already have are excluded."""
     table = pd.read_csv(data.path / "users.csv", dtype={"user": str})
@@ -187,8 +243,10 @@ def recommend(model, data: SplitData, users, n: int = 10, *,
     found = table.drop_duplicates("user").set_index("user").reindex(wanted)
     missing = wanted[found["split"].isna().to_numpy()]
     if len(missing):
-        raise RactError(f"users not in {data.path / 'users.csv'}: "
-                        f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        raise RactError(
+            f"users not in {data.path / 'users.csv'}: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+        )
     items = data.items()
     model.eval()
     frames = []
@@ -198,18 +256,23 @@ def recommend(model, data: SplitData, users, n: int = 10, *,
             x_in = exclude = dense_rows(data.train, rows, device)
         else:
             es = data.eval_split(split)
-            x_in, exclude = dense_rows(es.input, rows, device), dense_rows(es.exclude, rows, device)
+            x_in, exclude = (
+                dense_rows(es.input, rows, device),
+                dense_rows(es.exclude, rows, device),
+            )
         top = _top_n(model, x_in, exclude, n, items)
-        frames.append(top.assign(row=group["user"].to_numpy()[top["row"]]).rename(
-            columns={"row": "user"}))
+        frames.append(
+            top.assign(row=group["user"].to_numpy()[top["row"]]).rename(columns={"row": "user"})
+        )
     out = pd.concat(frames, ignore_index=True)
     position = out["user"].map({u: i for i, u in enumerate(wanted)})
     return out.iloc[np.lexsort((out["rank"], position))].reset_index(drop=True)
 
 
 @torch.inference_mode()
-def recommend_for_items(model, data: SplitData, items, n: int = 10, *,
-                        device="cpu") -> tuple[pd.DataFrame, list[str]]:
+def recommend_for_items(
+    model, data: SplitData, items, n: int = 10, *, device="cpu"
+) -> tuple[pd.DataFrame, list[str]]:
     """Top-n items for a user who is not in the data, from the items they have (original ids):
     their row is folded in as a held-out user's is (strong generalisation). Returns the
     recommendations (rank, item, score) and the given ids the model does not know, which are
@@ -220,9 +283,11 @@ def recommend_for_items(model, data: SplitData, items, n: int = 10, *,
     columns = known.reindex(given)
     unknown = given[columns.isna().to_numpy()].tolist()
     if columns.notna().sum() == 0:
-        raise RactError(f"none of the {len(given)} items given is in "
-                        f"{data.path / 'items.csv'}; expected original item ids of the data "
-                        "the model was trained on")
+        raise RactError(
+            f"none of the {len(given)} items given is in "
+            f"{data.path / 'items.csv'}; expected original item ids of the data "
+            "the model was trained on"
+        )
     x = torch.zeros(1, data.n_items, device=device)  # (1, n_items)
     x[0, torch.tensor(columns.dropna().to_numpy(dtype=np.int64), device=device)] = 1.0
     model.eval()

@@ -41,8 +41,9 @@ def top_k_items(scores: torch.Tensor, k: int) -> torch.Tensor:
     tied = (values[:, 1:k] == values[:, : k - 1]).any(dim=1).nonzero().flatten()
     if tied.numel():  # equal scores among the k: put them in item order
         sub = top[tied].sort(dim=1).values
-        order = torch.sort(scores[tied].gather(1, sub), dim=1, descending=True,
-                           stable=True).indices
+        order = torch.sort(
+            scores[tied].gather(1, sub), dim=1, descending=True, stable=True
+        ).indices
         top[tied] = sub.gather(1, order)
     cut = (values[:, k] == values[:, k - 1]).nonzero().flatten()
     if cut.numel():

@@ -36,22 +36,34 @@ class ActorConfig:
     def __post_init__(self):
         object.__setattr__(self, "mlp_hidden_size", tuple(int(h) for h in self.mlp_hidden_size))
         steps = self.total_anneal_steps
-        check_settings(self, [
-            (self.n_items >= 1, "n_items", "an integer >= 1"),
-            (self.latent_dimension >= 1, "latent_dimension", "an integer >= 1"),
-            (all(h >= 1 for h in self.mlp_hidden_size), "mlp_hidden_size",
-             "a list of integers >= 1"),
-            (0.0 <= self.dropout_prob < 1.0, "dropout_prob", "a number in [0, 1)"),
-            (self.anneal_cap >= 0.0, "anneal_cap", "a number >= 0"),
-            (steps == "auto" or (isinstance(steps, int) and not isinstance(steps, bool)
-                                 and steps >= 1), "total_anneal_steps", "an integer >= 1 or auto"),
-        ])
+        check_settings(
+            self,
+            [
+                (self.n_items >= 1, "n_items", "an integer >= 1"),
+                (self.latent_dimension >= 1, "latent_dimension", "an integer >= 1"),
+                (
+                    all(h >= 1 for h in self.mlp_hidden_size),
+                    "mlp_hidden_size",
+                    "a list of integers >= 1",
+                ),
+                (0.0 <= self.dropout_prob < 1.0, "dropout_prob", "a number in [0, 1)"),
+                (self.anneal_cap >= 0.0, "anneal_cap", "a number >= 0"),
+                (
+                    steps == "auto"
+                    or (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1),
+                    "total_anneal_steps",
+                    "an integer >= 1 or auto",
+                ),
+            ],
+        )
 
     def beta(self, updates: int) -> float:
         """KL weight after `updates` optimizer steps (the counter runs across epochs)."""
         if self.total_anneal_steps == "auto":
-            raise RactError("setting total_anneal_steps: auto is resolved when actor "
-                            "pretraining starts (ract.train); this actor has no number yet")
+            raise RactError(
+                "setting total_anneal_steps: auto is resolved when actor "
+                "pretraining starts (ract.train); this actor has no number yet"
+            )
         return min(self.anneal_cap, updates / self.total_anneal_steps)
 
 
@@ -68,11 +80,22 @@ class CriticConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "critic_layers", tuple(int(h) for h in self.critic_layers))
-        check_settings(self, [
-            (all(h >= 1 for h in self.critic_layers), "critic_layers", "a list of integers >= 1"),
-            (self.metrics_k >= 1, "metrics_k", "an integer >= 1"),
-            (self.input_norm in CRITIC_NORMS, "input_norm", f"one of {', '.join(CRITIC_NORMS)}"),
-        ])
+        check_settings(
+            self,
+            [
+                (
+                    all(h >= 1 for h in self.critic_layers),
+                    "critic_layers",
+                    "a list of integers >= 1",
+                ),
+                (self.metrics_k >= 1, "metrics_k", "an integer >= 1"),
+                (
+                    self.input_norm in CRITIC_NORMS,
+                    "input_norm",
+                    f"one of {', '.join(CRITIC_NORMS)}",
+                ),
+            ],
+        )
 
 
 def _mlp(dims: list[int]) -> nn.ModuleList:
@@ -126,7 +149,8 @@ class ActorOutput:
 
 
 class MultVAE(nn.Module):
-    """Encoder n_items -> hidden... -> (mu, logvar); decoder latent -> hidden reversed -> n_items."""
+    """Encoder n_items -> hidden... -> (mu, logvar); decoder latent -> hidden reversed ->
+    n_items."""
 
     def __init__(self, cfg: ActorConfig):
         super().__init__()
@@ -138,8 +162,9 @@ class MultVAE(nn.Module):
         self.encoder[0] = SparseInputLinear(self.encoder[0])  # reads SparseRows
         self.decoder = _mlp([cfg.latent_dimension, *hidden[::-1], cfg.n_items])
 
-    def forward(self, x: torch.Tensor | SparseRows,
-                generator: torch.Generator | None = None) -> ActorOutput:
+    def forward(
+        self, x: torch.Tensor | SparseRows, generator: torch.Generator | None = None
+    ) -> ActorOutput:
         """x: (B, n_items) binary rows, dense or `SparseRows` (the same result). In training
         mode a dropout mask and eps are drawn from `generator`; in eval mode the input is used
         whole and z = mu."""

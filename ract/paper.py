@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
@@ -62,8 +62,16 @@ PAPER_SIZES: dict[str, dict[str, float]] = {
 # the actor's NLL alone (the paper's argument that the critic learns more than the likelihood).
 CRITIC_CORRELATION: dict[str, dict[str, float]] = {"ml-20m": {"critic": 0.49, "nll": 0.05}}
 
-COMPARISON_COLUMNS = ("model", "metric", "seeds", "ours", "ours_se", "paper", "difference",
-                      "source")
+COMPARISON_COLUMNS = (
+    "model",
+    "metric",
+    "seeds",
+    "ours",
+    "ours_se",
+    "paper",
+    "difference",
+    "source",
+)
 
 
 def _reported(dataset: str) -> tuple[Reported, ...]:
@@ -72,9 +80,14 @@ def _reported(dataset: str) -> tuple[Reported, ...]:
     return REPORTED[dataset]
 
 
-def paper_comparison(aggregate: pd.DataFrame, dataset: str, *, split: str = "test",
-                     variant: str = "main",
-                     metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
+def paper_comparison(
+    aggregate: pd.DataFrame,
+    dataset: str,
+    *,
+    split: str = "test",
+    variant: str = "main",
+    metrics: Sequence[str] = PAPER_METRICS,
+) -> pd.DataFrame:
     """Our numbers beside the paper's, per model and metric.
 
     Parameters
@@ -106,29 +119,38 @@ def paper_comparison(aggregate: pd.DataFrame, dataset: str, *, split: str = "tes
     metrics = list(metrics)
     unknown = [m for m in metrics if m not in PAPER_METRICS]
     if unknown or not metrics:
-        raise RactError(f"paper comparison: metric(s) {unknown or metrics}: expected some of "
-                        f"{', '.join(PAPER_METRICS)}")
+        raise RactError(
+            f"paper comparison: metric(s) {unknown or metrics}: expected some of "
+            f"{', '.join(PAPER_METRICS)}"
+        )
     missing = [c for c in ("split", "model", "seeds", *metrics) if c not in aggregate.columns]
     if missing:
-        raise RactError(f"paper comparison: our table has no column(s) {missing}; available: "
-                        f"{list(aggregate.columns)}")
+        raise RactError(
+            f"paper comparison: our table has no column(s) {missing}; available: "
+            f"{list(aggregate.columns)}"
+        )
     rows = aggregate[aggregate["split"] == split]
     if "variant" in rows.columns:
         rows = rows[rows["variant"] == variant]
     if rows.empty:
-        raise RactError(f"paper comparison: our table has no rows for split {split!r}"
-                        + (f" and variant {variant!r}" if "variant" in aggregate.columns else "")
-                        + f" (splits found: {sorted(aggregate['split'].unique())})")
+        raise RactError(
+            f"paper comparison: our table has no rows for split {split!r}"
+            + (f" and variant {variant!r}" if "variant" in aggregate.columns else "")
+            + f" (splits found: {sorted(aggregate['split'].unique())})"
+        )
     repeated = rows["model"][rows["model"].duplicated()].unique()
     if len(repeated):
-        raise RactError(f"paper comparison: more than one row for model {repeated[0]!r} in "
-                        f"split {split!r}")
+        raise RactError(
+            f"paper comparison: more than one row for model {repeated[0]!r} in split {split!r}"
+        )
     ours = rows.set_index("model")
     common = [r for r in reported if r.model in ours.index]
     if not common:
-        raise RactError(f"paper comparison: none of the paper's models on {dataset} "
-                        f"({', '.join(r.model for r in reported)}) is in our table (models: "
-                        f"{', '.join(map(str, ours.index))})")
+        raise RactError(
+            f"paper comparison: none of the paper's models on {dataset} "
+            f"({', '.join(r.model for r in reported)}) is in our table (models: "
+            f"{', '.join(map(str, ours.index))})"
+        )
     out = []
     for r in common:
         row = ours.loc[r.model]
@@ -136,9 +158,18 @@ def paper_comparison(aggregate: pd.DataFrame, dataset: str, *, split: str = "tes
             paper = r.values[PAPER_METRICS.index(m)]
             value = float(row[m]) if pd.notna(row[m]) else math.nan
             se = row.get(f"{m}_se", math.nan)
-            out.append({"model": r.model, "metric": m, "seeds": int(row["seeds"]), "ours": value,
-                        "ours_se": float(se) if pd.notna(se) else math.nan, "paper": paper,
-                        "difference": value - paper, "source": r.source})
+            out.append(
+                {
+                    "model": r.model,
+                    "metric": m,
+                    "seeds": int(row["seeds"]),
+                    "ours": value,
+                    "ours_se": float(se) if pd.notna(se) else math.nan,
+                    "paper": paper,
+                    "difference": value - paper,
+                    "source": r.source,
+                }
+            )
     return pd.DataFrame(out, columns=list(COMPARISON_COLUMNS))
 
 
@@ -176,13 +207,18 @@ def paper_table(comparison: pd.DataFrame, digits: int = 3) -> tuple[pd.DataFrame
             row[f"{r['metric']} paper"] = number(r["paper"])
             row[f"{r['metric']} diff"] = number(r["difference"], "+")
         cells.append(row)
-    columns = ["model", "seeds"] + [f"{m} {kind}" for m in metrics
-                                    for kind in ("ours", "paper", "diff")]
-    sources = "; ".join(f"{', '.join(dict.fromkeys(g['model']))}: {source}"
-                        for source, g in comparison.groupby("source", sort=False))
-    return (pd.DataFrame(cells, columns=columns),
-            "Ours: mean over seeds (± standard error across seeds); diff = ours - paper. "
-            f"Paper numbers (strong generalisation, test users) - {sources}.")
+    columns = ["model", "seeds"] + [
+        f"{m} {kind}" for m in metrics for kind in ("ours", "paper", "diff")
+    ]
+    sources = "; ".join(
+        f"{', '.join(dict.fromkeys(g['model']))}: {source}"
+        for source, g in comparison.groupby("source", sort=False)
+    )
+    return (
+        pd.DataFrame(cells, columns=columns),
+        "Ours: mean over seeds (± standard error across seeds); diff = ours - paper. "
+        f"Paper numbers (strong generalisation, test users) - {sources}.",
+    )
 
 
 def size_comparison(manifest: Mapping, dataset: str) -> pd.DataFrame:
@@ -194,9 +230,18 @@ def size_comparison(manifest: Mapping, dataset: str) -> pd.DataFrame:
     keys = {"users": "n_users", "items": "n_items", "interactions": "n_interactions_kept"}
     missing = [k for k in keys.values() if k not in manifest]
     if missing:
-        raise RactError(f"size comparison: the manifest has no {missing[0]!r}; expected a "
-                        "split manifest.json written by ract prepare")
+        raise RactError(
+            f"size comparison: the manifest has no {missing[0]!r}; expected a "
+            "split manifest.json written by ract prepare"
+        )
     paper = PAPER_SIZES[dataset]
-    rows = [{"quantity": q, "ours": int(manifest[k]), "paper": paper[q],
-             "ratio": int(manifest[k]) / paper[q]} for q, k in keys.items()]
+    rows = [
+        {
+            "quantity": q,
+            "ours": int(manifest[k]),
+            "paper": paper[q],
+            "ratio": int(manifest[k]) / paper[q],
+        }
+        for q, k in keys.items()
+    ]
     return pd.DataFrame(rows, columns=["quantity", "ours", "paper", "ratio"])

@@ -68,8 +68,11 @@ class Progress:
             yield
         except (OSError, RactError) as exc:
             if not self.broken:
-                log.warning("progress files beside %s not written: %s", self.history_path,
-                            " ".join(str(exc).split()))
+                log.warning(
+                    "progress files beside %s not written: %s",
+                    self.history_path,
+                    " ".join(str(exc).split()),
+                )
             self.broken = True
 
     def start(self, history: list[dict]) -> None:
@@ -97,8 +100,10 @@ class Progress:
             return None
         self.shown_at = now
         done = self._write("running", epoch)
-        return (f"{epoch}/{self.n_epochs} ({100 * epoch / max(self.n_epochs, 1):.0f}%, "
-                f"{clock(done['elapsed_seconds'])} elapsed, ETA {clock(done['eta_seconds'])})")
+        return (
+            f"{epoch}/{self.n_epochs} ({100 * epoch / max(self.n_epochs, 1):.0f}%, "
+            f"{clock(done['elapsed_seconds'])} elapsed, ETA {clock(done['eta_seconds'])})"
+        )
 
     def finish(self, kept_epoch: int, kept_row: dict) -> None:
         """The stage is done; its metric is now the kept epoch's."""
@@ -123,12 +128,26 @@ class Progress:
     def _write(self, state: str, epoch: int | None, **extra) -> dict:
         elapsed = time.monotonic() - self.t0
         ran = (epoch or 0) - self.first + 1  # epochs of this run so far
-        eta = (elapsed / ran * (self.n_epochs - epoch) if ran > 0 and state == "running"
-               else (0.0 if state == "done" else None))
-        info = {"stage": self.stage, "state": state, "epoch": epoch, "epochs": self.n_epochs,
-                "metric": self.metric, "value": self.value, "elapsed_seconds": elapsed,
-                "eta_seconds": eta, "updated": time.time(), "pid": os.getpid(),
-                "host": socket.gethostname(), "history": self.history_path.name, **extra}
+        eta = (
+            elapsed / ran * (self.n_epochs - epoch)
+            if ran > 0 and state == "running"
+            else (0.0 if state == "done" else None)
+        )
+        info = {
+            "stage": self.stage,
+            "state": state,
+            "epoch": epoch,
+            "epochs": self.n_epochs,
+            "metric": self.metric,
+            "value": self.value,
+            "elapsed_seconds": elapsed,
+            "eta_seconds": eta,
+            "updated": time.time(),
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "history": self.history_path.name,
+            **extra,
+        }
         with self._best_effort():
             write_json(self.json_path, info)
         return info
@@ -144,8 +163,11 @@ def read_progress(results_dir) -> list[dict]:
         except (OSError, ValueError):
             continue  # removed or replaced while listing
         info["path"] = str(path.with_name(info.get("history", path.name)))
-        if info.get("state") == "running" and info.get("host") == socket.gethostname() \
-                and not _alive(int(info.get("pid", 0))):
+        if (
+            info.get("state") == "running"
+            and info.get("host") == socket.gethostname()
+            and not _alive(int(info.get("pid", 0)))
+        ):
             info["state"] = "gone"
         found.append(info)
     return found
@@ -163,18 +185,27 @@ def _alive(pid: int) -> bool:
 
 def progress_table(rows: list[dict], root) -> pd.DataFrame:
     """What `ract watch` prints: one line per stage run."""
+
     def metric(r):
         return f"{r['metric']}={r['value']:.4f}" if r.get("value") is not None else ""
-    return pd.DataFrame({
-        "history": [os.path.relpath(r["path"], root) for r in rows],
-        "stage": [r.get("stage") for r in rows],
-        "state": [r.get("state") for r in rows],
-        "epoch": [f"{'?' if r.get('epoch') is None else r['epoch']}/{r.get('epochs')}" +
-                  (f" (kept {r['kept_epoch']})" if "kept_epoch" in r else "") for r in rows],
-        "metric": [metric(r) for r in rows],
-        "elapsed": [clock(r.get("elapsed_seconds")) for r in rows],
-        "eta": [clock(r.get("eta_seconds")) if r.get("state") == "running" else ""
-                for r in rows],
-        "updated": [f"{clock(time.time() - r['updated'])} ago" if "updated" in r else ""
-                    for r in rows],
-    })
+
+    return pd.DataFrame(
+        {
+            "history": [os.path.relpath(r["path"], root) for r in rows],
+            "stage": [r.get("stage") for r in rows],
+            "state": [r.get("state") for r in rows],
+            "epoch": [
+                f"{'?' if r.get('epoch') is None else r['epoch']}/{r.get('epochs')}"
+                + (f" (kept {r['kept_epoch']})" if "kept_epoch" in r else "")
+                for r in rows
+            ],
+            "metric": [metric(r) for r in rows],
+            "elapsed": [clock(r.get("elapsed_seconds")) for r in rows],
+            "eta": [
+                clock(r.get("eta_seconds")) if r.get("state") == "running" else "" for r in rows
+            ],
+            "updated": [
+                f"{clock(time.time() - r['updated'])} ago" if "updated" in r else "" for r in rows
+            ],
+        }
+    )

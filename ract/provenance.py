@@ -43,8 +43,7 @@ def _module_file(name: str, package: Path, local: Path) -> Path | None:
         base = local / parts[0]
     else:
         return None
-    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()),
-                None)
+    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.is_file()), None)
 
 
 def _imports(path: Path, package: Path, local: Path) -> set[Path]:
@@ -52,8 +51,11 @@ def _imports(path: Path, package: Path, local: Path) -> set[Path]:
     at the top or inside a function, absolute or relative, with the `__init__.py` of each
     package on the way (importing a module runs them)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    here = path.relative_to(package.parent).with_suffix("").parts \
-        if path.is_relative_to(package) else ()
+    here = (
+        path.relative_to(package.parent).with_suffix("").parts
+        if path.is_relative_to(package)
+        else ()
+    )
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -105,9 +107,10 @@ def _job_name(outputs) -> str:
 def record_job(rule: str, inputs, outputs, root: str | os.PathLike = ".") -> None:
     """Record a finished job (paths relative to the working directory, as Snakemake gives
     them). One file per set of outputs: a rerun of the same job replaces its record."""
-    write_json(Path(root) / RECORDS / f"{_job_name(outputs)}.json",
-               {"rule": rule, "inputs": sorted(map(str, inputs)),
-                "outputs": sorted(map(str, outputs))})
+    write_json(
+        Path(root) / RECORDS / f"{_job_name(outputs)}.json",
+        {"rule": rule, "inputs": sorted(map(str, inputs)), "outputs": sorted(map(str, outputs))},
+    )
 
 
 class JobRunning(Exception):

@@ -18,7 +18,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,16 +68,22 @@ def check_same_data(summaries: Sequence[Mapping]) -> str:
         where = summary.get("path") or _summary_name(summary, i)
         digest = summary.get("data_hash")
         if not digest:
-            raise RactError(f"{where}: evaluation summary has no data_hash (written by an older "
-                            "ract); evaluate this model again")
+            raise RactError(
+                f"{where}: evaluation summary has no data_hash (written by an older "
+                "ract); evaluate this model again"
+            )
         by_hash.setdefault(str(digest), []).append(str(where))
     if len(by_hash) > 1:
-        groups = "; ".join(f"{digest[:12]}: {', '.join(paths[:3])}"
-                           f"{f' and {len(paths) - 3} more' if len(paths) > 3 else ''}"
-                           for digest, paths in by_hash.items())
-        raise RactError(f"evaluation summaries come from {len(by_hash)} different splits or data "
-                        f"sets and cannot be compared ({groups}); evaluate every model on the "
-                        "same split")
+        groups = "; ".join(
+            f"{digest[:12]}: {', '.join(paths[:3])}"
+            f"{f' and {len(paths) - 3} more' if len(paths) > 3 else ''}"
+            for digest, paths in by_hash.items()
+        )
+        raise RactError(
+            f"evaluation summaries come from {len(by_hash)} different splits or data "
+            f"sets and cannot be compared ({groups}); evaluate every model on the "
+            "same split"
+        )
     if not by_hash:
         raise RactError("check data: no evaluation summaries given")
     return next(iter(by_hash))
@@ -85,9 +91,16 @@ def check_same_data(summaries: Sequence[Mapping]) -> str:
 
 def failures(summaries: Sequence[Mapping]) -> list[dict]:
     """(model, seed, split, error) of every summary that records a failed model."""
-    return [{"model": s.get("model"), "seed": s.get("seed"), "split": s.get("split"),
-             "error": s.get("error", "unknown error")}
-            for s in summaries if s.get("status") == "failed"]
+    return [
+        {
+            "model": s.get("model"),
+            "seed": s.get("seed"),
+            "split": s.get("split"),
+            "error": s.get("error", "unknown error"),
+        }
+        for s in summaries
+        if s.get("status") == "failed"
+    ]
 
 
 def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -124,8 +137,9 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     for i, summary in enumerate(summaries):
         where = _summary_name(summary, i)
         if not isinstance(summary, Mapping):
-            raise RactError(f"evaluation summary {where}: expected a dict, "
-                            f"got {type(summary).__name__}")
+            raise RactError(
+                f"evaluation summary {where}: expected a dict, got {type(summary).__name__}"
+            )
         failed = summary.get("status") == "failed"
         for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
             if key not in summary:
@@ -136,12 +150,19 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
         try:
             seed = int(summary["seed"])
         except (TypeError, ValueError):
-            raise RactError(f"evaluation summary {where}: seed must be an integer, "
-                            f"got {summary['seed']!r}") from None
+            raise RactError(
+                f"evaluation summary {where}: seed must be an integer, got {summary['seed']!r}"
+            ) from None
         users = summary.get("n_users_evaluated", summary.get("n_users"))
-        row = {"variant": str(summary["variant"]), "model": str(summary["model"]), "seed": seed,
-               "split": str(summary["split"]), "epoch": summary.get("epoch"), "users": users,
-               "status": "failed" if failed else "ok"}
+        row = {
+            "variant": str(summary["variant"]),
+            "model": str(summary["model"]),
+            "seed": seed,
+            "split": str(summary["split"]),
+            "epoch": summary.get("epoch"),
+            "users": users,
+            "status": "failed" if failed else "ok",
+        }
         for name, value in metrics.items():
             if not isinstance(value, Mapping) or "mean" not in value:
                 raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
@@ -156,9 +177,11 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     dup = table.duplicated(subset=["variant", "split", "model", "seed"], keep=False)
     if dup.any():
         first = table[dup].iloc[0]
-        raise RactError(f"evaluation summaries: more than one summary for variant "
-                        f"'{first['variant']}', split '{first['split']}', model "
-                        f"'{first['model']}', seed {first['seed']}")
+        raise RactError(
+            f"evaluation summaries: more than one summary for variant "
+            f"'{first['variant']}', split '{first['split']}', model "
+            f"'{first['model']}', seed {first['seed']}"
+        )
     table = table.sort_values(["variant", "split", "model", "seed"], kind="stable")
     table = table.reset_index(drop=True)
     table["seed"] = table["seed"].astype(int)
@@ -184,8 +207,10 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS)
         raise RactError("aggregate table: no metrics requested")
     missing = [c for c in (*GROUP_COLUMNS, "seed", *metrics) if c not in table.columns]
     if missing:
-        raise RactError(f"aggregate table: metrics table has no column(s) {missing}; "
-                        f"available: {list(table.columns)}")
+        raise RactError(
+            f"aggregate table: metrics table has no column(s) {missing}; "
+            f"available: {list(table.columns)}"
+        )
     rows = []
     for key, group in table.groupby(list(GROUP_COLUMNS), sort=True):
         row = dict(zip(GROUP_COLUMNS, key))
@@ -205,38 +230,48 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS)
             else:
                 row[f"{m}_user_se"] = math.nan
         rows.append(row)
-    columns = [*GROUP_COLUMNS, "seeds", "failed"] + [c for m in metrics
-                                           for c in (m, f"{m}_se", f"{m}_user_se")]
+    columns = [*GROUP_COLUMNS, "seeds", "failed"] + [
+        c for m in metrics for c in (m, f"{m}_se", f"{m}_user_se")
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
-                   floatfmt: str = ".4f") -> str:
+def markdown_table(
+    frame: pd.DataFrame, columns: Sequence[str] | None = None, floatfmt: str = ".4f"
+) -> str:
     """A GitHub-flavoured Markdown table of `columns` (all columns when None).
 
     Floats use `floatfmt`, missing values print as "n/a", numeric columns are right-aligned and
     `|` inside cells is escaped. Ends with a newline.
     """
     columns = _table_columns(frame, columns)
-    lines = ["| " + " | ".join(_cell(c, floatfmt).replace("|", "\\|") for c in columns) + " |",
-             "|" + "|".join("---:" if _numeric(frame[c]) else ":---" for c in columns) + "|"]
+    lines = [
+        "| " + " | ".join(_cell(c, floatfmt).replace("|", "\\|") for c in columns) + " |",
+        "|" + "|".join("---:" if _numeric(frame[c]) else ":---" for c in columns) + "|",
+    ]
     # itertuples keeps each column's type (iterrows would turn the ints of a mixed row to floats)
     for record in frame[columns].itertuples(index=False, name=None):
-        lines.append("| " + " | ".join(_cell(v, floatfmt).replace("|", "\\|") for v in record)
-                     + " |")
+        lines.append(
+            "| " + " | ".join(_cell(v, floatfmt).replace("|", "\\|") for v in record) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
-def html_table(frame: pd.DataFrame, columns: Sequence[str] | None = None,
-               floatfmt: str = ".4f") -> str:
+def html_table(
+    frame: pd.DataFrame, columns: Sequence[str] | None = None, floatfmt: str = ".4f"
+) -> str:
     """The same table as `markdown_table`, as an HTML `<table>`."""
     columns = _table_columns(frame, columns)
     align = [' class="num"' if _numeric(frame[c]) else "" for c in columns]
-    head = "".join(f"<th{a}>{html.escape(_cell(c, floatfmt))}</th>"
-                   for c, a in zip(columns, align))
-    rows = ["<tr>" + "".join(f"<td{a}>{html.escape(_cell(v, floatfmt))}</td>"
-                             for v, a in zip(record, align)) + "</tr>"
-            for record in frame[columns].itertuples(index=False, name=None)]
+    head = "".join(
+        f"<th{a}>{html.escape(_cell(c, floatfmt))}</th>" for c, a in zip(columns, align)
+    )
+    rows = [
+        "<tr>"
+        + "".join(f"<td{a}>{html.escape(_cell(v, floatfmt))}</td>" for v, a in zip(record, align))
+        + "</tr>"
+        for record in frame[columns].itertuples(index=False, name=None)
+    ]
     return f"<table>\n<tr>{head}</tr>\n" + "\n".join(rows) + "\n</table>"
 
 
@@ -277,15 +312,25 @@ def _numeric(column: pd.Series) -> bool:
 @dataclass(frozen=True)
 class Table:
     """A table block: `columns` of `frame` (all when None), floats printed with `floatfmt`."""
+
     frame: pd.DataFrame
     columns: Sequence[str] | None = None
     floatfmt: str = ".4f"
 
 
-def comparison_document(table: pd.DataFrame, aggregate: pd.DataFrame, tests: Sequence[Mapping],
-                        *, metrics: Sequence[str], starts: Mapping[str, str],
-                        failed: Sequence[Mapping], groups: pd.DataFrame, critic: pd.DataFrame,
-                        fit_r: Mapping[str, float], paper: str | None = None) -> list:
+def comparison_document(
+    table: pd.DataFrame,
+    aggregate: pd.DataFrame,
+    tests: Sequence[Mapping],
+    *,
+    metrics: Sequence[str],
+    starts: Mapping[str, str],
+    failed: Sequence[Mapping],
+    groups: pd.DataFrame,
+    critic: pd.DataFrame,
+    fit_r: Mapping[str, float],
+    paper: str | None = None,
+) -> list:
     """The study's comparison: every model's metrics (`aggregate`, from `aggregate_table`),
     the paired `tests` (`ract.stats.paired_test_over_seeds` plus `a`, `b`) with their verdicts,
     finetuned models that kept their starting actor (`starts`: name -> starting model's name),
@@ -294,65 +339,87 @@ def comparison_document(table: pd.DataFrame, aggregate: pd.DataFrame, tests: Seq
     `fit_r` (`plot_critic_fit`) and, when `paper` names a data set the paper reports, its
     numbers beside ours."""
     first = tests[0]
-    doc = ["Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
-           "model): ± is the standard error over users.",
-           Table(_mean_cells(aggregate, metrics), ["split", "model", "seeds", "failed",
-                                                   *metrics]),
-           "Does the critic help? Paired tests on test users; the verdict is read from the 95% "
-           "paired bootstrap interval of the mean difference (10,000 resamples of users), never "
-           "from a p-value alone. RaCT against the NLL finetune control is the critic's own "
-           "contribution: both continue the same Mult-VAE with the same schedule, batches, "
-           "dropout masks and noise, one on the critic's score, one on the likelihood.",
-           [verdict_line(t) for t in tests]]
+    doc = [
+        "Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
+        "model): ± is the standard error over users.",
+        Table(_mean_cells(aggregate, metrics), ["split", "model", "seeds", "failed", *metrics]),
+        "Does the critic help? Paired tests on test users; the verdict is read from the 95% "
+        "paired bootstrap interval of the mean difference (10,000 resamples of users), never "
+        "from a p-value alone. RaCT against the NLL finetune control is the critic's own "
+        "contribution: both continue the same Mult-VAE with the same schedule, batches, "
+        "dropout masks and noise, one on the critic's score, one on the likelihood.",
+        [verdict_line(t) for t in tests],
+    ]
     kept = kept_pretrained(table[table["split"] == "test"], starts)
     if kept:
         doc.append(kept)
     if failed:
-        doc += ["Models recorded as failed (no results; fix the setting named and rerun):",
-                [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in failed]]
-    doc += ["Per seed:",
-            Table(table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
-            f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per user):",
-            Table(groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
-            "Critic fit at the kept critic epoch (best: the highest validation r of any validated "
-            "epoch):",
-            Table(critic, floatfmt=".3f"),
-            f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
-            f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
-            "about 0.49 and 0.05)."]
+        doc += [
+            "Models recorded as failed (no results; fix the setting named and rerun):",
+            [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in failed],
+        ]
+    doc += [
+        "Per seed:",
+        Table(table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
+        f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per user):",
+        Table(groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
+        "Critic fit at the kept critic epoch (best: the highest validation r of any validated "
+        "epoch):",
+        Table(critic, floatfmt=".3f"),
+        f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
+        f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
+        "about 0.49 and 0.05).",
+    ]
     if paper:
         cells, note = paper_table(paper_comparison(aggregate, paper))
-        doc += [f"Against the paper ({paper}, test users; ours: mean over seeds):", Table(cells),
-                note]
+        doc += [
+            f"Against the paper ({paper}, test users; ours: mean over seeds):",
+            Table(cells),
+            note,
+        ]
         if paper in CRITIC_CORRELATION:
             ref = CRITIC_CORRELATION[paper]
-            doc.append(f"Pearson r with the true NDCG@100, ours on validation users / paper on "
-                       f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
-                       f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}.")
+            doc.append(
+                f"Pearson r with the true NDCG@100, ours on validation users / paper on "
+                f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
+                f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."
+            )
     return doc
 
 
 def markdown_document(doc: Sequence) -> str:
     """A `comparison_document` as Markdown, blocks separated by a blank line."""
-    blocks = [markdown_table(b.frame, b.columns, b.floatfmt).rstrip("\n") if isinstance(b, Table)
-              else "\n".join(f"- {item}" for item in b) if isinstance(b, list) else b
-              for b in doc]
+    blocks = [
+        markdown_table(b.frame, b.columns, b.floatfmt).rstrip("\n")
+        if isinstance(b, Table)
+        else "\n".join(f"- {item}" for item in b)
+        if isinstance(b, list)
+        else b
+        for b in doc
+    ]
     return "\n\n".join(blocks) + "\n"
 
 
 def html_document(doc: Sequence, title: str) -> str:
     """A `comparison_document` as one self-contained HTML page (no scripts, no external files),
     which Snakemake's report shows inline."""
+
     def inline(text: str) -> str:
         return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
 
-    blocks = [html_table(b.frame, b.columns, b.floatfmt) if isinstance(b, Table)
-              else "<ul>\n" + "\n".join(f"<li>{inline(item)}</li>" for item in b) + "\n</ul>"
-              if isinstance(b, list) else f"<p>{inline(b)}</p>"
-              for b in doc]
-    return (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{html.escape(title)}</title>\n<style>{_PAGE_STYLE}</style>\n</head>\n<body>\n"
-            f"<h1>{html.escape(title)}</h1>\n" + "\n".join(blocks) + "\n</body>\n</html>\n")
+    blocks = [
+        html_table(b.frame, b.columns, b.floatfmt)
+        if isinstance(b, Table)
+        else "<ul>\n" + "\n".join(f"<li>{inline(item)}</li>" for item in b) + "\n</ul>"
+        if isinstance(b, list)
+        else f"<p>{inline(b)}</p>"
+        for b in doc
+    ]
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{_PAGE_STYLE}</style>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n" + "\n".join(blocks) + "\n</body>\n</html>\n"
+    )
 
 
 _PAGE_STYLE = """
@@ -374,16 +441,21 @@ def signed(x: float) -> str:
 def verdict_line(test: Mapping) -> str:
     """One sentence: the difference, its intervals, both p-values and the verdict in words."""
     a, b = test["a"], test["b"]
-    words = {"better": f"{b} better than {a}", "worse": f"{b} worse than {a}",
-             "no detectable difference": "no detectable difference"}[test["verdict"]]
-    return (f"**{b} − {a}**, test NDCG@100 per user ({test['n']} users, averaged over "
-            f"seeds): mean difference {signed(test['mean_diff'])}, 95% paired bootstrap interval "
-            f"{signed(test['boot_low'])} to {signed(test['boot_high'])} (t interval "
-            f"{signed(test['ci95_low'])} to {signed(test['ci95_high'])}); Cohen's d_z "
-            f"{test['effect_size_dz']:+.3f}; {test['wins']} users better / {test['losses']} "
-            f"worse / {test['ties']} tied; Wilcoxon signed-rank p = "
-            f"{test['wilcoxon_pvalue']:.3g} (ties split), paired t-test p = "
-            f"{test['t_pvalue']:.3g}. Verdict: **{words}**.")
+    words = {
+        "better": f"{b} better than {a}",
+        "worse": f"{b} worse than {a}",
+        "no detectable difference": "no detectable difference",
+    }[test["verdict"]]
+    return (
+        f"**{b} − {a}**, test NDCG@100 per user ({test['n']} users, averaged over "
+        f"seeds): mean difference {signed(test['mean_diff'])}, 95% paired bootstrap interval "
+        f"{signed(test['boot_low'])} to {signed(test['boot_high'])} (t interval "
+        f"{signed(test['ci95_low'])} to {signed(test['ci95_high'])}); Cohen's d_z "
+        f"{test['effect_size_dz']:+.3f}; {test['wins']} users better / {test['losses']} "
+        f"worse / {test['ties']} tied; Wilcoxon signed-rank p = "
+        f"{test['wilcoxon_pvalue']:.3g} (ties split), paired t-test p = "
+        f"{test['t_pvalue']:.3g}. Verdict: **{words}**."
+    )
 
 
 def kept_pretrained(table: pd.DataFrame, starts: Mapping[str, str]) -> list[str]:
@@ -394,9 +466,11 @@ def kept_pretrained(table: pd.DataFrame, starts: Mapping[str, str]) -> list[str]
     for model, start in starts.items():
         rows = table[(table["model"] == model) & (table["status"] == "ok")]
         if len(rows) and (rows["epoch"] == 0).all():
-            lines.append(f"{model} is {start}: on validation users no finetune epoch beat the "
-                         f"pretrained actor for any seed, so every seed kept epoch 0, the "
-                         f"{start} checkpoint itself.")
+            lines.append(
+                f"{model} is {start}: on validation users no finetune epoch beat the "
+                f"pretrained actor for any seed, so every seed kept epoch 0, the "
+                f"{start} checkpoint itself."
+            )
     return lines
 
 
@@ -405,11 +479,18 @@ def _mean_cells(aggregate: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     users marked † for one seed; "failed" or "n/a" where there is no mean."""
     cells = aggregate.copy()
     for m in metrics:
-        cells[m] = [("failed" if seeds == 0 else "n/a") if pd.isna(a) else
-                    f"{a:.4f} ± {b:.4f}" if pd.notna(b) else
-                    f"{a:.4f} ± {u:.4f}†" if pd.notna(u) else f"{a:.4f}"
-                    for a, b, u, seeds in zip(aggregate[m], aggregate[f"{m}_se"],
-                                              aggregate[f"{m}_user_se"], aggregate["seeds"])]
+        cells[m] = [
+            ("failed" if seeds == 0 else "n/a")
+            if pd.isna(a)
+            else f"{a:.4f} ± {b:.4f}"
+            if pd.notna(b)
+            else f"{a:.4f} ± {u:.4f}†"
+            if pd.notna(u)
+            else f"{a:.4f}"
+            for a, b, u, seeds in zip(
+                aggregate[m], aggregate[f"{m}_se"], aggregate[f"{m}_user_se"], aggregate["seeds"]
+            )
+        ]
     return cells
 
 
@@ -417,9 +498,12 @@ def _mean_cells(aggregate: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
 # Figures
 
 
-def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
-                         path_pdf: str | os.PathLike | None = None,
-                         controls: Mapping[int, pd.DataFrame] | None = None) -> None:
+def plot_training_curves(
+    histories: Mapping[int, pd.DataFrame],
+    path_png: str | os.PathLike,
+    path_pdf: str | os.PathLike | None = None,
+    controls: Mapping[int, pd.DataFrame] | None = None,
+) -> None:
     """Validation NDCG@100 through the training stages, one line per seed.
 
     `histories` maps seed -> that run's stage histories concatenated (columns `stage`, `epoch`,
@@ -444,8 +528,10 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
                 raise RactError(f"training curves: history of seed {seed} has no column '{col}'")
         unknown = sorted(set(frame["stage"].astype(str)) - set(STAGES))
         if unknown:
-            raise RactError(f"training curves: history of seed {seed} has unknown stage(s) "
-                            f"{unknown}; expected {list(STAGES)}")
+            raise RactError(
+                f"training curves: history of seed {seed} has unknown stage(s) "
+                f"{unknown}; expected {list(STAGES)}"
+            )
         runs[seed] = frame
     stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
 
@@ -453,8 +539,11 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
     offsets, total = {}, 0
     for stage in stages:
         offsets[stage] = total
-        total += max(int(f.loc[f["stage"] == stage, "epoch"].max())
-                     for f in runs.values() if (f["stage"] == stage).any())
+        total += max(
+            int(f.loc[f["stage"] == stage, "epoch"].max())
+            for f in runs.values()
+            if (f["stage"] == stage).any()
+        )
 
     def stage_rows(frame, stage, column):
         rows = frame.loc[frame["stage"] == stage, ["epoch", column]] if column in frame else None
@@ -465,8 +554,9 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
         return rows if len(rows) else None
 
     critic_stages = [s for s in stages if s != "actor_pretrain"]
-    has_r = any(stage_rows(f, s, CRITIC_R_COLUMN) is not None
-                for f in runs.values() for s in critic_stages)
+    has_r = any(
+        stage_rows(f, s, CRITIC_R_COLUMN) is not None for f in runs.values() for s in critic_stages
+    )
     nrows = 2 if has_r else 1
     seeds = sorted(runs, key=_seed_key)
     colors = {seed: _color(i) for i, seed in enumerate(seeds)}
@@ -486,8 +576,9 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
             ax.tick_params(labelleft=False)
         top[stage] = ax
         if has_r and stage in critic_stages:
-            bottom[stage] = fig.add_subplot(grid[1, j], sharex=ax,
-                                            sharey=next(iter(bottom.values()), None))
+            bottom[stage] = fig.add_subplot(
+                grid[1, j], sharex=ax, sharey=next(iter(bottom.values()), None)
+            )
             ax.tick_params(labelbottom=False)
             if len(bottom) > 1:
                 bottom[stage].tick_params(labelleft=False)
@@ -497,21 +588,43 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
         for seed in seeds:
             rows = stage_rows(runs[seed], stage, NDCG_COLUMN)
             if rows is not None:
-                top[stage].plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed],
-                                lw=1.4, label=f"seed {seed}")
+                top[stage].plot(
+                    rows["epoch"] + off,
+                    rows[NDCG_COLUMN],
+                    color=colors[seed],
+                    lw=1.4,
+                    label=f"seed {seed}",
+                )
             control = (controls or {}).get(seed)
-            rows = (stage_rows(control, stage, NDCG_COLUMN) if control is not None
-                    and stage == "finetune" else None)
+            rows = (
+                stage_rows(control, stage, NDCG_COLUMN)
+                if control is not None and stage == "finetune"
+                else None
+            )
             if rows is not None:
-                top[stage].plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed],
-                                lw=1.2, ls=":", label=f"seed {seed}, NLL control")
+                top[stage].plot(
+                    rows["epoch"] + off,
+                    rows[NDCG_COLUMN],
+                    color=colors[seed],
+                    lw=1.2,
+                    ls=":",
+                    label=f"seed {seed}, NLL control",
+                )
             if stage in bottom:
                 rows = stage_rows(runs[seed], stage, CRITIC_R_COLUMN)
                 if rows is not None:
-                    bottom[stage].plot(rows["epoch"] + off, rows[CRITIC_R_COLUMN],
-                                       color=colors[seed], lw=1.0, alpha=0.85)
-        end = off + max(int(f.loc[f["stage"] == stage, "epoch"].max())
-                        for f in runs.values() if (f["stage"] == stage).any())
+                    bottom[stage].plot(
+                        rows["epoch"] + off,
+                        rows[CRITIC_R_COLUMN],
+                        color=colors[seed],
+                        lw=1.0,
+                        alpha=0.85,
+                    )
+        end = off + max(
+            int(f.loc[f["stage"] == stage, "epoch"].max())
+            for f in runs.values()
+            if (f["stage"] == stage).any()
+        )
         span = max(end - off, 1)
         for ax in (top[stage], bottom.get(stage)):
             if ax is None:
@@ -542,24 +655,49 @@ def plot_training_curves(histories: Mapping[int, pd.DataFrame], path_png: str | 
         # The actor stage has no critic: use the free panel below it for the legend and a note.
         spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
         spare.axis("off")
-        spare.legend(handles, labels, loc="upper center", fontsize=9, title="run",
-                     title_fontsize=9, frameon=False)
-        spare.text(0.5, 0.08, "no critic during actor pre-training\ndashed lines: start of a stage\n"
-                   "grey band: y range of the zoomed panels"
-                   + ("\ndotted: the NLL finetune control" if controls else ""),
-                   ha="center", va="bottom", fontsize=8.5, color="0.3",
-                   transform=spare.transAxes)
+        spare.legend(
+            handles,
+            labels,
+            loc="upper center",
+            fontsize=9,
+            title="run",
+            title_fontsize=9,
+            frameon=False,
+        )
+        spare.text(
+            0.5,
+            0.08,
+            "no critic during actor pre-training\ndashed lines: start of a stage\n"
+            "grey band: y range of the zoomed panels"
+            + ("\ndotted: the NLL finetune control" if controls else ""),
+            ha="center",
+            va="bottom",
+            fontsize=8.5,
+            color="0.3",
+            transform=spare.transAxes,
+        )
     else:
-        fig.legend(handles, labels, loc="outside right center", fontsize=9, title="run",
-                   title_fontsize=9, frameon=False)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside right center",
+            fontsize=9,
+            title="run",
+            title_fontsize=9,
+            frameon=False,
+        )
     fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
     fig.suptitle("Validation NDCG@100 through training", fontsize=12)
     _save(fig, path_png, path_pdf)
 
 
-def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
-                     path_pdf: str | os.PathLike | None = None, split: str = "test",
-                     metrics: Sequence[str] | None = None) -> None:
+def plot_metric_bars(
+    aggregate: pd.DataFrame,
+    path_png: str | os.PathLike,
+    path_pdf: str | os.PathLike | None = None,
+    split: str = "test",
+    metrics: Sequence[str] | None = None,
+) -> None:
     """Grouped bars: one group per metric, one bar per model (per variant and model when the
     aggregate holds several variants), from an `aggregate_table`.
 
@@ -576,11 +714,16 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     aggregate = aggregate.assign(failed=aggregate.get("failed", 0))
     frame = aggregate[aggregate["split"] == split]
     if frame.empty:
-        raise RactError(f"metric bars: no rows for split '{split}'; "
-                        f"available: {sorted(set(aggregate['split']))}")
+        raise RactError(
+            f"metric bars: no rows for split '{split}'; "
+            f"available: {sorted(set(aggregate['split']))}"
+        )
     if metrics is None:
-        metrics = [c for c in aggregate.columns
-                   if c not in (*GROUP_COLUMNS, "seeds", "failed") and not c.endswith("_se")]
+        metrics = [
+            c
+            for c in aggregate.columns
+            if c not in (*GROUP_COLUMNS, "seeds", "failed") and not c.endswith("_se")
+        ]
     metrics = list(metrics)
     absent = [m for m in metrics if m not in frame.columns]
     if not metrics or absent:
@@ -591,8 +734,10 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     n = len(series)
     width = 0.8 / n
     x = np.arange(len(metrics))
-    fig = Figure(figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
+        layout="constrained",
+    )
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     top = 0.0
@@ -610,16 +755,37 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
             label += ", per-user SE)" if single else ")"
         pos = x - 0.4 + width * (i + 0.5)
         yerr = np.where(np.isfinite(errors), errors, 0.0)
-        bars = ax.bar(pos, heights, width * 0.92, color=_color(i), label=label,
-                      yerr=yerr, capsize=3, error_kw={"lw": 1.0, "ecolor": "0.2"})
+        bars = ax.bar(
+            pos,
+            heights,
+            width * 0.92,
+            color=_color(i),
+            label=label,
+            yerr=yerr,
+            capsize=3,
+            error_kw={"lw": 1.0, "ecolor": "0.2"},
+        )
         for bar, h, e in zip(bars, heights, yerr):
             if not np.isfinite(h):  # a model without results keeps its place, marked
-                ax.text(bar.get_x() + bar.get_width() / 2, 0, " failed" if row["failed"]
-                        else " missing", rotation=90, ha="center", va="bottom", fontsize=8,
-                        color=_color(i))
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    0,
+                    " failed" if row["failed"] else " missing",
+                    rotation=90,
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    color=_color(i),
+                )
             elif n <= 4:
-                ax.text(bar.get_x() + bar.get_width() / 2, h + e, f"{h:.3f}",
-                        ha="center", va="bottom", fontsize=8)
+                ax.text(
+                    bar.get_x() + bar.get_width() / 2,
+                    h + e,
+                    f"{h:.3f}",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
         finite = heights + yerr
         finite = finite[np.isfinite(finite)]
         if len(finite):
@@ -634,9 +800,14 @@ def plot_metric_bars(aggregate: pd.DataFrame, path_png: str | os.PathLike,
     _save(fig, path_png, path_pdf)
 
 
-def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLike,
-                    path_pdf: str | os.PathLike | None = None, *, metric: str = "ndcg@100",
-                    split: str = "validation") -> dict[str, float]:
+def plot_critic_fit(
+    fits: Mapping[int, pd.DataFrame],
+    path_png: str | os.PathLike,
+    path_pdf: str | os.PathLike | None = None,
+    *,
+    metric: str = "ndcg@100",
+    split: str = "validation",
+) -> dict[str, float]:
     """Critic prediction (left) and the actor's NLL (right) against the true `metric` per user,
     one colour per seed, with Pearson r over all users in each title and per seed in the
     legend (the paper's check that the critic tracks NDCG far better than the NLL does).
@@ -652,8 +823,10 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
         if absent:
             raise RactError(f"critic fit: table of seed {seed} has no column(s) {absent}")
     seeds = sorted(fits, key=_seed_key)
-    clean = {seed: fits[seed][[metric, "critic", "nll"]].apply(pd.to_numeric, errors="coerce")
-             .dropna() for seed in seeds}
+    clean = {
+        seed: fits[seed][[metric, "critic", "nll"]].apply(pd.to_numeric, errors="coerce").dropna()
+        for seed in seeds
+    }
     if not any(len(f) for f in clean.values()):
         raise RactError(f"critic fit: no user has a defined {metric}")
     pooled = pd.concat(clean.values(), ignore_index=True)
@@ -661,15 +834,23 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
     fig = Figure(figsize=(10, 4.6 + 0.2 * len(seeds)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
-    panels = (("critic", "critic prediction (sigmoid output)"),
-              ("nll", "actor's NLL feature (nats)"))
+    panels = (
+        ("critic", "critic prediction (sigmoid output)"),
+        ("nll", "actor's NLL feature (nats)"),
+    )
     pooled_r = {"users": len(pooled)}
     for ax, (column, xlabel) in zip(axes, panels):
         for i, seed in enumerate(seeds):
             f = clean[seed]
-            ax.scatter(f[column], f[metric], s=10, alpha=0.6, color=_color(i), lw=0,
-                       label=f"seed {seed} (r = {pearson(f[column], f[metric]):+.2f}, "
-                             f"{len(f)} users)")
+            ax.scatter(
+                f[column],
+                f[metric],
+                s=10,
+                alpha=0.6,
+                color=_color(i),
+                lw=0,
+                label=f"seed {seed} (r = {pearson(f[column], f[metric]):+.2f}, {len(f)} users)",
+            )
         r = pooled_r[column] = pearson(pooled[column], pooled[metric])
         name = "critic" if column == "critic" else "NLL"
         ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
@@ -677,11 +858,18 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=9)
         # below the panel: inside it, the legend would hide points
-        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False,
-                  markerscale=1.5)
+        ax.legend(
+            fontsize=8.5,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.15),
+            frameon=False,
+            markerscale=1.5,
+        )
     axes[0].set_ylabel(f"true {label} on held-out items", fontsize=10)
-    fig.suptitle(f"How well the critic predicts {label} ({split} users, after critic "
-                 "pre-training)", fontsize=11)
+    fig.suptitle(
+        f"How well the critic predicts {label} ({split} users, after critic pre-training)",
+        fontsize=11,
+    )
     _save(fig, path_png, path_pdf)
     return pooled_r
 
@@ -693,27 +881,43 @@ def plot_critic_fit(fits: Mapping[int, pd.DataFrame], path_png: str | os.PathLik
 def gain_by_activity(activity, a, b, n_groups: int = 4) -> pd.DataFrame:
     """Per-user b - a grouped into quantiles of user activity (items known per user): one row
     per group with its item range, users, mean difference and its standard error."""
-    frame = pd.DataFrame({"activity": np.asarray(activity, dtype=float),
-                          "diff": np.asarray(b, dtype=float) - np.asarray(a, dtype=float)})
+    frame = pd.DataFrame(
+        {
+            "activity": np.asarray(activity, dtype=float),
+            "diff": np.asarray(b, dtype=float) - np.asarray(a, dtype=float),
+        }
+    )
     frame = frame.dropna()
     if len(frame) < n_groups:
-        raise RactError(f"gain by activity: {len(frame)} users with values, need at least "
-                        f"{n_groups}")
+        raise RactError(
+            f"gain by activity: {len(frame)} users with values, need at least {n_groups}"
+        )
     # ranks, not raw counts, so that tied activities still give groups of equal size
-    frame["group"] = pd.qcut(frame["activity"].rank(method="first"), n_groups,
-                             labels=False)
+    frame["group"] = pd.qcut(frame["activity"].rank(method="first"), n_groups, labels=False)
     rows = []
     for g, part in frame.groupby("group"):
         n = len(part)
-        rows.append({"group": f"Q{g + 1}", "min_items": int(part["activity"].min()),
-                     "max_items": int(part["activity"].max()), "users": n,
-                     "mean_diff": part["diff"].mean(),
-                     "se": part["diff"].std(ddof=1) / math.sqrt(n) if n > 1 else math.nan})
+        rows.append(
+            {
+                "group": f"Q{g + 1}",
+                "min_items": int(part["activity"].min()),
+                "max_items": int(part["activity"].max()),
+                "users": n,
+                "mean_diff": part["diff"].mean(),
+                "se": part["diff"].std(ddof=1) / math.sqrt(n) if n > 1 else math.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def plot_gain_by_activity(groups: pd.DataFrame, path_png, path_pdf=None, *,
-                          label: str = "RaCT - Mult-VAE", metric: str = "NDCG@100") -> None:
+def plot_gain_by_activity(
+    groups: pd.DataFrame,
+    path_png,
+    path_pdf=None,
+    *,
+    label: str = "RaCT - Mult-VAE",
+    metric: str = "NDCG@100",
+) -> None:
     """Bars of the mean per-user difference per activity group (from `gain_by_activity`), with
     one standard error, and a zero line."""
     if groups.empty:
@@ -723,8 +927,13 @@ def plot_gain_by_activity(groups: pd.DataFrame, path_png, path_pdf=None, *,
     x = np.arange(len(groups))
     ax.bar(x, groups["mean_diff"], yerr=groups["se"].fillna(0), capsize=4, color=_color(4))
     ax.axhline(0, color="0.3", linewidth=0.8)
-    ax.set_xticks(x, [f"{r.group}\n{r.min_items}-{r.max_items} items\n{r.users} users"
-                      for r in groups.itertuples()])
+    ax.set_xticks(
+        x,
+        [
+            f"{r.group}\n{r.min_items}-{r.max_items} items\n{r.users} users"
+            for r in groups.itertuples()
+        ],
+    )
     ax.set_xlabel("user activity quartile (items known per test user)")
     ax.set_ylabel(f"{label}, {metric} per user")
     ax.set_title(f"{label}: mean per-user difference in {metric} (± 1 s.e.)")
@@ -744,8 +953,18 @@ def _save(fig: Figure, path_png, path_pdf) -> None:
 
 
 def _color(i: int):
-    palette = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-               "#7f7f7f", "#bcbd22", "#17becf")
+    palette = (
+        "#1f77b4",
+        "#d62728",
+        "#2ca02c",
+        "#ff7f0e",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
+    )
     return palette[i % len(palette)]
 
 

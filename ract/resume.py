@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -106,8 +106,10 @@ class ResumePoint:
         a resume point is refused: a mistyped path must not cost a checkpoint or a notebook."""
         if not self.path.exists():
             return None
-        keep = ("; not overwritten: expected a new resume path, or the resume point a previous "
-                "run of this stage wrote")
+        keep = (
+            "; not overwritten: expected a new resume path, or the resume point a previous "
+            "run of this stage wrote"
+        )
         try:
             state = read_state(self.path, "resume point")
         except RactError as exc:
@@ -116,8 +118,11 @@ class ResumePoint:
             raise RactError(f"{self.path}: a ract checkpoint, not a resume point{keep}")
         self.ours = True
         if state.get("fingerprint") != self.fingerprint:
-            log.warning("ignoring resume point %s: it was made with other settings, data or "
-                        "starting checkpoint; starting the stage afresh", self.path)
+            log.warning(
+                "ignoring resume point %s: it was made with other settings, data or "
+                "starting checkpoint; starting the stage afresh",
+                self.path,
+            )
             return None
         try:
             state = {**state, "rows": json.loads(state.get("rows", "{}"))}
@@ -140,9 +145,13 @@ class ResumePoint:
             return
         # the snapshot's "rows" (history and the like) as JSON: plain text survives
         # weights_only loading whatever number types they hold, and costs nothing until now
-        state = {"format_version": CHECKPOINT_FORMAT_VERSION, "kind": "resume",
-                 "fingerprint": self.fingerprint, **self.latest,
-                 "rows": json.dumps(self.latest.get("rows", {}))}
+        state = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "kind": "resume",
+            "fingerprint": self.fingerprint,
+            **self.latest,
+            "rows": json.dumps(self.latest.get("rows", {})),
+        }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
         self.written_at = time.monotonic()
@@ -159,14 +168,23 @@ def snapshot(run, epoch: int) -> dict:
     """Everything the epochs after `epoch` depend on, copied to the CPU. `run` is a stage run
     of `ract.train`: models, optimizers, counters, generators, the best model so far (a dict of
     metric, epoch, models and row) and the history rows."""
-    opt = {name: cpu_copy(o.state_dict()) if o is not None else None
-           for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))}
+    opt = {
+        name: cpu_copy(o.state_dict()) if o is not None else None
+        for name, o in (("actor_opt", run.actor_opt), ("critic_opt", run.critic_opt))
+    }
     best = run.best
-    return {"epoch": epoch, "models": model_states(run.actor, run.critic), **opt,
-            "updates": run.updates, "steps": run.steps, "validated_at": run.validated_at,
-            "shuffle_gen": run.shuffle_gen.get_state(), "noise_gen": run.noise_gen.get_state(),
-            "best": {"metric": best["metric"], "epoch": best["epoch"], "models": best["models"]},
-            "rows": {"history": list(run.history), "best_row": best["row"]}}
+    return {
+        "epoch": epoch,
+        "models": model_states(run.actor, run.critic),
+        **opt,
+        "updates": run.updates,
+        "steps": run.steps,
+        "validated_at": run.validated_at,
+        "shuffle_gen": run.shuffle_gen.get_state(),
+        "noise_gen": run.noise_gen.get_state(),
+        "best": {"metric": best["metric"], "epoch": best["epoch"], "models": best["models"]},
+        "rows": {"history": list(run.history), "best_row": best["row"]},
+    }
 
 
 def restore(run, state: dict) -> None:
@@ -208,8 +226,9 @@ class StopAndResume:
         if state is None:
             return None
         restore(run, state)
-        log.info("%s: resuming after epoch %d from %s", self.stage, state["epoch"],
-                 self.point.path)
+        log.info(
+            "%s: resuming after epoch %d from %s", self.stage, state["epoch"], self.point.path
+        )
         return int(state["epoch"])
 
     @contextlib.contextmanager
@@ -247,7 +266,9 @@ class StopAndResume:
             return exc
         self.point.write()
         done = self.point.written_epoch
-        where = (f"resume point after epoch {done} in {self.point.path}" if done is not None
-                 else "no epoch completed, no resume point")
-        return Interrupted(f"{self.stage}: {exc}; {where}; run the same command again to "
-                           "continue")
+        where = (
+            f"resume point after epoch {done} in {self.point.path}"
+            if done is not None
+            else "no epoch completed, no resume point"
+        )
+        return Interrupted(f"{self.stage}: {exc}; {where}; run the same command again to continue")

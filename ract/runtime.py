@@ -25,6 +25,7 @@ def resolve_device(name: str) -> torch.device:
         raise RactError(f"setting device: {name} was asked for but no CUDA device is available")
     return torch.device(name)
 
+
 def reuse_freed_memory() -> None:
     """Let glibc's malloc serve large blocks from its heap and keep freed memory for reuse.
 

@@ -62,7 +62,7 @@ class SparseRows:
         return out
 
     @classmethod
-    def from_dense(cls, x: torch.Tensor) -> "SparseRows":
+    def from_dense(cls, x: torch.Tensor) -> SparseRows:
         rows, cols = x.nonzero(as_tuple=True)  # row-major order
         indptr = torch.zeros(x.shape[0] + 1, dtype=torch.int64, device=x.device)
         indptr[1:] = torch.bincount(rows, minlength=x.shape[0]).cumsum(0)
@@ -113,8 +113,9 @@ class _SparseLinear(torch.autograd.Function):
     def forward(ctx, values, weight_t, x):
         ctx.save_for_backward(values, weight_t)
         ctx.x = x
-        return F.embedding_bag(x.indices, weight_t, x.indptr[:-1], mode="sum",
-                               per_sample_weights=values)  # (B, out)
+        return F.embedding_bag(
+            x.indices, weight_t, x.indptr[:-1], mode="sum", per_sample_weights=values
+        )  # (B, out)
 
     @staticmethod
     def backward(ctx, grad):  # grad: (B, out)
@@ -130,7 +131,8 @@ class _SparseLinear(torch.autograd.Function):
             indptr[1:] = torch.bincount(x.indices, minlength=weight_t.shape[0]).cumsum(0)
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
-                x_t = torch.sparse_csr_tensor(indptr, x.row_ids[order], values[order],
-                                              (weight_t.shape[0], x.shape[0]))
+                x_t = torch.sparse_csr_tensor(
+                    indptr, x.row_ids[order], values[order], (weight_t.shape[0], x.shape[0])
+                )
                 grad_weight = x_t @ grad  # (n_items, out), the layout of weight_t
         return grad_values, grad_weight, None

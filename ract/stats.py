@@ -32,14 +32,19 @@ BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20200426  # fixed: the same inputs give the same interval
 
 
-def bootstrap_interval(diff: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED, chunk: int = 1000) -> tuple[float, float]:
+def bootstrap_interval(
+    diff: np.ndarray,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    chunk: int = 1000,
+) -> tuple[float, float]:
     """95% percentile interval of mean(diff) over users resampled with replacement."""
     rng = np.random.default_rng(seed)
     means = np.empty(resamples)
     for start in range(0, resamples, chunk):  # chunks bound the (chunk, n) index matrix
         rows = min(chunk, resamples - start)
-        means[start:start + rows] = diff[rng.integers(0, diff.size, (rows, diff.size))].mean(1)
+        means[start : start + rows] = diff[rng.integers(0, diff.size, (rows, diff.size))].mean(1)
     low, high = np.quantile(means, [0.025, 0.975])
     return float(low), float(high)
 
@@ -74,14 +79,17 @@ def paired_test(a, b) -> dict:
     """
     a, b = _vector(a, "a"), _vector(b, "b")
     if a.shape != b.shape:
-        raise RactError(f"paired test: a has {a.size} users, b has {b.size}; they must be the "
-                        "same users in the same order")
+        raise RactError(
+            f"paired test: a has {a.size} users, b has {b.size}; they must be the "
+            "same users in the same order"
+        )
     keep = ~(np.isnan(a) | np.isnan(b))
     a, b = a[keep], b[keep]
     n = int(a.size)
     if n < 2:
-        raise RactError(f"paired test: needs at least 2 users with values for both models, "
-                        f"got {n}")
+        raise RactError(
+            f"paired test: needs at least 2 users with values for both models, got {n}"
+        )
     diff = b - a
     mean_diff = float(diff.mean())
     boot_low, boot_high = bootstrap_interval(diff)
@@ -116,7 +124,7 @@ def paired_test(a, b) -> dict:
         "boot_low": boot_low,
         "boot_high": boot_high,
         "interval": "paired bootstrap over users, 95% percentile, "
-                    f"{BOOTSTRAP_RESAMPLES} resamples",
+        f"{BOOTSTRAP_RESAMPLES} resamples",
         "verdict": verdict(boot_low, boot_high),
         "t_statistic": t_stat,
         "t_pvalue": t_p,
@@ -145,7 +153,9 @@ def paired_test_over_seeds(a_by_seed, b_by_seed) -> dict:
             raise RactError(f"paired test over seeds: {name} has no seeds")
         sizes = {v.size for v in arrays}
         if len(sizes) != 1:
-            raise RactError(f"paired test over seeds: {name}'s seeds cover different numbers "
-                            f"of users ({', '.join(str(v.size) for v in arrays)})")
+            raise RactError(
+                f"paired test over seeds: {name}'s seeds cover different numbers "
+                f"of users ({', '.join(str(v.size) for v in arrays)})"
+            )
         means.append(np.stack(arrays).mean(axis=0))
     return paired_test(*means)

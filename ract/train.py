@@ -31,19 +31,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import (build_actor, build_critic, load_checkpoint, model_states,
-                         save_checkpoint)
+from .checkpoint import build_actor, build_critic, load_checkpoint, model_states, save_checkpoint
 from .data.splits import SplitData, sparse_rows
 from .errors import ModelFailure, RactError, check_settings
 from .evaluate import EVAL_BATCH_SIZE, heldout_per_user
 from .formats import STAGES
 from .io import config_dict, write_csv
 from .metrics import pearson
-from .model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
-                    critic_target)
+from .model import ActorConfig, Critic, CriticConfig, MultVAE, critic_features, critic_target
 from .progress import Progress
-from .resume import (DEFAULT_EVERY, ResumePoint, StopAndResume, cpu_copy, fingerprint,
-                     sigterm_flag)
+from .resume import DEFAULT_EVERY, ResumePoint, StopAndResume, cpu_copy, fingerprint, sigterm_flag
 from .runtime import resolve_device, reuse_freed_memory
 
 log = logging.getLogger("ract.train")
@@ -58,10 +55,28 @@ STEP_COLUMNS = {
     "critic_pretrain": ("nll", "critic_mse"),
     "finetune": ("loss", "nll", "critic_mse"),
 }
-HISTORY_COLUMNS = ("stage", "epoch", "steps", "updates", "loss", "nll", "kl", "beta",
-                   "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
-                   "val_recall@50", "val_critic_mse", "val_critic_r", "val_nll_r",
-                   "val_nll_slope_negative", "kept", "train_seconds", "seconds")
+HISTORY_COLUMNS = (
+    "stage",
+    "epoch",
+    "steps",
+    "updates",
+    "loss",
+    "nll",
+    "kl",
+    "beta",
+    "critic_mse",
+    "critic_r_train",
+    "val_ndcg@100",
+    "val_recall@20",
+    "val_recall@50",
+    "val_critic_mse",
+    "val_critic_r",
+    "val_nll_r",
+    "val_nll_slope_negative",
+    "kept",
+    "train_seconds",
+    "seconds",
+)
 SELECT_METRIC = "val_ndcg@100"
 
 
@@ -97,23 +112,36 @@ class StageConfig:
     seed: int = 98765
 
     def __post_init__(self):
-        check_settings(self, [
-            (self.train_stage in STAGES, "train_stage", f"one of {', '.join(STAGES)}"),
-            (self.epochs >= 0, "epochs", "an integer >= 0"),
-            (self.learning_rate > 0, "learning_rate", "a number > 0"),
-            (self.batch_size >= 1, "batch_size", "an integer >= 1"),
-            (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
-            (self.l2_penalty >= 0, "l2_penalty", "a number >= 0"),
-            (self.min_steps >= 0, "min_steps", "an integer >= 0"),
-            (self.validate_every >= 0, "validate_every",
-             "an integer >= 0 (0: validate every epoch)"),
-            (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
-            (self.objective == "critic" or self.train_stage == "finetune", "objective",
-             "critic outside finetune (the likelihood control arm is a finetune)"),
-            (self.critic_keep in CRITIC_KEEP, "critic_keep", f"one of {', '.join(CRITIC_KEEP)}"),
-            (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
-            (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
-        ])
+        check_settings(
+            self,
+            [
+                (self.train_stage in STAGES, "train_stage", f"one of {', '.join(STAGES)}"),
+                (self.epochs >= 0, "epochs", "an integer >= 0"),
+                (self.learning_rate > 0, "learning_rate", "a number > 0"),
+                (self.batch_size >= 1, "batch_size", "an integer >= 1"),
+                (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
+                (self.l2_penalty >= 0, "l2_penalty", "a number >= 0"),
+                (self.min_steps >= 0, "min_steps", "an integer >= 0"),
+                (
+                    self.validate_every >= 0,
+                    "validate_every",
+                    "an integer >= 0 (0: validate every epoch)",
+                ),
+                (self.objective in OBJECTIVES, "objective", f"one of {', '.join(OBJECTIVES)}"),
+                (
+                    self.objective == "critic" or self.train_stage == "finetune",
+                    "objective",
+                    "critic outside finetune (the likelihood control arm is a finetune)",
+                ),
+                (
+                    self.critic_keep in CRITIC_KEEP,
+                    "critic_keep",
+                    f"one of {', '.join(CRITIC_KEEP)}",
+                ),
+                (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
+                (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
+            ],
+        )
 
 
 STAGE_DEFAULTS = {
@@ -146,16 +174,19 @@ def stream_seed(seed: int, stage: str, stream: str) -> int:
 
 def stage_defaults(train_stage: str, **overrides) -> StageConfig:
     if train_stage not in STAGES:
-        raise RactError(f"setting train_stage: expected one of {', '.join(STAGES)}, "
-                        f"got {train_stage!r}")
+        raise RactError(
+            f"setting train_stage: expected one of {', '.join(STAGES)}, got {train_stage!r}"
+        )
     return StageConfig(train_stage=train_stage, **{**STAGE_DEFAULTS[train_stage], **overrides})
 
 
 def _finite(value: torch.Tensor, what: str, epoch: int, batch: int) -> float:
     v = value.item()
     if not math.isfinite(v):
-        raise ModelFailure(f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the "
-                           "last saved checkpoint is untouched). Lower the learning rate.")
+        raise ModelFailure(
+            f"{what} became {v} at epoch {epoch}, batch {batch}; stopping (the "
+            "last saved checkpoint is untouched). Lower the learning rate."
+        )
     return v
 
 
@@ -165,14 +196,25 @@ def _critic_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred[valid] - target[valid]).pow(2).mean() if valid.any() else pred.sum() * 0.0
 
 
-def validate(actor: MultVAE, critic: Critic | None, data: SplitData, device,
-             batch_size: int = EVAL_BATCH_SIZE) -> dict[str, float]:
+def validate(
+    actor: MultVAE,
+    critic: Critic | None,
+    data: SplitData,
+    device,
+    batch_size: int = EVAL_BATCH_SIZE,
+) -> dict[str, float]:
     """Validation NDCG@100 / Recall@20 / Recall@50 and, with a critic, its fit to the true
     NDCG@k of held-out items given fold-in (the paper's critic-correlation measurement), from
     the same per-user evaluation as `ract.evaluate.critic_fit`."""
     metrics = ("ndcg@100", "recall@20", "recall@50")
-    per_user = heldout_per_user(actor, data.validation, critic=critic, metrics=metrics,
-                                batch_size=batch_size, device=device)
+    per_user = heldout_per_user(
+        actor,
+        data.validation,
+        critic=critic,
+        metrics=metrics,
+        batch_size=batch_size,
+        device=device,
+    )
     row = {}
     for key in metrics:
         v = per_user[key]
@@ -211,7 +253,13 @@ class _Run:
     and the history. `run` is the epoch loop: train -> validate -> select -> save."""
 
     def __init__(self, data, cfg: StageConfig, actor, critic, device, updates: int):
-        self.data, self.cfg, self.actor, self.critic, self.device = data, cfg, actor, critic, device
+        self.data, self.cfg, self.actor, self.critic, self.device = (
+            data,
+            cfg,
+            actor,
+            critic,
+            device,
+        )
         stage = cfg.train_stage
         actor.to(device)
         for p in actor.parameters():
@@ -229,15 +277,19 @@ class _Run:
         self.guard = StopAndResume(stage, None, lambda: False)  # `run` sets the real one
         self.shuffle_gen = torch.Generator().manual_seed(stream_seed(cfg.seed, stage, "shuffle"))
         self.noise_gen = torch.Generator(device=device).manual_seed(
-            stream_seed(cfg.seed, stage, "noise"))
+            stream_seed(cfg.seed, stage, "noise")
+        )
         # actor_pretrain and the likelihood control step on NLL + beta KL; the control holds
         # beta where pretraining left it
-        self.step_kind = ("likelihood" if stage == "actor_pretrain" or cfg.objective ==
-                          "likelihood" else stage)
+        self.step_kind = (
+            "likelihood" if stage == "actor_pretrain" or cfg.objective == "likelihood" else stage
+        )
         self.fixed_beta = actor.cfg.beta(updates) if stage == "finetune" else None
-        self.actor_opt = (_adam(actor.parameters(), lr=cfg.learning_rate,
-                                weight_decay=cfg.weight_decay)
-                          if stage in ("actor_pretrain", "finetune") else None)
+        self.actor_opt = (
+            _adam(actor.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            if stage in ("actor_pretrain", "finetune")
+            else None
+        )
         # The critic's optimizer: its own stage's settings in critic_pretrain; in finetune its
         # own learning rate and no weight decay (weight_decay there is the actor's).
         pretraining = stage == "critic_pretrain"
@@ -246,7 +298,8 @@ class _Run:
             self.critic_opt = _adam(
                 critic.parameters(),
                 lr=cfg.learning_rate if pretraining else cfg.critic_learning_rate,
-                weight_decay=cfg.weight_decay if pretraining else 0.0)
+                weight_decay=cfg.weight_decay if pretraining else 0.0,
+            )
 
     def run(self, n_epochs: int, out: _Outputs, guard: StopAndResume) -> dict:
         """Train `n_epochs` epochs (or those after the resume point), write the kept epoch's
@@ -255,9 +308,13 @@ class _Run:
         self.guard = guard
         # progress reports the metric the stage keeps its epoch by; critic_pretrain keeping its
         # last epoch has none, so its fit to validation users (val_critic_r)
-        self.progress = Progress(self.cfg.train_stage, n_epochs, out.history,
-                                 select_metric(self.cfg) or "val_critic_r",
-                                 lambda rows: history_frame(rows, self.cfg.train_stage))
+        self.progress = Progress(
+            self.cfg.train_stage,
+            n_epochs,
+            out.history,
+            select_metric(self.cfg) or "val_critic_r",
+            lambda rows: history_frame(rows, self.cfg.train_stage),
+        )
         try:
             first = self.begin(n_epochs)
             for epoch in range(first, n_epochs + 1):
@@ -288,8 +345,12 @@ class _Run:
             # The starting actor is a candidate (finetuning may not help); an untrained critic
             # not.
             if select_metric(self.cfg) == SELECT_METRIC:
-                self.best = {"metric": row[SELECT_METRIC], "epoch": 0,
-                             "models": self.kept_states(), "row": row}
+                self.best = {
+                    "metric": row[SELECT_METRIC],
+                    "epoch": 0,
+                    "models": self.kept_states(),
+                    "row": row,
+                }
             log.info("%s epoch 0/%d (start): %s", self.cfg.train_stage, n_epochs, _fmt(row))
         self.progress.start(self.history)
         return 1 if resumed is None else resumed + 1
@@ -302,8 +363,12 @@ class _Run:
         """Keep this epoch's models if they beat the best so far on the stage's metric."""
         metric = select_metric(self.cfg)
         if metric is not None and row[metric] > self.best["metric"]:
-            self.best = {"metric": row[metric], "epoch": epoch, "models": self.kept_states(),
-                         "row": row}
+            self.best = {
+                "metric": row[metric],
+                "epoch": epoch,
+                "models": self.kept_states(),
+                "row": row,
+            }
 
     def record(self, epoch: int, row: dict, checkpoint_dir) -> None:
         """The epoch's history row, progress line and `save_step` checkpoint."""
@@ -317,8 +382,12 @@ class _Run:
 
     def finish(self, n_epochs: int, out: _Outputs, t0: float) -> dict:
         """Write the kept epoch's checkpoint and the complete history; the run's summary."""
-        stage, best_epoch, models, best_row = (self.cfg.train_stage, self.best["epoch"],
-                                               self.best["models"], self.best["row"])
+        stage, best_epoch, models, best_row = (
+            self.cfg.train_stage,
+            self.best["epoch"],
+            self.best["models"],
+            self.best["row"],
+        )
         if models is None:  # the critic's last epoch (by choice, or no validated r to choose by)
             best_epoch, models, best_row = n_epochs, self.kept_states(), self.history[-1]
         self.save(out.checkpoint, best_epoch, best_row, models)
@@ -326,10 +395,15 @@ class _Run:
         self.progress.finish(best_epoch, best_row)
         self.guard.done()
         total = time.perf_counter() - t0
-        log.info("%s done in %.1fs: kept epoch %d (%s)", stage, total, best_epoch,
-                 _fmt(best_row))
-        return {"train_stage": stage, "epochs": n_epochs, "steps": self.steps,
-                "best_epoch": best_epoch, "seconds": total, **_metrics_of(best_row)}
+        log.info("%s done in %.1fs: kept epoch %d (%s)", stage, total, best_epoch, _fmt(best_row))
+        return {
+            "train_stage": stage,
+            "epochs": n_epochs,
+            "steps": self.steps,
+            "best_epoch": best_epoch,
+            "seconds": total,
+            **_metrics_of(best_row),
+        }
 
     def kept_states(self) -> dict:
         """The models in checkpoint form; critic_pretrain adds the critic's Adam state, which
@@ -340,10 +414,18 @@ class _Run:
         return states
 
     def save(self, path, epoch: int, row: dict, models: dict) -> None:
-        save_checkpoint(path, stage=self.cfg.train_stage, epoch=epoch, models=models,
-                        data_hash=self.data.content_hash, metrics=_metrics_of(row),
-                        extra={"updates": int(row["updates"]),  # at that epoch, for annealing
-                               "stage_config": config_dict(self.cfg)})
+        save_checkpoint(
+            path,
+            stage=self.cfg.train_stage,
+            epoch=epoch,
+            models=models,
+            data_hash=self.data.content_hash,
+            metrics=_metrics_of(row),
+            extra={
+                "updates": int(row["updates"]),  # at that epoch, for annealing
+                "stage_config": config_dict(self.cfg),
+            },
+        )
 
     def carry_critic_optimizer(self, state: dict | None) -> bool:
         """Continue the critic's Adam moments and step count from critic_pretrain (RaCT_CF
@@ -389,8 +471,9 @@ class _Run:
     def beta(self) -> float:
         """KL weight of the next likelihood step: annealed in actor_pretrain, held at the
         value pretraining reached in the control arm."""
-        return self.fixed_beta if self.fixed_beta is not None else self.actor.cfg.beta(
-            self.updates)
+        return (
+            self.fixed_beta if self.fixed_beta is not None else self.actor.cfg.beta(self.updates)
+        )
 
     def _likelihood_step(self, x, beta, sums, where):
         self.actor.train()
@@ -482,10 +565,20 @@ def history_frame(history: list[dict], stage: str, kept_epoch: int | None = None
     return frame
 
 
-def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_path,
-                actor_cfg: ActorConfig | None = None, critic_cfg: CriticConfig | None = None,
-                pre_model_path=None, checkpoint_dir=None, device: str = "cpu",
-                resume_path=None, resume_every: float = DEFAULT_EVERY) -> dict:
+def train_stage(
+    data: SplitData,
+    cfg: StageConfig,
+    *,
+    out_checkpoint,
+    history_path,
+    actor_cfg: ActorConfig | None = None,
+    critic_cfg: CriticConfig | None = None,
+    pre_model_path=None,
+    checkpoint_dir=None,
+    device: str = "cpu",
+    resume_path=None,
+    resume_every: float = DEFAULT_EVERY,
+) -> dict:
     """Run one stage and write its best checkpoint and per-epoch history (CSV).
 
     actor_pretrain starts from `actor_cfg` (or continues `pre_model_path`); the other stages
@@ -509,12 +602,17 @@ def train_stage(data: SplitData, cfg: StageConfig, *, out_checkpoint, history_pa
         _carry_critic_optimizer(run, init, pre_model_path)
     point = None
     if resume_path is not None:
-        settings = {"stage": config_dict(cfg), "actor": config_dict(actor.cfg),
-                    "critic": config_dict(critic.cfg) if critic is not None else None,
-                    "data": data.content_hash, "device": dev.type}
+        settings = {
+            "stage": config_dict(cfg),
+            "actor": config_dict(actor.cfg),
+            "critic": config_dict(critic.cfg) if critic is not None else None,
+            "data": data.content_hash,
+            "device": dev.type,
+        }
         point = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
-    out = _Outputs(Path(out_checkpoint), Path(history_path),
-                   Path(checkpoint_dir) if checkpoint_dir else None)
+    out = _Outputs(
+        Path(out_checkpoint), Path(history_path), Path(checkpoint_dir) if checkpoint_dir else None
+    )
     with sigterm_flag() as stopping:
         guard = StopAndResume(cfg.train_stage, point, stopping)
         return run.run(n_epochs(cfg, data.train.shape[0]), out, guard)
@@ -524,14 +622,21 @@ def _starting_checkpoint(data: SplitData, cfg: StageConfig, pre_model_path) -> d
     """The checkpoint a stage starts from; None for an actor_pretrain from scratch."""
     if pre_model_path:
         init = load_checkpoint(pre_model_path, data_hash=data.content_hash, n_items=data.n_items)
-        if cfg.train_stage == "finetune" and cfg.objective != "likelihood" and \
-                init.get("critic_state") is None:
-            raise RactError(f"{pre_model_path}: has no critic; finetune starts from the "
-                            "critic_pretrain checkpoint")
+        if (
+            cfg.train_stage == "finetune"
+            and cfg.objective != "likelihood"
+            and init.get("critic_state") is None
+        ):
+            raise RactError(
+                f"{pre_model_path}: has no critic; finetune starts from the "
+                "critic_pretrain checkpoint"
+            )
         return init
     if cfg.train_stage != "actor_pretrain":
-        raise RactError(f"setting pre_model_path: stage {cfg.train_stage} starts from a trained "
-                        "actor; give the checkpoint of the previous stage")
+        raise RactError(
+            f"setting pre_model_path: stage {cfg.train_stage} starts from a trained "
+            "actor; give the checkpoint of the previous stage"
+        )
     return None
 
 
@@ -541,16 +646,26 @@ def _new_actor(data: SplitData, cfg: StageConfig, actor_cfg: ActorConfig | None)
     if actor_cfg.total_anneal_steps == "auto":
         n_train = data.train.shape[0]
         planned = n_epochs(cfg, n_train) * n_batches(n_train, cfg.batch_size)  # actor updates
-        actor_cfg = replace(actor_cfg, total_anneal_steps=auto_anneal_steps(
-            actor_cfg.anneal_cap, planned))
-        log.info("total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
-                 actor_cfg.total_anneal_steps, actor_cfg.anneal_cap, 100 * ANNEAL_FRACTION,
-                 planned)
+        actor_cfg = replace(
+            actor_cfg, total_anneal_steps=auto_anneal_steps(actor_cfg.anneal_cap, planned)
+        )
+        log.info(
+            "total_anneal_steps auto: %d (beta reaches %g after %.1f%% of %d updates)",
+            actor_cfg.total_anneal_steps,
+            actor_cfg.anneal_cap,
+            100 * ANNEAL_FRACTION,
+            planned,
+        )
     return MultVAE(actor_cfg)
 
 
-def _stage_models(data: SplitData, cfg: StageConfig, init: dict | None,
-                  actor_cfg: ActorConfig | None, critic_cfg: CriticConfig | None):
+def _stage_models(
+    data: SplitData,
+    cfg: StageConfig,
+    init: dict | None,
+    actor_cfg: ActorConfig | None,
+    critic_cfg: CriticConfig | None,
+):
     """(actor, critic) of the stage: from the starting checkpoint, or new; critic None where
     the stage trains the actor alone. Built in this order, from the seeded global generator."""
     stage = cfg.train_stage
@@ -559,8 +674,7 @@ def _stage_models(data: SplitData, cfg: StageConfig, init: dict | None,
     else:
         actor, critic = _new_actor(data, cfg, actor_cfg), None
     if actor.cfg.n_items != data.n_items:
-        raise RactError(f"setting n_items: actor has {actor.cfg.n_items}, data has "
-                        f"{data.n_items}")
+        raise RactError(f"setting n_items: actor has {actor.cfg.n_items}, data has {data.n_items}")
     if stage == "critic_pretrain" and critic is None:
         critic = Critic(critic_cfg or CriticConfig())
     if stage == "actor_pretrain" or cfg.objective == "likelihood":
@@ -570,19 +684,27 @@ def _stage_models(data: SplitData, cfg: StageConfig, init: dict | None,
 
 def _check_critic_norm(run: _Run) -> None:
     """Refuse a critic that would normalise batches of one user."""
-    if run.critic_opt is not None and run.critic.cfg.input_norm == "running" and \
-            run.data.train.shape[0] < 2:
-        raise RactError(f"setting critic.input_norm: running normalises each batch of training "
-                        f"users by its own statistics, and {run.data.path} has one training "
-                        "user; use fixed")
+    if (
+        run.critic_opt is not None
+        and run.critic.cfg.input_norm == "running"
+        and run.data.train.shape[0] < 2
+    ):
+        raise RactError(
+            f"setting critic.input_norm: running normalises each batch of training "
+            f"users by its own statistics, and {run.data.path} has one training "
+            "user; use fixed"
+        )
 
 
 def _carry_critic_optimizer(run: _Run, init: dict, pre_model_path) -> None:
     if run.carry_critic_optimizer(init.get("critic_opt_state")):
         log.info("finetune: the critic's Adam state continues from %s", pre_model_path)
     elif run.critic_opt is not None:
-        log.warning("finetune: %s has no critic optimizer state (written by an older ract); "
-                    "the critic starts a fresh Adam", pre_model_path)
+        log.warning(
+            "finetune: %s has no critic optimizer state (written by an older ract); "
+            "the critic starts a fresh Adam",
+            pre_model_path,
+        )
 
 
 def select_metric(cfg: StageConfig) -> str | None:
@@ -593,11 +715,22 @@ def select_metric(cfg: StageConfig) -> str | None:
 
 
 def _metrics_of(row: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in row.items()
-            if k.startswith(("val_", "critic_")) and v is not None}
+    return {
+        k: float(v) for k, v in row.items() if k.startswith(("val_", "critic_")) and v is not None
+    }
 
 
 def _fmt(row: dict) -> str:
-    keys = ("loss", "beta", "critic_mse", "critic_r_train", "val_ndcg@100", "val_recall@20",
-            "val_recall@50", "val_critic_r", "val_nll_slope_negative", "seconds")
+    keys = (
+        "loss",
+        "beta",
+        "critic_mse",
+        "critic_r_train",
+        "val_ndcg@100",
+        "val_recall@20",
+        "val_recall@50",
+        "val_critic_r",
+        "val_nll_slope_negative",
+        "seconds",
+    )
     return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row and row[k] is not None)

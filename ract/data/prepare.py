@@ -66,19 +66,30 @@ class PrepareConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "weak_ratios", tuple(float(r) for r in self.weak_ratios))
-        check_settings(self, [
-            (self.protocol in PROTOCOLS, "protocol", f"one of {', '.join(PROTOCOLS)}"),
-            (self.min_user_count >= 0, "min_user_count", "an integer >= 0"),
-            (self.min_item_count >= 0, "min_item_count", "an integer >= 0"),
-            (self.heldout_users > 0 and (self.heldout_users < 1
-                                         or float(self.heldout_users).is_integer()),
-             "heldout_users", "a fraction in (0, 1) or a whole number of users >= 1"),
-            (0 < self.heldout_proportion < 1, "heldout_proportion", "a number in (0, 1)"),
-            (self.min_items_to_split >= 1, "min_items_to_split", "an integer >= 1"),
-            (len(self.weak_ratios) == 3 and all(r >= 0 for r in self.weak_ratios)
-             and math.isclose(sum(self.weak_ratios), 1.0) and self.weak_ratios[0] > 0,
-             "weak_ratios", "three non-negative numbers summing to 1 with train > 0"),
-        ])
+        check_settings(
+            self,
+            [
+                (self.protocol in PROTOCOLS, "protocol", f"one of {', '.join(PROTOCOLS)}"),
+                (self.min_user_count >= 0, "min_user_count", "an integer >= 0"),
+                (self.min_item_count >= 0, "min_item_count", "an integer >= 0"),
+                (
+                    self.heldout_users > 0
+                    and (self.heldout_users < 1 or float(self.heldout_users).is_integer()),
+                    "heldout_users",
+                    "a fraction in (0, 1) or a whole number of users >= 1",
+                ),
+                (0 < self.heldout_proportion < 1, "heldout_proportion", "a number in (0, 1)"),
+                (self.min_items_to_split >= 1, "min_items_to_split", "an integer >= 1"),
+                (
+                    len(self.weak_ratios) == 3
+                    and all(r >= 0 for r in self.weak_ratios)
+                    and math.isclose(sum(self.weak_ratios), 1.0)
+                    and self.weak_ratios[0] > 0,
+                    "weak_ratios",
+                    "three non-negative numbers summing to 1 with train > 0",
+                ),
+            ],
+        )
 
 
 def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
@@ -89,14 +100,21 @@ def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "
     n_rows = len(frame)
     repeats = int(frame.duplicated(["user", "item"]).sum())
     if repeats:
-        log.info("%s: %s rows repeat a user-item pair of an earlier row; each pair is one "
-                 "interaction, %s", source, f"{repeats:,}",
-                 "kept if any of its ratings is > rating_threshold (the highest decides)"
-                 if cfg.rating_threshold is not None else "kept once")
+        log.info(
+            "%s: %s rows repeat a user-item pair of an earlier row; each pair is one "
+            "interaction, %s",
+            source,
+            f"{repeats:,}",
+            "kept if any of its ratings is > rating_threshold (the highest decides)"
+            if cfg.rating_threshold is not None
+            else "kept once",
+        )
     if cfg.rating_threshold is not None:
         if frame["rating"].isna().all():
-            raise RactError(f"{source}: has no ratings (implicit data); set rating_threshold "
-                            "to null to keep every interaction")
+            raise RactError(
+                f"{source}: has no ratings (implicit data); set rating_threshold "
+                "to null to keep every interaction"
+            )
         top = frame["rating"].max()
         frame = frame[frame["rating"] > cfg.rating_threshold]
         _warn_threshold(cfg.rating_threshold, top, len(frame) / max(n_rows, 1), source)
@@ -112,22 +130,37 @@ def binarise_and_filter(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "
         stages.append(("min_user_count", len(frame)))
     if frame.empty:
         trail = ", ".join(f"{name}: {n} rows left" for name, n in stages)
-        raise RactError(f"{source}: no interactions left after filtering ({trail}); lower "
-                        "rating_threshold, min_user_count or min_item_count")
+        raise RactError(
+            f"{source}: no interactions left after filtering ({trail}); lower "
+            "rating_threshold, min_user_count or min_item_count"
+        )
     return frame.reset_index(drop=True)
 
 
 def _warn_threshold(threshold: float, top: float, kept: float, source: str) -> None:
     """The default threshold (3.5, for 1-5 stars) is wrong on another rating scale: say so when
     it keeps nothing or under a quarter of the rows."""
-    fix = ("set rating_threshold for this rating scale (`datasets.<name>.prepare` in the "
-           "config, --rating-threshold), or null to keep every row")
+    fix = (
+        "set rating_threshold for this rating scale (`datasets.<name>.prepare` in the "
+        "config, --rating-threshold), or null to keep every row"
+    )
     if threshold >= top:
-        log.warning("%s: rating_threshold %g is at or above the highest rating, %g: no row is "
-                    "kept; %s", source, threshold, top, fix)
+        log.warning(
+            "%s: rating_threshold %g is at or above the highest rating, %g: no row is kept; %s",
+            source,
+            threshold,
+            top,
+            fix,
+        )
     elif kept < 0.25:
-        log.warning("%s: rating_threshold %g keeps %.1f%% of the rows (ratings up to %g); %s",
-                    source, threshold, 100 * kept, top, fix)
+        log.warning(
+            "%s: rating_threshold %g keeps %.1f%% of the rows (ratings up to %g); %s",
+            source,
+            threshold,
+            100 * kept,
+            top,
+            fix,
+        )
 
 
 def _codes(values: pd.Series, categories) -> np.ndarray:
@@ -160,9 +193,11 @@ def _n_heldout(cfg: PrepareConfig, n_users: int, source: str) -> int:
     h = cfg.heldout_users
     n = int(round(h * n_users)) if h < 1 else int(h)
     if n < 1 or 2 * n >= n_users:
-        raise RactError(f"setting heldout_users: {h!r} gives {n} validation and {n} test users, "
-                        f"but {source} has {n_users} users after filtering; expected at least "
-                        "one held-out user each and some training users left")
+        raise RactError(
+            f"setting heldout_users: {h!r} gives {n} validation and {n} test users, "
+            f"but {source} has {n_users} users after filtering; expected at least "
+            "one held-out user each and some training users left"
+        )
     return n
 
 
@@ -173,16 +208,25 @@ def split_strong(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input")
     users = np.sort(frame["user"].unique())
     n_h = _n_heldout(cfg, len(users), source)
     perm = users[rng.permutation(len(users))]
-    groups = {"train": perm[: len(users) - 2 * n_h],
-              "validation": perm[len(users) - 2 * n_h: len(users) - n_h],
-              "test": perm[len(users) - n_h:]}
+    groups = {
+        "train": perm[: len(users) - 2 * n_h],
+        "validation": perm[len(users) - 2 * n_h : len(users) - n_h],
+        "test": perm[len(users) - n_h :],
+    }
     train_rows = frame[frame["user"].isin(groups["train"])]
     items = np.sort(train_rows["item"].unique())
     train_users = np.sort(groups["train"])
-    matrices = {"train": _csr(_codes(train_rows["user"], train_users),
-                              _codes(train_rows["item"], items), len(train_users), len(items))}
-    user_tables = [pd.DataFrame({"split": "train", "index": np.arange(len(train_users)),
-                                 "user": train_users})]
+    matrices = {
+        "train": _csr(
+            _codes(train_rows["user"], train_users),
+            _codes(train_rows["item"], items),
+            len(train_users),
+            len(items),
+        )
+    }
+    user_tables = [
+        pd.DataFrame({"split": "train", "index": np.arange(len(train_users)), "user": train_users})
+    ]
     for split in EVAL_SPLITS:
         rows = frame[frame["user"].isin(groups[split]) & frame["item"].isin(items)]
         split_users = np.sort(rows["user"].unique())  # users left with no known item drop out
@@ -193,8 +237,11 @@ def split_strong(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input")
         held = (n_u >= cfg.min_items_to_split) & (rank < n_out)
         matrices[f"{split}_input"] = _csr(u[~held], i[~held], len(split_users), len(items))
         matrices[f"{split}_holdout"] = _csr(u[held], i[held], len(split_users), len(items))
-        user_tables.append(pd.DataFrame({"split": split, "index": np.arange(len(split_users)),
-                                         "user": split_users}))
+        user_tables.append(
+            pd.DataFrame(
+                {"split": split, "index": np.arange(len(split_users)), "user": split_users}
+            )
+        )
     return matrices, pd.concat(user_tables, ignore_index=True), items
 
 
@@ -215,11 +262,21 @@ def split_weak(frame: pd.DataFrame, cfg: PrepareConfig, source: str = "input"):
     train = _csr(u[part == 0], i[part == 0], *shape)
     valid = _csr(u[part == 1], i[part == 1], *shape)
     test = _csr(u[part == 2], i[part == 2], *shape)
-    matrices = {"train": train, "validation_input": train, "validation_holdout": valid,
-                "test_input": train, "test_holdout": test, "test_exclude": train + valid}
-    user_table = pd.concat([pd.DataFrame({"split": s, "index": np.arange(len(users)),
-                                          "user": users}) for s in ("train", *EVAL_SPLITS)],
-                           ignore_index=True)
+    matrices = {
+        "train": train,
+        "validation_input": train,
+        "validation_holdout": valid,
+        "test_input": train,
+        "test_holdout": test,
+        "test_exclude": train + valid,
+    }
+    user_table = pd.concat(
+        [
+            pd.DataFrame({"split": s, "index": np.arange(len(users)), "user": users})
+            for s in ("train", *EVAL_SPLITS)
+        ],
+        ignore_index=True,
+    )
     return matrices, user_table, items
 
 
@@ -231,17 +288,21 @@ def n_evaluable(holdout: sp.csr_matrix) -> int:
 def _check_evaluable(matrices: dict[str, sp.csr_matrix], cfg: PrepareConfig, source: str):
     """Refuse a split with no validation or no test user to evaluate: training would select
     its epoch on NaN and evaluation would report nothing."""
-    counts = {s: (n_evaluable(matrices[f"{s}_holdout"]), matrices[f"{s}_holdout"].shape[0])
-              for s in EVAL_SPLITS}
+    counts = {
+        s: (n_evaluable(matrices[f"{s}_holdout"]), matrices[f"{s}_holdout"].shape[0])
+        for s in EVAL_SPLITS
+    }
     if all(n for n, _ in counts.values()):
         return
     found = " and ".join(f"{n} of {total} {s} users" for s, (n, total) in counts.items())
-    fix = ("lower min_items_to_split (--min-items-to-split): users with fewer items keep all "
-           "as fold-in" if cfg.protocol == "strong" else
-           "raise the valid and test parts of weak_ratios (--weak-ratios): a user's part is "
-           "floor(ratio x the user's items)")
-    raise RactError(f"{source}: the split cannot be evaluated: {found} have held-out items; "
-                    f"{fix}")
+    fix = (
+        "lower min_items_to_split (--min-items-to-split): users with fewer items keep all "
+        "as fold-in"
+        if cfg.protocol == "strong"
+        else "raise the valid and test parts of weak_ratios (--weak-ratios): a user's part is "
+        "floor(ratio x the user's items)"
+    )
+    raise RactError(f"{source}: the split cannot be evaluated: {found} have held-out items; {fix}")
 
 
 def content_hash(matrices: dict[str, sp.csr_matrix], users: pd.DataFrame, items) -> str:
@@ -267,8 +328,10 @@ def check_out_dir(out_dir) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise RactError(f"{out_dir}: an existing file; expected a folder for the split files")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not _is_split_folder(out_dir):
-        raise RactError(f"{out_dir}: a folder of other files (no manifest.json of `ract "
-                        "prepare`); expected a new or empty folder, or a split folder to replace")
+        raise RactError(
+            f"{out_dir}: a folder of other files (no manifest.json of `ract "
+            "prepare`); expected a new or empty folder, or a split folder to replace"
+        )
 
 
 def _is_split_folder(path: Path) -> bool:
@@ -281,8 +344,12 @@ def _is_split_folder(path: Path) -> bool:
 
 def temporary_folder(out_dir: Path) -> Path:
     """A new temporary folder beside `out_dir`, named after this process (see TEMPORARY)."""
-    return Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.ract-"
-                                 f"{os.getpid()}@{socket.gethostname()}."))
+    return Path(
+        tempfile.mkdtemp(
+            dir=out_dir.parent,
+            prefix=f".{out_dir.name}.ract-{os.getpid()}@{socket.gethostname()}.",
+        )
+    )
 
 
 def remove_stale_temporaries(parent: Path) -> None:
@@ -311,8 +378,14 @@ def _stale(path: Path, pid: int, host: str) -> bool:
     return False
 
 
-def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
-                  source: str = "input", extra: dict | None = None) -> dict:
+def prepare_split(
+    frame: pd.DataFrame,
+    cfg: PrepareConfig,
+    out_dir,
+    *,
+    source: str = "input",
+    extra: dict | None = None,
+) -> dict:
     """Binarise, filter and split `frame` (columns user, item, rating); write the split folder.
 
     Files appear in `out_dir` only once all of them are complete: they are written to a
@@ -322,8 +395,9 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
     split = split_strong if cfg.protocol == "strong" else split_weak
     matrices, users, items = split(kept, cfg, source)
     _check_evaluable(matrices, cfg, source)
-    counts = {name: {"users": m.shape[0], "interactions": int(m.nnz)}
-              for name, m in matrices.items()}
+    counts = {
+        name: {"users": m.shape[0], "interactions": int(m.nnz)} for name, m in matrices.items()
+    }
     manifest = {
         "format_version": SPLIT_FORMAT_VERSION,
         "source": source,
@@ -346,7 +420,8 @@ def prepare_split(frame: pd.DataFrame, cfg: PrepareConfig, out_dir, *,
                 sp.save_npz(tmp / f"{name}.npz", m)
             users.to_csv(tmp / "users.csv", index=False)
             pd.DataFrame({"index": np.arange(len(items)), "item": items}).to_csv(
-                tmp / "items.csv", index=False)
+                tmp / "items.csv", index=False
+            )
             (tmp / "manifest.json").write_text(json_text(manifest))
             out_dir.mkdir(exist_ok=True)
             # The manifest goes last and comes out first: a folder with a manifest is complete.

@@ -18,7 +18,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -33,11 +33,11 @@ FORMAT_HELP = {
     "ml-100k": "MovieLens u.data: tab-separated 'user item rating timestamp', no header",
     "ml-1m": "MovieLens ratings.dat (ml-1m, ml-10m): 'UserID::MovieID::Rating::Timestamp'",
     "ml-csv": "MovieLens ratings.csv (ml-20m, ml-latest): header "
-              "'userId,movieId,rating,timestamp'",
+    "'userId,movieId,rating,timestamp'",
     "recbole": "RecBole atomic .inter: tab-separated, header 'user_id:token item_id:token ...'",
     "netflix": "Netflix Prize: mv_*.txt or combined_data_*.txt file, or a folder of them",
     "msd": "MSD Taste Profile train_triplets.txt: tab-separated 'user song count' "
-           "(rating = count)",
+    "(rating = count)",
     "csv": "any CSV/TSV: choose sep, header and columns {'user': ..., 'item': ..., 'rating': ...}",
 }
 
@@ -156,9 +156,12 @@ def _unify_float_ids(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
         frame[role] = ids
         unified[role] = twin.nunique()
     if unified:
-        log.info("%s: unified %s written both as integers and with a trailing .0 (196 and "
-                 "196.0 read as one id)", path,
-                 " and ".join(f"{n:,} {role} ids" for role, n in unified.items()))
+        log.info(
+            "%s: unified %s written both as integers and with a trailing .0 (196 and "
+            "196.0 read as one id)",
+            path,
+            " and ".join(f"{n:,} {role} ids" for role, n in unified.items()),
+        )
     return frame
 
 
@@ -259,8 +262,9 @@ def _header_layout(
         fields = next(csv.reader([text], delimiter=sep))
     else:
         fields = text.split(sep)
-    layout = _Layout(path, sep, [f.strip() for f in fields], 0, 1, None, skip=number,
-                     quoted=quoted)
+    layout = _Layout(
+        path, sep, [f.strip() for f in fields], 0, 1, None, skip=number, quoted=quoted
+    )
     layout.what = f"{len(fields)} {sep_word}-separated fields, as in the header on line {number}"
     return layout, layout.names, number
 
@@ -319,7 +323,7 @@ def _layout_recbole(path, columns=None, **_):
 def _layout_csv(path, columns=None, sep=None, header=None, **_):
     sep = "," if sep is None else sep
     sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(sep, sep)
-    if len(sep) != 1 or sep in "\"\r\n":
+    if len(sep) != 1 or sep in '"\r\n':
         raise RactError(f"sep must be a single character such as ',' or '\\t', got {sep!r}")
     words = {",": "comma", "\t": "tab", ";": "semicolon", " ": "space"}
     sep_word = words.get(sep, repr(sep))

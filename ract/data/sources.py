@@ -251,8 +251,9 @@ def fetch_dataset(
         return _archive_route(dataset, archive, folder, offline, timeout), dataset.format
     except _RouteFailed as exc:
         failures.append(f"{dataset.url}: {exc}")
-        (log.info if offline else log.warning)("dataset %s: %s: %s", dataset.name, dataset.url,
-                                               exc)
+        (log.info if offline else log.warning)(
+            "dataset %s: %s: %s", dataset.name, dataset.url, exc
+        )
     for route in dataset.offline:
         try:
             return _wheel_route(route, cache_root / "wheels", folder, timeout), route.format
@@ -285,8 +286,10 @@ def check_cached(path, recover: str = _REFETCH) -> None:
     from the cache) is not checked."""
     path = Path(path)
     if path.is_file() and _sidecar(path).is_file() and not _cached_ok(path, None):
-        raise RactError(f"{path}: changed since it was downloaded (its SHA-256 no longer matches "
-                        f"{_sidecar(path).name}); {recover}")
+        raise RactError(
+            f"{path}: changed since it was downloaded (its SHA-256 no longer matches "
+            f"{_sidecar(path).name}); {recover}"
+        )
 
 
 def _sidecar(path: Path) -> Path:
@@ -367,7 +370,10 @@ def _local_route(dataset: Dataset, folder: Path) -> Path:
             log.warning(
                 "dataset %s: %s holds %s interactions, the documented full release %s; "
                 "results will not be comparable with the paper unless this is intended",
-                dataset.name, folder, f"{rows:,}", f"{dataset.rows:,}",
+                dataset.name,
+                folder,
+                f"{rows:,}",
+                f"{dataset.rows:,}",
             )
     log.info("using %s (%d file(s) found, placed by hand)", folder, len(found))
     return folder / dataset.member if dataset.member != "." else folder
@@ -441,7 +447,10 @@ def _download(url: str, dest: Path, md5: str | None, timeout: float) -> None:
             raise _RouteFailed(f"MD5 mismatch: expected {md5}, got {got} (download deleted)")
         log.info(
             "downloaded %s: %s bytes, MD5 %s%s, SHA-256 %s",
-            dest.name, f"{size:,}", got, "" if md5 else " (no published MD5 to check)",
+            dest.name,
+            f"{size:,}",
+            got,
+            "" if md5 else " (no published MD5 to check)",
             sha_digest.hexdigest(),
         )
 
@@ -470,8 +479,9 @@ def _extract(
     except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise _RouteFailed(f"{archive} is not a readable zip archive ({_one_line(exc)})") from None
     except OSError as exc:
-        raise _RouteFailed(f"could not extract {member} from {archive}: "
-                           f"{_one_line(exc)}") from None
+        raise _RouteFailed(
+            f"could not extract {member} from {archive}: {_one_line(exc)}"
+        ) from None
     _record(target, got)
     log.info("extracted %s (%s bytes, SHA-256 %s)", target, f"{count:,}", got)
 
@@ -498,9 +508,21 @@ def _pip_download(route: WheelRoute, wheels: Path, timeout: float) -> None:
     scratch = Path(tempfile.mkdtemp(dir=wheels, prefix=".pip-"))
     limit = max(60.0, 6 * timeout)
     command = [
-        sys.executable, "-m", "pip", "download", route.requirement,
-        "--no-deps", "--only-binary=:all:", "--no-input", "--disable-pip-version-check",
-        "--timeout", f"{timeout:g}", "--retries", "1", "--dest", str(scratch),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        route.requirement,
+        "--no-deps",
+        "--only-binary=:all:",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--timeout",
+        f"{timeout:g}",
+        "--retries",
+        "1",
+        "--dest",
+        str(scratch),
     ]
     log.info("fetching %s with pip download", route.wheel)
     try:

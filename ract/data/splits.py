@@ -53,10 +53,12 @@ class SplitData:
         refuses to write one; older splits may be such): its metrics are all undefined."""
         holdout = self.eval_split(name).holdout
         if not n_evaluable(holdout):
-            raise RactError(f"{self.path}: no {name} user has a held-out item (all "
-                            f"{holdout.shape[0]} keep every item as fold-in), so nothing can "
-                            "be evaluated; run `ract prepare` again, which says which setting "
-                            "to change")
+            raise RactError(
+                f"{self.path}: no {name} user has a held-out item (all "
+                f"{holdout.shape[0]} keep every item as fold-in), so nothing can "
+                "be evaluated; run `ract prepare` again, which says which setting "
+                "to change"
+            )
 
     def users(self, split: str) -> pd.DataFrame:
         table = pd.read_csv(self.path / "users.csv", dtype={"user": str})
@@ -68,8 +70,9 @@ class SplitData:
 
 def _load_matrix(path: Path, n_items: int) -> sp.csr_matrix:
     if not path.exists():
-        raise RactError(f"{path}: file not found; the split folder is incomplete, prepare "
-                        "it again")
+        raise RactError(
+            f"{path}: file not found; the split folder is incomplete, prepare it again"
+        )
     try:
         m = sp.load_npz(path).tocsr()
     except Exception as exc:  # a damaged zip or foreign file
@@ -84,33 +87,43 @@ def load_split(path) -> SplitData:
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.exists():
-        raise RactError(f"{manifest_path}: file not found; expected a folder written by "
-                        "`ract prepare`")
+        raise RactError(
+            f"{manifest_path}: file not found; expected a folder written by `ract prepare`"
+        )
     try:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RactError(f"{manifest_path}: not valid JSON ({exc})") from None
     if manifest.get("format_version") != SPLIT_FORMAT_VERSION:
-        raise RactError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
-                        f"this ract reads {SPLIT_FORMAT_VERSION}; prepare the data again")
+        raise RactError(
+            f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
+            f"this ract reads {SPLIT_FORMAT_VERSION}; prepare the data again"
+        )
     n_items = manifest["n_items"]
     mats = {}
     for name in manifest["matrices"]:
         mats[name] = _load_matrix(path / f"{name}.npz", n_items)
-    evals = {s: EvalSplit(mats[f"{s}_input"], mats[f"{s}_holdout"],
-                          mats.get(f"{s}_exclude", mats[f"{s}_input"])) for s in EVAL_SPLITS}
+    evals = {
+        s: EvalSplit(
+            mats[f"{s}_input"], mats[f"{s}_holdout"], mats.get(f"{s}_exclude", mats[f"{s}_input"])
+        )
+        for s in EVAL_SPLITS
+    }
     return SplitData(path, manifest, mats["train"], evals["validation"], evals["test"])
 
 
 def dense_rows(m: sp.csr_matrix, rows, device) -> torch.Tensor:
-    """Rows of a sparse matrix as a dense float32 tensor (B, n_items): only a batch is densified."""
+    """Rows of a sparse matrix as a dense float32 tensor (B, n_items): only a batch is
+    densified."""
     return torch.from_numpy(m[rows].toarray()).to(device)
 
 
 def sparse_rows(m: sp.csr_matrix, rows, device) -> SparseRows:
     """Rows of a CSR matrix as a `SparseRows` batch (no dense matrix is built)."""
     part = m[rows]
-    return SparseRows(torch.from_numpy(part.indptr.astype(np.int64)).to(device),
-                      torch.from_numpy(part.indices.astype(np.int64)).to(device),
-                      torch.from_numpy(part.data.astype(np.float32, copy=False)).to(device),
-                      m.shape[1])
+    return SparseRows(
+        torch.from_numpy(part.indptr.astype(np.int64)).to(device),
+        torch.from_numpy(part.indices.astype(np.int64)).to(device),
+        torch.from_numpy(part.data.astype(np.float32, copy=False)).to(device),
+        m.shape[1],
+    )

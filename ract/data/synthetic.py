@@ -40,8 +40,7 @@ FORMATS = {"ml-csv": "ratings.csv", "netflix": "combined_data_1.txt"}
 # ML-20M; Netflix writes its own format with whole-star ratings.
 PRESETS = {
     "ml-20m": dict(n_users=136_677, n_items=20_108, n_interactions=10_000_000, format="ml-csv"),
-    "netflix": dict(n_users=463_435, n_items=17_769, n_interactions=56_900_000,
-                    format="netflix"),
+    "netflix": dict(n_users=463_435, n_items=17_769, n_interactions=56_900_000, format="netflix"),
 }
 
 # A user's items beyond this share of all items are drawn with exact Gumbel top-k over every
@@ -64,29 +63,37 @@ class SyntheticConfig:
     format: str = "ml-csv"
 
     def __post_init__(self):
-        check_settings(self, [
-            (self.n_users >= 1, "n_users", "an integer >= 1"),
-            (self.n_items >= 1, "n_items", "an integer >= 1"),
-            (self.min_user_items >= 1, "min_user_items", "an integer >= 1"),
-            (self.item_exponent >= 0, "item_exponent", "a number >= 0"),
-            (self.item_offset >= 0, "item_offset", "a number >= 0"),
-            (self.user_sigma >= 0, "user_sigma", "a number >= 0"),
-            (0 <= self.low_rating_share <= 1, "low_rating_share", "a number in [0, 1]"),
-            (self.format in FORMATS, "format", f"one of {', '.join(FORMATS)}"),
-        ])
+        check_settings(
+            self,
+            [
+                (self.n_users >= 1, "n_users", "an integer >= 1"),
+                (self.n_items >= 1, "n_items", "an integer >= 1"),
+                (self.min_user_items >= 1, "min_user_items", "an integer >= 1"),
+                (self.item_exponent >= 0, "item_exponent", "a number >= 0"),
+                (self.item_offset >= 0, "item_offset", "a number >= 0"),
+                (self.user_sigma >= 0, "user_sigma", "a number >= 0"),
+                (0 <= self.low_rating_share <= 1, "low_rating_share", "a number in [0, 1]"),
+                (self.format in FORMATS, "format", f"one of {', '.join(FORMATS)}"),
+            ],
+        )
         if self.min_user_items > self.n_items:
-            raise RactError(f"setting min_user_items: {self.min_user_items} is more than "
-                            f"n_items ({self.n_items})")
+            raise RactError(
+                f"setting min_user_items: {self.min_user_items} is more than "
+                f"n_items ({self.n_items})"
+            )
         low = self.min_user_items * self.n_users
         if self.n_interactions < low:
-            raise RactError(f"setting n_interactions: {self.n_interactions:,} is fewer than "
-                            f"n_users x min_user_items = {low:,}")
+            raise RactError(
+                f"setting n_interactions: {self.n_interactions:,} is fewer than "
+                f"n_users x min_user_items = {low:,}"
+            )
         if self.n_rows > self.n_users * self.n_items:
             raise RactError(
                 f"setting n_interactions: {self.n_interactions:,} positive plus "
                 f"{self.n_rows - self.n_interactions:,} low-rated rows do not fit in n_users x "
                 f"n_items = {self.n_users * self.n_items:,} distinct pairs; lower "
-                "n_interactions or low_rating_share, or raise n_users or n_items")
+                "n_interactions or low_rating_share, or raise n_users or n_items"
+            )
 
     @property
     def n_rows(self) -> int:
@@ -105,8 +112,10 @@ def synthetic_config(preset: str | None = None, scale: float = 1.0, **settings) 
     known = {f.name for f in dataclasses.fields(SyntheticConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise RactError(f"setting {unknown[0]}: unknown; expected one of preset, scale, "
-                        f"{', '.join(sorted(known))}")
+        raise RactError(
+            f"setting {unknown[0]}: unknown; expected one of preset, scale, "
+            f"{', '.join(sorted(known))}"
+        )
     base = dict(PRESETS[preset]) if preset else {}
     if preset:
         base["n_users"] = max(1, round(base["n_users"] * scale))
@@ -114,8 +123,9 @@ def synthetic_config(preset: str | None = None, scale: float = 1.0, **settings) 
     base.update({k: v for k, v in settings.items() if v is not None})
     missing = [k for k in ("n_users", "n_items", "n_interactions") if k not in base]
     if missing:
-        raise RactError(f"setting {missing[0]}: required without a preset (presets: "
-                        f"{', '.join(PRESETS)})")
+        raise RactError(
+            f"setting {missing[0]}: required without a preset (presets: {', '.join(PRESETS)})"
+        )
     return SyntheticConfig(**base)
 
 
@@ -136,8 +146,13 @@ def _apportion(total: int, weights: np.ndarray, cap: int) -> np.ndarray:
     return counts
 
 
-def _draw_sparse(counts: np.ndarray, users: np.ndarray, cdf: np.ndarray, weights: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw_sparse(
+    counts: np.ndarray,
+    users: np.ndarray,
+    cdf: np.ndarray,
+    weights: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Successive sampling for light users by rounds of draws with replacement: repeats of an
     item the user already has are rejected, and each round draws enough for the expected
     rejection rate. Returns (keys user * n_items + item, rank of the draw within the user)."""
@@ -173,15 +188,16 @@ def _draw_sparse(counts: np.ndarray, users: np.ndarray, cdf: np.ndarray, weights
     return np.concatenate(keys_out), np.concatenate(ranks_out)
 
 
-def _draw_dense(counts: np.ndarray, users: np.ndarray, weights: np.ndarray,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _draw_dense(
+    counts: np.ndarray, users: np.ndarray, weights: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Successive sampling for heavy users, exactly, by Gumbel top-k over every item."""
     n_items = len(weights)
     keys_out, ranks_out = [], []
     per_chunk = max(1, (1 << 22) // n_items)
     log_w = np.log(weights)
     for lo in range(0, len(users), per_chunk):  # chunks of users bound memory
-        chunk = users[lo: lo + per_chunk]
+        chunk = users[lo : lo + per_chunk]
         noisy = log_w - np.log(-np.log(rng.random((len(chunk), n_items))))
         order = np.argsort(-noisy, axis=1, kind="stable")  # (U, n_items), draw order
         rank = np.broadcast_to(np.arange(n_items), order.shape)
@@ -203,8 +219,9 @@ def generate(cfg: SyntheticConfig) -> pd.DataFrame:
     cdf /= cdf[-1]
 
     spread = rng.lognormal(0.0, cfg.user_sigma, n_users) if cfg.user_sigma else np.ones(n_users)
-    extra = _apportion(cfg.n_rows - cfg.min_user_items * n_users, spread,
-                       n_items - cfg.min_user_items)
+    extra = _apportion(
+        cfg.n_rows - cfg.min_user_items * n_users, spread, n_items - cfg.min_user_items
+    )
     counts = extra + cfg.min_user_items  # rows per user, positives and low-rated
     dense = counts > _DENSE_USER_SHARE * n_items
     parts = [_draw_sparse(counts, np.flatnonzero(~dense), cdf, weights, rng)]
@@ -220,13 +237,17 @@ def generate(cfg: SyntheticConfig) -> pd.DataFrame:
     n_low = cfg.n_rows - cfg.n_interactions
     low = np.zeros(len(keys), dtype=bool)
     low[rng.choice(np.flatnonzero(rank >= cfg.min_user_items), n_low, replace=False)] = True
-    stars = np.where(low, rng.integers(1, 8, len(keys)) * 0.5,  # 0.5 .. 3.5
-                     rng.choice([4.0, 4.5, 5.0], len(keys), p=[0.45, 0.2, 0.35]))
+    stars = np.where(
+        low,
+        rng.integers(1, 8, len(keys)) * 0.5,  # 0.5 .. 3.5
+        rng.choice([4.0, 4.5, 5.0], len(keys), p=[0.45, 0.2, 0.35]),
+    )
     if cfg.format == "netflix":  # whole stars: 1-3 low, 4-5 positive
         stars = np.where(low, np.ceil(stars / 1.25), np.where(stars > 4.0, 5.0, 4.0))
     timestamps = rng.integers(789_652_009, 1_427_784_002, len(keys))  # ML-20M's time range
-    return pd.DataFrame({"user": keys // n_items, "item": keys % n_items, "rating": stars,
-                         "timestamp": timestamps})
+    return pd.DataFrame(
+        {"user": keys // n_items, "item": keys % n_items, "rating": stars, "timestamp": timestamps}
+    )
 
 
 def _ids(n: int, spread: int, rng: np.random.Generator) -> np.ndarray:
@@ -270,8 +291,7 @@ def _text(columns: list[np.ndarray]) -> bytes:
     """Comma-separated lines of non-negative integer columns and fixed-width byte-string
     columns (numpy `S` arrays), built as one byte buffer: pandas' to_csv takes ~10x longer."""
     n = len(columns[0])
-    widths = [np.full(n, c.dtype.itemsize) if c.dtype.kind == "S" else _digits(c)
-              for c in columns]
+    widths = [np.full(n, c.dtype.itemsize) if c.dtype.kind == "S" else _digits(c) for c in columns]
     lengths = sum(widths) + len(columns)  # a comma after each field but the last, then "\n"
     pos = np.cumsum(lengths) - lengths  # where each line starts
     buf = np.empty(int(lengths.sum()), dtype=np.uint8)
@@ -298,11 +318,17 @@ def _write_mlcsv(frame: pd.DataFrame, user_ids, item_ids, handle) -> None:
     handle.write(b"userId,movieId,rating,timestamp\n")
     stars = np.array([f"{r / 2:.1f}".encode() for r in range(11)])  # b"0.0" .. b"5.0"
     for lo in range(0, len(frame), _ROWS_PER_WRITE):
-        part = frame.iloc[lo: lo + _ROWS_PER_WRITE]
-        handle.write(_text([user_ids[part["user"].to_numpy()],
-                            item_ids[part["item"].to_numpy()],
-                            stars[np.rint(part["rating"].to_numpy() * 2).astype(np.int64)],
-                            part["timestamp"].to_numpy()]))
+        part = frame.iloc[lo : lo + _ROWS_PER_WRITE]
+        handle.write(
+            _text(
+                [
+                    user_ids[part["user"].to_numpy()],
+                    item_ids[part["item"].to_numpy()],
+                    stars[np.rint(part["rating"].to_numpy() * 2).astype(np.int64)],
+                    part["timestamp"].to_numpy(),
+                ]
+            )
+        )
 
 
 def _write_netflix(frame: pd.DataFrame, user_ids, item_ids, handle) -> None:
@@ -312,18 +338,23 @@ def _write_netflix(frame: pd.DataFrame, user_ids, item_ids, handle) -> None:
     starts = np.flatnonzero(np.r_[True, movies[1:] != movies[:-1]])
     bounds = np.r_[starts, len(movies)]
     # Chunks of whole movies, about _ROWS_PER_WRITE rows each, bound the text held in memory.
-    edges = np.unique(np.r_[np.searchsorted(starts, np.arange(0, len(movies), _ROWS_PER_WRITE)),
-                            len(starts)])
+    edges = np.unique(
+        np.r_[np.searchsorted(starts, np.arange(0, len(movies), _ROWS_PER_WRITE)), len(starts)]
+    )
     for a, b in zip(edges[:-1], edges[1:]):
-        part = frame.iloc[bounds[a]: bounds[b]]
+        part = frame.iloc[bounds[a] : bounds[b]]
         days = part["timestamp"].to_numpy() // 86_400
-        text = _text([user_ids[part["user"].to_numpy()],
-                      part["rating"].to_numpy().astype(np.int64),
-                      np.datetime_as_string(days.astype("datetime64[D]")).astype("S10")])
+        text = _text(
+            [
+                user_ids[part["user"].to_numpy()],
+                part["rating"].to_numpy().astype(np.int64),
+                np.datetime_as_string(days.astype("datetime64[D]")).astype("S10"),
+            ]
+        )
         line_ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10) + 1
-        offsets = np.r_[0, line_ends][bounds[a: b + 1] - bounds[a]]  # each movie's block
+        offsets = np.r_[0, line_ends][bounds[a : b + 1] - bounds[a]]  # each movie's block
         pieces = []
         for k in range(b - a):  # one slice per movie, not per row
             pieces.append(b"%d:\n" % item_ids[movies[bounds[a + k]]])
-            pieces.append(text[offsets[k]: offsets[k + 1]])
+            pieces.append(text[offsets[k] : offsets[k + 1]])
         handle.write(b"".join(pieces))

@@ -21,16 +21,22 @@ log = logging.getLogger("ract")
 
 
 def run(snakemake, body):
-    logging.basicConfig(filename=snakemake.log[0], filemode="w", level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        filename=snakemake.log[0],
+        filemode="w",
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     try:
         with job_lock(snakemake.output):
             body()
     except JobRunning as exc:
-        fail(f"ract: error: another process{f' (pid {exc.pid})' if exc.pid else ''} is still "
-             "running this job, left by a Snakemake run that was stopped; wait for it to end "
-             f"or stop it{f' (kill {exc.pid})' if exc.pid else ''}, then run again")
+        fail(
+            f"ract: error: another process{f' (pid {exc.pid})' if exc.pid else ''} is still "
+            "running this job, left by a Snakemake run that was stopped; wait for it to end "
+            f"or stop it{f' (kill {exc.pid})' if exc.pid else ''}, then run again"
+        )
     except Exception as exc:  # noqa: BLE001 - every failure ends in one line
         line = error_line(exc, f"full traceback in {snakemake.log[0]}")
         if isinstance(exc, RactError):
@@ -54,6 +60,8 @@ def remedy(line, inputs):
         if path in inputs or str(Path(path).parent) in folders:
             rule = producer(path)
             if rule:
-                return (f"; rule {rule} makes it here: delete {path} and run again to remake it "
-                        "and everything made from it")
+                return (
+                    f"; rule {rule} makes it here: delete {path} and run again to remake it "
+                    "and everything made from it"
+                )
     return ""

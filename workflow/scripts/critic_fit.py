@@ -15,14 +15,20 @@ from ract.runtime import resolve_device
 def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(Path(snakemake.input.split).parent)
-    state = load_checkpoint(snakemake.input.checkpoint, data_hash=data.content_hash,
-                            n_items=data.n_items)
+    state = load_checkpoint(
+        snakemake.input.checkpoint, data_hash=data.content_hash, n_items=data.n_items
+    )
     critic = build_critic(state)
     if critic is None:
         raise RactError(f"{snakemake.input.checkpoint}: has no critic to measure")
     device = resolve_device(snakemake.params.device)
-    frame = critic_fit_frame(build_actor(state).to(device), critic.to(device), data,
-                             snakemake.wildcards.split, device=device)
+    frame = critic_fit_frame(
+        build_actor(state).to(device),
+        critic.to(device),
+        data,
+        snakemake.wildcards.split,
+        device=device,
+    )
     write_csv(snakemake.output[0], frame)
 
 

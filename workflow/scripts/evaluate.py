@@ -17,8 +17,9 @@ def main():
     torch.set_num_threads(snakemake.threads)
     data = load_split(Path(snakemake.input.split).parent)
     checkpoint = snakemake.input.checkpoint
-    outputs = list(zip(snakemake.params.splits, snakemake.output.per_user,
-                       snakemake.output.summary))
+    outputs = list(
+        zip(snakemake.params.splits, snakemake.output.per_user, snakemake.output.summary)
+    )
     # the data hash lets the comparison refuse results from different splits
     record = {"checkpoint": checkpoint, "data_hash": data.content_hash}
     try:
@@ -27,14 +28,12 @@ def main():
         log.warning("%s", exc)
         for split, per_user, summary in outputs:
             write_csv(per_user, pd.DataFrame(columns=["user", "n_input", "n_holdout"]))
-            write_json(summary, {"split": split, "status": "failed", "error": str(exc),
-                                 **record})
+            write_json(summary, {"split": split, "status": "failed", "error": str(exc), **record})
         return
     device = resolve_device(snakemake.params.device)
     model = model.to(device)
     for split, per_user, summary in outputs:
-        frame, result = evaluate_to_frames(model, data, split, snakemake.params.ks,
-                                           device=device)
+        frame, result = evaluate_to_frames(model, data, split, snakemake.params.ks, device=device)
         result.update(status="ok", **record, **info)
         write_csv(per_user, frame)
         write_json(summary, result)

@@ -20,9 +20,11 @@ def main():
         if snakemake.rule == "fit_ease":
             # the job's memory request is EASE's budget: refused up front rather than killed
             model, grid = select_ease_lambda(
-                data, tuple(snakemake.params.lambdas),
+                data,
+                tuple(snakemake.params.lambdas),
                 device=resolve_device(snakemake.params.device),
-                max_bytes=int(snakemake.resources.mem_mb) * 2**20)
+                max_bytes=int(snakemake.resources.mem_mb) * 2**20,
+            )
             write_csv(snakemake.output.grid, pd.DataFrame(grid))
         else:
             model = Popularity.fit(data.train)

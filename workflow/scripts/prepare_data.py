@@ -20,10 +20,20 @@ def main():
     else:
         check_cached(raw)  # a file of the user's, unless it has a .sha256 beside it
     cfg = PrepareConfig(**p.settings)
-    frame = read_interactions(raw, reader["format"], columns=reader["columns"],
-                              sep=reader["sep"], header=reader["header"])
-    prepare_split(frame, cfg, Path(snakemake.output.manifest).parent, source=str(raw),
-                  extra={"format": reader["format"], "dataset": snakemake.wildcards.dataset})
+    frame = read_interactions(
+        raw,
+        reader["format"],
+        columns=reader["columns"],
+        sep=reader["sep"],
+        header=reader["header"],
+    )
+    prepare_split(
+        frame,
+        cfg,
+        Path(snakemake.output.manifest).parent,
+        source=str(raw),
+        extra={"format": reader["format"], "dataset": snakemake.wildcards.dataset},
+    )
 
 
 run(snakemake, main)

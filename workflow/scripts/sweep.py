@@ -24,14 +24,18 @@ def main():
         frames = []
         for path in info["summaries"]:
             s = json.load(open(path))
-            frames.append({"model": p.models[s["stage"]], "split": s["split"],
-                           **{m: s["metrics"][m]["mean"] for m in PAPER_METRICS}})
+            frames.append(
+                {
+                    "model": p.models[s["stage"]],
+                    "split": s["split"],
+                    **{m: s["metrics"][m]["mean"] for m in PAPER_METRICS},
+                }
+            )
         means = pd.DataFrame(frames).groupby(["model", "split"])[list(PAPER_METRICS)].mean()
         row["validation ndcg@100 (RaCT)"] = means.loc[("RaCT", "validation"), "ndcg@100"]
         for m in PAPER_METRICS:
             row[f"test {m} (RaCT)"] = means.loc[("RaCT", "test"), m]
-        row["validation ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "validation"),
-                                                         "ndcg@100"]
+        row["validation ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "validation"), "ndcg@100"]
         row["test ndcg@100 (Mult-VAE)"] = means.loc[("Mult-VAE", "test"), "ndcg@100"]
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -40,12 +44,15 @@ def main():
     table["chosen"] = table["variant"] == best["variant"]
     write_csv(snakemake.output.csv, table)
     write_text(snakemake.output.md, markdown_table(table, list(table.columns)))
-    write_json(snakemake.output.best, {
-        "variant": best["variant"],
-        "chosen_on": "validation ndcg@100 of RaCT, mean over seeds",
-        "settings": p.variants[best["variant"]]["settings"],
-        "metrics": {k: float(v) for k, v in best.items() if "(" in k},
-    })
+    write_json(
+        snakemake.output.best,
+        {
+            "variant": best["variant"],
+            "chosen_on": "validation ndcg@100 of RaCT, mean over seeds",
+            "settings": p.variants[best["variant"]]["settings"],
+            "metrics": {k: float(v) for k, v in best.items() if "(" in k},
+        },
+    )
 
 
 run(snakemake, main)

@@ -23,15 +23,19 @@ def main():
     out = Path(snakemake.output.checkpoint)
     try:
         train_stage(
-            data, cfg,
-            out_checkpoint=snakemake.output.checkpoint, history_path=snakemake.output.history,
+            data,
+            cfg,
+            out_checkpoint=snakemake.output.checkpoint,
+            history_path=snakemake.output.history,
             actor_cfg=ActorConfig(n_items=data.n_items, **actor) if actor else None,
             critic_cfg=CriticConfig(**critic) if critic else None,
             pre_model_path=snakemake.input.get("start"),
-            checkpoint_dir=str(out.parent / "checkpoints"), device=p.device,
+            checkpoint_dir=str(out.parent / "checkpoints"),
+            device=p.device,
             # outside the rule's outputs, which Snakemake deletes when a job fails: a job
             # killed mid-way (wall time, pre-emption) continues from here when rerun
-            resume_path=str(out.parent / "resume" / out.name))
+            resume_path=str(out.parent / "resume" / out.name),
+        )
     except ModelFailure as exc:
         # RaCT's own stages stop the study; a baseline (Mult-DAE) is recorded as failed
         if not p.get("baseline"):
