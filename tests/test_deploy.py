@@ -113,8 +113,9 @@ use rule * from ract
 
 
 @pytest.mark.slow
-def test_a_study_runs_as_a_module_from_another_folder(tmp_path):
+def test_a_study_runs_as_a_module_from_another_folder(tmp_path, download_cache):
     work = deploy(tmp_path / "deployed", tiny_config())
+    download_cache(work / "data" / "raw")
     r = subprocess.run([SNAKEMAKE, "--cores", "2"], cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     table = (work / "results" / "ml-100k" / "comparison.csv").read_text()

@@ -17,9 +17,10 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, download_cache):
     tmp = tmp_path_factory.mktemp("e2e")
     data = tmp / "split"
+    download_cache(tmp / "raw")
     cli("prepare", "--dataset", "ml-100k", "--offline", "--cache", tmp / "raw", "--out", data)
     cli("train", "--stage", "actor_pretrain", "--data", data, "--out", tmp / "actor.pt",
         "--history", tmp / "actor.csv", "--epochs", "60", "--device", "cpu", "--seed", "1")

@@ -4,7 +4,6 @@ resumed, numerical faults. Nothing may be lost, torn or silently wrong."""
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -186,9 +185,6 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
     config["stages"]["actor_pretrain"]["pretrain_epochs"] = epochs
     workdir.mkdir(exist_ok=True)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    cache = ROOT / "data" / "raw"
-    if cache.is_dir() and not (workdir / "data").exists():  # no second pip download
-        shutil.copytree(cache, workdir / "data" / "raw")
     return subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
                              "tiny.yaml", "--cores", "4", "--rerun-incomplete",
                              *(targets or [ACTOR.format(s) for s in seeds])], cwd=workdir,
@@ -197,9 +193,10 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
 
 
 @pytest.fixture(scope="module")
-def alone(tmp_path_factory):
+def alone(tmp_path_factory, download_cache):
     """Seed 1's actor, trained by the workflow with nothing else running."""
     workdir = tmp_path_factory.mktemp("alone")
+    download_cache(workdir / "data" / "raw")
     proc = snakemake_study(workdir, [1])
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     return workdir
@@ -211,7 +208,8 @@ def assert_same_actor(a, b):
     assert all(torch.equal(sa["actor_state"][k], sb["actor_state"][k]) for k in sa["actor_state"])
 
 
-def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path):
+def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path, download_cache):
+    download_cache(tmp_path / "data" / "raw")
     log = tmp_path / "logs/ml-100k/main/seed1/actor_pretrain.log"
     proc = snakemake_study(tmp_path, [1])
 
@@ -233,7 +231,8 @@ def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path):
     assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
 
 
-def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path):
+def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path, download_cache):
+    download_cache(tmp_path / "data" / "raw")
     proc = snakemake_study(tmp_path, [1, 2])  # two 2-thread jobs at once under --cores 4
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))

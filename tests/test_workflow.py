@@ -66,8 +66,9 @@ def copy_project(repo):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, download_cache):
     workdir = tmp_path_factory.mktemp("study")
+    download_cache(workdir / "data" / "raw")
     r = snakemake(workdir, tiny_config())
     assert r.returncode == 0, r.stderr[-3000:]
     return workdir
