@@ -41,6 +41,15 @@ def split(tmp_path_factory):
     return load_split(out)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items):
+    """A test on the real ml-100k data (it needs the wheel, itself or through a fixture) runs
+    the study or a good part of it: it is slow, and `make test` then stays offline."""
+    for item in items:
+        if "ml100k_wheel" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ml100k_wheel(request, tmp_path_factory) -> Path:
     """ml-100k's offline copy, the RecBole wheel (ract.data.sources), fetched once for all the

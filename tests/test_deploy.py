@@ -17,12 +17,14 @@ SMK = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
 ENV = ROOT / "workflow" / "envs" / "ract.yaml"
 
 
+@pytest.mark.slow
 def test_snakemake_lint_finds_nothing(tmp_path):
     r = snakemake(tmp_path, tiny_config(), "--lint")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Lints for" not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_snakefmt_leaves_the_workflow_unchanged():
     # the line length and directive order are in pyproject.toml, [tool.snakefmt]
     snakefmt = Path(sys.executable).parent / "snakefmt"

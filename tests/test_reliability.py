@@ -112,6 +112,7 @@ def assert_same_run(a, b, stage):
     pd.testing.assert_frame_equal(ha, hb)
 
 
+@pytest.mark.slow
 def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_dir, tmp_path):
     plain, killed = tmp_path / "plain", tmp_path / "killed"
     plain.mkdir(), killed.mkdir()
@@ -129,6 +130,7 @@ def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_d
     assert_same_run(plain, killed, "actor_pretrain")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_matches(
         split_dir, tmp_path):
     plain, stopped = tmp_path / "plain", tmp_path / "stopped"
@@ -160,6 +162,7 @@ def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_match
     assert_same_run(plain, stopped, "critic_pretrain")
 
 
+@pytest.mark.slow
 def test_a_resume_point_from_other_settings_is_ignored(split_dir, tmp_path):
     resume = tmp_path / "resume.pt"
     cmd = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
@@ -240,6 +243,7 @@ def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path, download_cache)
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two different runs
 
 
+@pytest.mark.slow
 def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_path,
                                                                   monkeypatch):
     """Long epochs (here: every epoch, threshold 0) keep each epoch's snapshot in memory, so
