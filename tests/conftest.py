@@ -1,8 +1,12 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from ract.data.prepare import PrepareConfig, prepare_split
+from ract.data.sources import DATASETS, fetch_dataset
 from ract.data.splits import load_split
 
 
@@ -35,3 +39,38 @@ def split(tmp_path_factory):
     out = tmp_path_factory.mktemp("split") / "s"
     prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
     return load_split(out)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items):
+    """A test on the real ml-100k data (it needs the wheel, itself or through a fixture) runs
+    the study or a good part of it: it is slow, and `make test` then stays offline."""
+    for item in items:
+        if "ml100k_wheel" in item.fixturenames:
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def ml100k_wheel(request, tmp_path_factory) -> Path:
+    """ml-100k's offline copy, the RecBole wheel (ract.data.sources), fetched once for all the
+    tests that run the study, and kept between runs in pytest's cache folder (.pytest_cache):
+    each of them used to `pip download` the same wheel into its own download cache."""
+    cache = getattr(request.config, "cache", None)  # None under -p no:cacheprovider
+    folder = cache.mkdir("ml-100k") if cache else tmp_path_factory.mktemp("ml-100k")
+    wheel = folder / "wheels" / DATASETS["ml-100k"].offline[0].wheel
+    if not wheel.is_file():  # else fetch_dataset would be content with the extracted ratings
+        shutil.rmtree(folder / "ml-100k", ignore_errors=True)
+    fetch_dataset("ml-100k", folder, offline=True)
+    return wheel
+
+
+@pytest.fixture(scope="session")
+def download_cache(ml100k_wheel):
+    """Gives a download cache folder (a workdir's data/raw, or `ract prepare --cache`) a link to
+    the shared ml-100k wheel; the run still checks its SHA-256 and extracts it there."""
+    def seed(folder: Path) -> Path:
+        wheels = Path(folder) / "wheels"
+        wheels.mkdir(parents=True, exist_ok=True)
+        (wheels / ml100k_wheel.name).symlink_to(ml100k_wheel)
+        return folder
+    return seed

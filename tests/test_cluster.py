@@ -114,8 +114,9 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
+def slurm_run(cluster, tmp_path_factory, download_cache):
     workdir = tmp_path_factory.mktemp("slurm")
+    download_cache(workdir / "data" / "raw")
     planned = planned_jobs(workdir, cluster_config())
     r = run_on_slurm(workdir, cluster_config())
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
@@ -139,8 +140,9 @@ def test_every_planned_job_but_the_local_ones_ran_as_a_completed_slurm_job(slurm
         assert f"rule {rule_of[jobid]}:" in (workdir / log).read_text(), log
 
 
-def test_results_equal_a_local_run(slurm_run, tmp_path):
+def test_results_equal_a_local_run(slurm_run, tmp_path, download_cache):
     workdir, _, _ = slurm_run
+    download_cache(tmp_path / "data" / "raw")
     r = run(tmp_path, cluster_config(), "--cores", "2", "--max-threads", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     on_slurm, local = summaries(workdir), summaries(tmp_path)

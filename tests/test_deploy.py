@@ -17,12 +17,14 @@ SMK = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
 ENV = ROOT / "workflow" / "envs" / "ract.yaml"
 
 
+@pytest.mark.slow
 def test_snakemake_lint_finds_nothing(tmp_path):
     r = snakemake(tmp_path, tiny_config(), "--lint")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Lints for" not in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_snakefmt_leaves_the_workflow_unchanged():
     # the line length and directive order are in pyproject.toml, [tool.snakefmt]
     snakefmt = Path(sys.executable).parent / "snakefmt"
@@ -113,8 +115,9 @@ use rule * from ract
 
 
 @pytest.mark.slow
-def test_a_study_runs_as_a_module_from_another_folder(tmp_path):
+def test_a_study_runs_as_a_module_from_another_folder(tmp_path, download_cache):
     work = deploy(tmp_path / "deployed", tiny_config())
+    download_cache(work / "data" / "raw")
     r = subprocess.run([SNAKEMAKE, "--cores", "2"], cwd=work, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     table = (work / "results" / "ml-100k" / "comparison.csv").read_text()

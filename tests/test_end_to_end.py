@@ -17,9 +17,10 @@ def cli(*args):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, download_cache):
     tmp = tmp_path_factory.mktemp("e2e")
     data = tmp / "split"
+    download_cache(tmp / "raw")
     cli("prepare", "--dataset", "ml-100k", "--offline", "--cache", tmp / "raw", "--out", data)
     cli("train", "--stage", "actor_pretrain", "--data", data, "--out", tmp / "actor.pt",
         "--history", tmp / "actor.csv", "--epochs", "60", "--device", "cpu", "--seed", "1")
@@ -41,9 +42,13 @@ def test_prepared_ml100k_has_expected_shape(run):
     _, data = run
     m = json.loads((data / "manifest.json").read_text())
     assert m["n_rows_read"] == 100_000
-    assert m["matrices"]["validation_input"]["users"] == m["matrices"]["test_input"]["users"]
-    assert 90 <= m["matrices"]["test_input"]["users"] <= 95  # 10% of ~940 users
-    assert 1400 < m["n_items"] < 1682
+    # sizes from the manifest's own settings, not today's filters: each held-out set is
+    # `heldout_users` of the users kept, the rest train; ml-100k has 943 users and 1682 items
+    users = {name: matrix["users"] for name, matrix in m["matrices"].items()}
+    heldout = round(m["settings"]["heldout_users"] * m["n_users"])
+    assert users["validation_input"] == users["test_input"] == heldout > 0
+    assert users["train"] == m["n_users"] - 2 * heldout and m["n_users"] <= 943
+    assert 0 < m["n_items"] <= 1682
 
 
 def test_actor_and_ract_rank_well_on_test_users(run):

@@ -4,7 +4,6 @@ resumed, numerical faults. Nothing may be lost, torn or silently wrong."""
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -113,6 +112,7 @@ def assert_same_run(a, b, stage):
     pd.testing.assert_frame_equal(ha, hb)
 
 
+@pytest.mark.slow
 def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_dir, tmp_path):
     plain, killed = tmp_path / "plain", tmp_path / "killed"
     plain.mkdir(), killed.mkdir()
@@ -130,6 +130,7 @@ def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_d
     assert_same_run(plain, killed, "actor_pretrain")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_matches(
         split_dir, tmp_path):
     plain, stopped = tmp_path / "plain", tmp_path / "stopped"
@@ -161,6 +162,7 @@ def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_match
     assert_same_run(plain, stopped, "critic_pretrain")
 
 
+@pytest.mark.slow
 def test_a_resume_point_from_other_settings_is_ignored(split_dir, tmp_path):
     resume = tmp_path / "resume.pt"
     cmd = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
@@ -186,9 +188,6 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
     config["stages"]["actor_pretrain"]["pretrain_epochs"] = epochs
     workdir.mkdir(exist_ok=True)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    cache = ROOT / "data" / "raw"
-    if cache.is_dir() and not (workdir / "data").exists():  # no second pip download
-        shutil.copytree(cache, workdir / "data" / "raw")
     return subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
                              "tiny.yaml", "--cores", "4", "--rerun-incomplete",
                              *(targets or [ACTOR.format(s) for s in seeds])], cwd=workdir,
@@ -197,9 +196,10 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
 
 
 @pytest.fixture(scope="module")
-def alone(tmp_path_factory):
+def alone(tmp_path_factory, download_cache):
     """Seed 1's actor, trained by the workflow with nothing else running."""
     workdir = tmp_path_factory.mktemp("alone")
+    download_cache(workdir / "data" / "raw")
     proc = snakemake_study(workdir, [1])
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     return workdir
@@ -211,7 +211,8 @@ def assert_same_actor(a, b):
     assert all(torch.equal(sa["actor_state"][k], sb["actor_state"][k]) for k in sa["actor_state"])
 
 
-def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path):
+def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path, download_cache):
+    download_cache(tmp_path / "data" / "raw")
     log = tmp_path / "logs/ml-100k/main/seed1/actor_pretrain.log"
     proc = snakemake_study(tmp_path, [1])
 
@@ -233,7 +234,8 @@ def test_snakemake_rerun_of_a_killed_training_job_resumes_it(alone, tmp_path):
     assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
 
 
-def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path):
+def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path, download_cache):
+    download_cache(tmp_path / "data" / "raw")
     proc = snakemake_study(tmp_path, [1, 2])  # two 2-thread jobs at once under --cores 4
     assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     assert_same_actor(alone / ACTOR.format(1), tmp_path / ACTOR.format(1))
@@ -241,6 +243,7 @@ def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path):
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two seeds, two different runs
 
 
+@pytest.mark.slow
 def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_path,
                                                                   monkeypatch):
     """Long epochs (here: every epoch, threshold 0) keep each epoch's snapshot in memory, so

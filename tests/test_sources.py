@@ -327,9 +327,10 @@ def test_hanging_server_times_out(tmp_path, no_pip):
             fetch_dataset(dataset, tmp_path, timeout=0.3)
 
 
-def test_real_offline_route_via_pip(tmp_path):
-    """Uses the package registry (as CI can); about a second."""
-    path, fmt = fetch_dataset("ml-100k", tmp_path, offline=True, timeout=30)
+def test_real_offline_route_gives_ml100k(tmp_path, download_cache):
+    """The real wheel, fetched from the package registry with pip download once for the whole
+    test run (conftest.py), verified and unpacked like any cached wheel."""
+    path, fmt = fetch_dataset("ml-100k", download_cache(tmp_path), offline=True, timeout=30)
     assert (path, fmt) == (tmp_path / "ml-100k" / "ml-100k.inter", "recbole")
     frame = read_interactions(path, fmt)
     assert len(frame) == 100_000

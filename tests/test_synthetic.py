@@ -119,6 +119,7 @@ def test_synthesize_caches_by_settings(tmp_path):
     assert path.parent != other.parent
 
 
+@pytest.mark.slow  # the workflow run four times
 def test_workflow_source_synthetic_obtains_and_prepares(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["datasets"] = {"syn": {"source": "synthetic", "synthetic": {
