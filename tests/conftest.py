@@ -17,8 +17,11 @@ def make_interactions(n_users=240, n_items=60, seed=0) -> pd.DataFrame:
     rows = []
     for u in range(n_users):
         group = u % 2
-        liked = rng.choice(np.arange(n_items // 2) + group * (n_items // 2),
-                           size=rng.integers(6, 16), replace=False)
+        liked = rng.choice(
+            np.arange(n_items // 2) + group * (n_items // 2),
+            size=rng.integers(6, 16),
+            replace=False,
+        )
         other = rng.choice(n_items, size=rng.integers(1, 5), replace=False)
         for i in liked:
             rows.append((1000 + u, 500 + i, float(rng.choice([4, 5]))))
@@ -68,9 +71,11 @@ def ml100k_wheel(request, tmp_path_factory) -> Path:
 def download_cache(ml100k_wheel):
     """Gives a download cache folder (a workdir's data/raw, or `ract prepare --cache`) a link to
     the shared ml-100k wheel; the run still checks its SHA-256 and extracts it there."""
+
     def seed(folder: Path) -> Path:
         wheels = Path(folder) / "wheels"
         wheels.mkdir(parents=True, exist_ok=True)
         (wheels / ml100k_wheel.name).symlink_to(ml100k_wheel)
         return folder
+
     return seed

@@ -43,8 +43,20 @@ def prepare(tmp_path, name, content, fmt="ml-csv", *extra):
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     out = tmp_path / "split"
-    code = main(["prepare", "--input", str(path), "--format", fmt, "--out", str(out),
-                 "--heldout-users", "3", *map(str, extra)])
+    code = main(
+        [
+            "prepare",
+            "--input",
+            str(path),
+            "--format",
+            fmt,
+            "--out",
+            str(out),
+            "--heldout-users",
+            "3",
+            *map(str, extra),
+        ]
+    )
     return code, out
 
 
@@ -60,42 +72,66 @@ def refused(capsys, tmp_path, code, out):
 
 BAD_FILES = {
     "truncated in the middle of a line": (
-        HEADER + "".join(good_rows()) + "31,4", "ml-csv",
+        HEADER + "".join(good_rows()) + "31,4",
+        "ml-csv",
         r"ratings.csv: line 242: expected 4 comma-separated fields, as in the header on line 1, "
-        r"found 2"),
+        r"found 2",
+    ),
     "wrong separator (semicolons)": (
-        HEADER.replace(",", ";") + "1;2;4.0;100\n", "ml-csv",
+        HEADER.replace(",", ";") + "1;2;4.0;100\n",
+        "ml-csv",
         r"ratings.csv: line 1: no user column 'userId' in the header \(columns found: "
-        r"userId;movieId;rating;timestamp\)"),
+        r"userId;movieId;rating;timestamp\)",
+    ),
     "tab-separated file read as ml-1m": (
-        "1\t2\t4\t100\n", "ml-1m", r"ratings.csv: line 1: .*'::'"),
+        "1\t2\t4\t100\n",
+        "ml-1m",
+        r"ratings.csv: line 1: .*'::'",
+    ),
     "missing rating column": (
-        "userId,movieId,timestamp\n1,2,100\n", "ml-csv",
-        r"ratings.csv: line 1: no rating column 'rating' in the header"),
+        "userId,movieId,timestamp\n1,2,100\n",
+        "ml-csv",
+        r"ratings.csv: line 1: no rating column 'rating' in the header",
+    ),
     "extra column on one line": (
-        "1\t2\t4\t100\n1\t3\t5\t100\t7\n", "ml-100k",
-        r"ratings.csv: line 2: expected 4 tab-separated fields"),
+        "1\t2\t4\t100\n1\t3\t5\t100\t7\n",
+        "ml-100k",
+        r"ratings.csv: line 2: expected 4 tab-separated fields",
+    ),
     "non-numeric rating": (
-        HEADER + "1,2,4.0,100\n1,3,good,100\n", "ml-csv",
-        r"ratings.csv: line 3: rating 'good' is not a number"),
+        HEADER + "1,2,4.0,100\n1,3,good,100\n",
+        "ml-csv",
+        r"ratings.csv: line 3: rating 'good' is not a number",
+    ),
     "NaN rating": (
-        HEADER + "1,2,4.0,100\n1,3,nan,100\n", "ml-csv",
-        r"ratings.csv: line 3: rating 'nan'"),
-    "empty rating": (
-        HEADER + "1,2,,100\n", "ml-csv", r"ratings.csv: line 2: .*rating"),
-    "empty user id": (
-        HEADER + ",2,4.0,100\n", "ml-csv", r"ratings.csv: line 2: .*user"),
+        HEADER + "1,2,4.0,100\n1,3,nan,100\n",
+        "ml-csv",
+        r"ratings.csv: line 3: rating 'nan'",
+    ),
+    "empty rating": (HEADER + "1,2,,100\n", "ml-csv", r"ratings.csv: line 2: .*rating"),
+    "empty user id": (HEADER + ",2,4.0,100\n", "ml-csv", r"ratings.csv: line 2: .*user"),
     "empty file": (b"", "ml-csv", r"ratings.csv: .*empty"),
     "header only": (HEADER, "ml-csv", r"ratings.csv: .*no interaction"),
     "non-UTF-8 bytes": (
-        HEADER.encode() + b"1,2,4.0,100\n1,\xff\xfe,5.0,100\n", "ml-csv",
-        r"ratings.csv: line 3: .*UTF-8"),
+        HEADER.encode() + b"1,2,4.0,100\n1,\xff\xfe,5.0,100\n",
+        "ml-csv",
+        r"ratings.csv: line 3: .*UTF-8",
+    ),
     "a zip archive instead of the ratings file": (
-        b"PK\x03\x04" + b"\0" * 60, "ml-csv", r"ratings.csv: .*zip"),
+        b"PK\x03\x04" + b"\0" * 60,
+        "ml-csv",
+        r"ratings.csv: .*zip",
+    ),
     "MSD triplets with a non-integer play count": (
-        "u1\ts1\t3\nu1\ts2\tmany\n", "msd", r"ratings.csv: line 2: .*'many'"),
+        "u1\ts1\t3\nu1\ts2\tmany\n",
+        "msd",
+        r"ratings.csv: line 2: .*'many'",
+    ),
     "Netflix rating line before any movie header": (
-        "1488844,3,2005-09-06\n", "netflix", r"ratings.csv: line 1: .*movie"),
+        "1488844,3,2005-09-06\n",
+        "netflix",
+        r"ratings.csv: line 1: .*movie",
+    ),
 }
 
 
@@ -107,20 +143,34 @@ def test_malformed_file_is_refused_in_one_line_with_nothing_written(tmp_path, ca
     assert re.search(message, line), line
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--min-user-count", "100"], r"ratings.csv: no interactions left after filtering"),
-    (["--rating-threshold", "5"], r"ratings.csv: no interactions left after filtering"),
-    (["--heldout-proportion", "1.5"], r"setting heldout_proportion: expected a number in \(0, 1\)"),
-    (["--min-user-count", "-1"], r"setting min_user_count: expected an integer >= 0"),
-    (["--heldout-users", "0.6"], r"heldout_users"),
-    (["--min-items-to-split", "100000"], r"ratings.csv: the split cannot be evaluated: 0 of 3 "
-     r"validation users and 0 of 3 test users have held-out items; lower min_items_to_split "
-     r"\(--min-items-to-split\)"),
-    (["--protocol", "weak", "--weak-ratios", "1", "0", "0"],
-     r"0 of 30 validation users and 0 of 30 test users .*weak_ratios \(--weak-ratios\)"),
-    (["--protocol", "weak", "--weak-ratios", "0.7", "0.3", "0"],
-     r"30 of 30 validation users and 0 of 30 test users"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--min-user-count", "100"], r"ratings.csv: no interactions left after filtering"),
+        (["--rating-threshold", "5"], r"ratings.csv: no interactions left after filtering"),
+        (
+            ["--heldout-proportion", "1.5"],
+            r"setting heldout_proportion: expected a number in \(0, 1\)",
+        ),
+        (["--min-user-count", "-1"], r"setting min_user_count: expected an integer >= 0"),
+        (["--heldout-users", "0.6"], r"heldout_users"),
+        (
+            ["--min-items-to-split", "100000"],
+            r"ratings.csv: the split cannot be evaluated: 0 of 3 "
+            r"validation users and 0 of 3 test users have held-out items; "
+            r"lower min_items_to_split "
+            r"\(--min-items-to-split\)",
+        ),
+        (
+            ["--protocol", "weak", "--weak-ratios", "1", "0", "0"],
+            r"0 of 30 validation users and 0 of 30 test users .*weak_ratios \(--weak-ratios\)",
+        ),
+        (
+            ["--protocol", "weak", "--weak-ratios", "0.7", "0.3", "0"],
+            r"30 of 30 validation users and 0 of 30 test users",
+        ),
+    ],
+)
 def test_impossible_settings_are_refused(tmp_path, capsys, flags, message):
     code, out = prepare(tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv", *flags)
     line = refused(capsys, tmp_path, code, out)
@@ -131,11 +181,19 @@ def test_odd_but_meaningful_inputs_are_accepted(tmp_path, capsys):
     # Negative and huge ids are labels, not numbers: kept exactly, no overflow or collision.
     # Duplicate rows are one interaction. Windows line ends and a BOM are read as text.
     rows = good_rows()
-    odd = ["-5,1,5.0,1\n", "-5,2,5.0,1\n", "-5,3,5.0,1\n", "-5,4,5.0,1\n", "-5,5,5.0,1\n",
-           "-5,5,5.0,1\n",  # duplicate
-           "99999999999999999999999,1,4.5,1\n", "99999999999999999999999,2,4.5,1\n",
-           "99999999999999999999999,3,4.5,1\n", "99999999999999999999999,4,4.5,1\n",
-           "99999999999999999999999,6,4.5,1\n"]
+    odd = [
+        "-5,1,5.0,1\n",
+        "-5,2,5.0,1\n",
+        "-5,3,5.0,1\n",
+        "-5,4,5.0,1\n",
+        "-5,5,5.0,1\n",
+        "-5,5,5.0,1\n",  # duplicate
+        "99999999999999999999999,1,4.5,1\n",
+        "99999999999999999999999,2,4.5,1\n",
+        "99999999999999999999999,3,4.5,1\n",
+        "99999999999999999999999,4,4.5,1\n",
+        "99999999999999999999999,6,4.5,1\n",
+    ]
     text = "\ufeff" + (HEADER + "".join(rows + odd)).replace("\n", "\r\n")
     code, out = prepare(tmp_path, "ratings.csv", text, "ml-csv")
     assert code == 0, capsys.readouterr().err
@@ -148,28 +206,62 @@ def test_odd_but_meaningful_inputs_are_accepted(tmp_path, capsys):
 
 def strict_json(path):
     """Read JSON as its standard defines it: NaN and Infinity are not JSON numbers."""
+
     def refuse(constant):
         raise ValueError(f"{path}: {constant} is not JSON")
+
     return json.loads(Path(path).read_text(), parse_constant=refuse)
 
 
 def test_json_outputs_write_null_for_undefined_numbers(tmp_path):
-    write_json(tmp_path / "x.json", {"mean": math.nan, "n": 3, "r": 0.5,
-                                     "se": [math.inf, -math.inf, np.float64("nan")]})
-    assert strict_json(tmp_path / "x.json") == {"mean": None, "n": 3, "r": 0.5,
-                                                "se": [None, None, None]}
+    write_json(
+        tmp_path / "x.json",
+        {"mean": math.nan, "n": 3, "r": 0.5, "se": [math.inf, -math.inf, np.float64("nan")]},
+    )
+    assert strict_json(tmp_path / "x.json") == {
+        "mean": None,
+        "n": 3,
+        "r": 0.5,
+        "se": [None, None, None],
+    }
 
 
 def test_evaluation_of_a_split_on_disk_is_strict_json_or_refused(tmp_path, capsys):
-    code, data = prepare(tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv",
-                         "--heldout-users", "1")  # one test user: its standard error is undefined
+    code, data = prepare(
+        tmp_path, "ratings.csv", HEADER + "".join(good_rows()), "ml-csv", "--heldout-users", "1"
+    )  # one test user: its standard error is undefined
     assert code == 0
     small = ["--latent-dimension", "4", "--mlp-hidden-size", "8", "--device", "cpu"]
-    assert main(["train", "--stage", "actor_pretrain", "--data", str(data), "--out",
-                 str(tmp_path / "a.pt"), "--history", str(tmp_path / "a.csv"), "--epochs", "1",
-                 *small]) == 0
-    evaluate = ["evaluate", "--checkpoint", str(tmp_path / "a.pt"), "--data", str(data),
-                "--per-user", str(tmp_path / "u.csv"), "--summary", str(tmp_path / "s.json")]
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "actor_pretrain",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "a.pt"),
+                "--history",
+                str(tmp_path / "a.csv"),
+                "--epochs",
+                "1",
+                *small,
+            ]
+        )
+        == 0
+    )
+    evaluate = [
+        "evaluate",
+        "--checkpoint",
+        str(tmp_path / "a.pt"),
+        "--data",
+        str(data),
+        "--per-user",
+        str(tmp_path / "u.csv"),
+        "--summary",
+        str(tmp_path / "s.json"),
+    ]
     assert main([*evaluate, "--split", "test"]) == 0
     summary = strict_json(tmp_path / "s.json")
     assert summary["n_users_evaluated"] == 1 and summary["metrics"]["ndcg@100"]["se"] is None
@@ -177,9 +269,21 @@ def test_evaluation_of_a_split_on_disk_is_strict_json_or_refused(tmp_path, capsy
     holdout = sp.load_npz(data / "validation_holdout.npz")
     sp.save_npz(data / "validation_holdout.npz", sp.csr_matrix(holdout.shape, dtype=np.float32))
     capsys.readouterr()
-    for argv in ([*evaluate, "--split", "validation"],
-                 ["train", "--stage", "actor_pretrain", "--data", str(data), "--out",
-                  str(tmp_path / "b.pt"), "--history", str(tmp_path / "b.csv"), *small]):
+    for argv in (
+        [*evaluate, "--split", "validation"],
+        [
+            "train",
+            "--stage",
+            "actor_pretrain",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "b.pt"),
+            "--history",
+            str(tmp_path / "b.csv"),
+            *small,
+        ],
+    ):
         assert main(argv) == 1
         err = capsys.readouterr().err.strip().splitlines()
         expected = rf"{re.escape(str(data))}: no validation user has a held-out item"
@@ -191,17 +295,26 @@ def test_evaluation_of_a_split_on_disk_is_strict_json_or_refused(tmp_path, capsy
 # Properties over random small interaction tables
 
 
-tables = st.lists(st.tuples(st.integers(0, 40), st.integers(0, 25), st.sampled_from([1, 3, 4, 5])),
-                  min_size=0, max_size=400)
+tables = st.lists(
+    st.tuples(st.integers(0, 40), st.integers(0, 25), st.sampled_from([1, 3, 4, 5])),
+    min_size=0,
+    max_size=400,
+)
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(rows=tables, heldout=st.sampled_from([0.1, 0.2, 3]), seed=st.integers(0, 2**31 - 1),
-       protocol=st.sampled_from(["strong", "weak"]))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=tables,
+    heldout=st.sampled_from([0.1, 0.2, 3]),
+    seed=st.integers(0, 2**31 - 1),
+    protocol=st.sampled_from(["strong", "weak"]),
+)
 def test_split_invariants(tmp_path_factory, rows, heldout, seed, protocol):
-    frame = pd.DataFrame(rows, columns=["user", "item", "rating"]).astype({"user": str,
-                                                                             "item": str})
+    frame = pd.DataFrame(rows, columns=["user", "item", "rating"]).astype(
+        {"user": str, "item": str}
+    )
     out = tmp_path_factory.mktemp("p") / "split"
     cfg = PrepareConfig(heldout_users=heldout, seed=seed, protocol=protocol, min_user_count=2)
     try:
@@ -217,13 +330,19 @@ def test_split_invariants(tmp_path_factory, rows, heldout, seed, protocol):
     assert not (protocol == "strong" and users["user"].duplicated().any())
     assert set(users["user"]) <= set(kept["user"])
     assert manifest["n_items"] == data.n_items == data.train.shape[1]
-    parts = [data.train, data.validation.input, data.validation.holdout, data.test.input,
-             data.test.holdout]
+    parts = [
+        data.train,
+        data.validation.input,
+        data.validation.holdout,
+        data.test.input,
+        data.test.holdout,
+    ]
     for m in parts:
         assert m.shape[1] == data.n_items and (m.data == 1).all()
     if protocol == "strong":
-        assert len(users) == sum(m.shape[0] for m in (data.train, data.validation.input,
-                                                       data.test.input))
+        assert len(users) == sum(
+            m.shape[0] for m in (data.train, data.validation.input, data.test.input)
+        )
         # items are those of training users; fold-in and held-out never overlap
         assert (np.asarray(data.train.sum(axis=0)).ravel() > 0).all()
         for es in (data.validation, data.test):
@@ -235,8 +354,12 @@ def test_split_invariants(tmp_path_factory, rows, heldout, seed, protocol):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 30), st.integers(0, 2**31 - 1),
-       st.sampled_from([1, 5, 20, 100]))
+@given(
+    st.integers(1, 6),
+    st.integers(1, 30),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from([1, 5, 20, 100]),
+)
 def test_metrics_stay_within_zero_and_one(n_users, n_items, seed, k):
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(n_users, n_items, generator=g)
@@ -276,10 +399,24 @@ def test_no_config_value_reaches_a_shell_and_loaders_are_safe():
 def test_a_config_carrying_a_python_object_is_refused(tmp_path):
     marker = tmp_path / "executed"
     (tmp_path / "evil.yaml").write_text(
-        f"seeds: !!python/object/apply:os.system ['touch {marker}']\n")
+        f"seeds: !!python/object/apply:os.system ['touch {marker}']\n"
+    )
     snakemake = Path(sys.executable).parent / "snakemake"
-    r = subprocess.run([str(snakemake), "--snakefile", str(ROOT / "Snakefile"), "--configfile",
-                        "evil.yaml", "--cores", "1", "--dry-run"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            str(snakemake),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            "evil.yaml",
+            "--cores",
+            "1",
+            "--dry-run",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode != 0 and not marker.exists()
     assert "Config file is not valid JSON or YAML" in r.stdout + r.stderr  # safe loader

@@ -8,8 +8,15 @@ import scipy.sparse as sp
 import torch
 
 from ract import baselines
-from ract.baselines import (EASE, Popularity, gram_matrix, load_baseline, mean_ndcg,
-                            save_baseline, select_ease_lambda)
+from ract.baselines import (
+    EASE,
+    Popularity,
+    gram_matrix,
+    load_baseline,
+    mean_ndcg,
+    save_baseline,
+    select_ease_lambda,
+)
 from ract.data.splits import EvalSplit, SplitData
 from ract.errors import RactError
 
@@ -96,13 +103,13 @@ def test_ease_rejects_bad_lambda(lam):
 # --- a small structured data set: two taste groups over two halves of the items, plus a
 # handful of globally popular items that popularity will rank first for everyone.
 
+
 def taste_matrix(n_users, n_items, rng, holdout_frac=None):
     rows, held = [], []
     half = n_items // 2
     for u in range(n_users):
         group = u % 2
-        liked = rng.choice(np.arange(half) + group * half, size=rng.integers(8, 16),
-                           replace=False)
+        liked = rng.choice(np.arange(half) + group * half, size=rng.integers(8, 16), replace=False)
         popular = rng.choice(np.arange(4) + (1 - group) * half, size=2, replace=False)
         items = np.concatenate([liked, popular])
         row = np.zeros(n_items, dtype=np.float32)
@@ -174,6 +181,7 @@ def test_mean_ndcg_masks_excluded_items():
 
 # --- checkpoints
 
+
 def test_save_load_round_trip(tmp_path):
     data = taste_split()
     ease = EASE.fit(data.train, 20.0)
@@ -198,8 +206,9 @@ def test_save_refuses_other_models_and_clashing_extra(tmp_path):
     with pytest.raises(TypeError):
         save_baseline(tmp_path / "x.pt", torch.nn.Linear(2, 2), data_hash="h")
     with pytest.raises(ValueError, match="kind"):
-        save_baseline(tmp_path / "x.pt", Popularity(torch.ones(3)), data_hash="h",
-                      extra={"kind": "ease"})
+        save_baseline(
+            tmp_path / "x.pt", Popularity(torch.ones(3)), data_hash="h", extra={"kind": "ease"}
+        )
     assert not (tmp_path / "x.pt").exists()
 
 
@@ -252,23 +261,27 @@ def test_ease_larger_than_its_memory_budget_is_a_model_failure(tmp_path):
     from ract.checkpoint import save_failure
     from ract.load import load_model
     from ract.errors import ModelFailure
+
     data = taste_split()  # 40 items: 4 matrices of 40 x 40 float64
     assert baselines.ease_fit_bytes(40) == 4 * 40 * 40 * 8
-    assert baselines.ease_fit_bytes(20_000) == 4 * 20_000 ** 2 * 4  # float32 above 5000 items
-    with pytest.raises(ModelFailure, match=r"EASE on 40 items needs about 0\.0 GiB, more than "
-                                           r"its budget"):
+    assert baselines.ease_fit_bytes(20_000) == 4 * 20_000**2 * 4  # float32 above 5000 items
+    with pytest.raises(
+        ModelFailure,
+        match=r"EASE on 40 items needs about 0\.0 GiB, more than "
+        r"its budget",
+    ):
         select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8 - 1)
     best, _ = select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8)
     assert best.n_items == 40
     # the failure recorded in place of the checkpoint is reported when the model is loaded
-    save_failure(tmp_path / "ease.pt", model="EASE", reason="too big",
-                 data_hash=data.content_hash)
+    save_failure(tmp_path / "ease.pt", model="EASE", reason="too big", data_hash=data.content_hash)
     with pytest.raises(ModelFailure, match=r"ease.pt: EASE could not be fit: too big"):
         load_model(tmp_path / "ease.pt", data_hash=data.content_hash, n_items=40)
 
 
 def test_ease_not_positive_definite_is_a_model_failure():
     from ract.errors import ModelFailure
+
     gram = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)  # eigenvalues 3 and -1
     with pytest.raises(ModelFailure, match="not positive definite"):
         EASE.from_gram(gram, 0.5)

@@ -27,22 +27,29 @@ pytestmark = [
     pytest.mark.skipif(
         os.environ.get("RACT_CLUSTER_TEST") != "1",
         reason="cluster test: submits jobs to SLURM, so runs only with RACT_CLUSTER_TEST=1 "
-        + ("(a SLURM client is installed here)" if shutil.which("sbatch")
-           else "(no SLURM here)")
-        + "; `make cluster-test` starts a one-node cluster on this machine and runs it"),
+        + ("(a SLURM client is installed here)" if shutil.which("sbatch") else "(no SLURM here)")
+        + "; `make cluster-test` starts a one-node cluster on this machine and runs it",
+    ),
 ]
 
 PROFILE = ROOT / "workflow/profiles/slurm"
 RUN_LIMIT_S = 900  # every snakemake call is killed (timeout -s KILL) after this long
 # A small node (the CI machine: 2 cores) runs the real profile with less per job: one thread
 # (so two jobs run side by side) and a memory request the node can hold twice.
-SMALL_JOBS = ["--max-threads", "1", "--set-resources",
-              *(f"{rule}:mem_mb=2000" for rule in
-                yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"])]
+SMALL_JOBS = [
+    "--max-threads",
+    "1",
+    "--set-resources",
+    *(
+        f"{rule}:mem_mb=2000"
+        for rule in yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
+    ),
+]
 # Test-only plugin settings: quick first status check, every job's SLURM log kept to inspect.
 TEST_ONLY = ["--slurm-init-seconds-before-status-checks", "5", "--slurm-keep-successful-logs"]
-SUBMITTED = re.compile(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$",
-                       re.M)
+SUBMITTED = re.compile(
+    r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$", re.M
+)
 JOB_HEADER = re.compile(r"^(local)?rule (\w+):\n(?:    .*\n)*?    jobid: (\d+)$", re.M)
 
 
@@ -55,23 +62,50 @@ def cluster_config():
 
 def run(workdir, config, *args):
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run(["timeout", "-s", "KILL", str(RUN_LIMIT_S), SNAKEMAKE,
-                           "--snakefile", str(ROOT / "Snakefile"), "--configfile", "tiny.yaml",
-                           *args], cwd=workdir, capture_output=True, text=True)
+    return subprocess.run(
+        [
+            "timeout",
+            "-s",
+            "KILL",
+            str(RUN_LIMIT_S),
+            SNAKEMAKE,
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            "tiny.yaml",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
 
 
 def run_on_slurm(workdir, config):
-    return run(workdir, config, "--profile", str(PROFILE), *SMALL_JOBS, *TEST_ONLY,
-               *shlex.split(os.environ.get("RACT_CLUSTER_ARGS", "")))
+    return run(
+        workdir,
+        config,
+        "--profile",
+        str(PROFILE),
+        *SMALL_JOBS,
+        *TEST_ONLY,
+        *shlex.split(os.environ.get("RACT_CLUSTER_ARGS", "")),
+    )
 
 
 def sacct(slurm_ids):
     """{SLURM job id: (state, exit code)} of whole jobs (not their steps)."""
-    r = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode",
-                        "-j", ",".join(slurm_ids)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode", "-j", ",".join(slurm_ids)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
-    return {job: (state, code) for job, state, code in
-            (line.split("|") for line in r.stdout.splitlines() if line)}
+    return {
+        job: (state, code)
+        for job, state, code in (line.split("|") for line in r.stdout.splitlines() if line)
+    }
 
 
 def local_rules():
@@ -86,8 +120,10 @@ def local_rules():
 
 
 def summaries(workdir):
-    return {str(p.relative_to(workdir)): json.loads(p.read_text())
-            for p in sorted(workdir.glob("results/**/eval/*_summary.json"))}
+    return {
+        str(p.relative_to(workdir)): json.loads(p.read_text())
+        for p in sorted(workdir.glob("results/**/eval/*_summary.json"))
+    }
 
 
 def assert_close(a, b, where=""):
@@ -105,11 +141,13 @@ def assert_close(a, b, where=""):
 def cluster():
     """Fail, not skip, when asked for and no cluster answers: a CI run must not pass by
     skipping its cluster test."""
-    assert importlib.util.find_spec("snakemake_executor_plugin_slurm"), \
+    assert importlib.util.find_spec("snakemake_executor_plugin_slurm"), (
         "no snakemake-executor-plugin-slurm: pip install -e '.[slurm]'"
+    )
     assert shutil.which("sbatch") and shutil.which("sacct"), "no sbatch/sacct on PATH"
-    r = subprocess.run(["sinfo", "-h", "-o", "%a %D %T"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        ["sinfo", "-h", "-o", "%a %D %T"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0 and r.stdout.strip(), f"no SLURM cluster answers: {r.stderr}"
 
 

@@ -32,6 +32,17 @@ def test_snakefmt_leaves_the_workflow_unchanged():
     assert r.returncode == 0, r.stderr
 
 
+PYTHON = ["ract", "workflow/scripts", "tests", "benchmarks"]
+
+
+@pytest.mark.parametrize("check", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_passes_over_the_python_code(check):
+    # the rule set and line length are in pyproject.toml, [tool.ruff]
+    ruff = Path(sys.executable).parent / "ruff"
+    r = subprocess.run([ruff, *check, *PYTHON], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_every_rule_that_runs_a_script_has_the_conda_environment():
     rules = {}
     for path in SMK:
@@ -43,15 +54,18 @@ def test_every_rule_that_runs_a_script_has_the_conda_environment():
                 rules[name] = re.search(r'^    conda:\n        "([^"]+)"', block, re.M)
     assert len(rules) >= 13
     assert {name: m and m.group(1) for name, m in rules.items()} == dict.fromkeys(
-        rules, "../envs/ract.yaml")
+        rules, "../envs/ract.yaml"
+    )
 
 
 def test_the_environment_pins_what_the_project_needs():
     env = yaml.safe_load(ENV.read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     pinned = dict(line.split("==") for line in pip if "==" in line)
-    needs = re.findall(r'"(\w+)[><=]', (ROOT / "pyproject.toml").read_text().split(
-        "dependencies = [")[1].split("]")[0])
+    needs = re.findall(
+        r'"(\w+)[><=]',
+        (ROOT / "pyproject.toml").read_text().split("dependencies = [")[1].split("]")[0],
+    )
     # everything `ract` and the scripts import; snakemake itself is not needed inside a job
     assert set(pinned) == {n.lower() for n in needs} - {"snakemake"}
     assert pinned["torch"].endswith("+cpu")
@@ -62,18 +76,34 @@ def test_containerize_names_the_environment_and_its_packages(tmp_path):
     # `conda info` for the platform and `conda config` for channel priority on the way.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    info = json.dumps({"conda_prefix": "/opt/conda", "platform": "linux-64",  # conda info
-                       "get": {"channel_priority": "strict"}})  # conda config --get
+    info = json.dumps(
+        {
+            "conda_prefix": "/opt/conda",
+            "platform": "linux-64",  # conda info
+            "get": {"channel_priority": "strict"},
+        }
+    )  # conda config --get
     (bin_dir / "conda").write_text(
-        f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'conda 24.11.3' || echo '{info}'\n")
+        f"#!/bin/sh\n[ \"$1\" = --version ] && echo 'conda 24.11.3' || echo '{info}'\n"
+    )
     (bin_dir / "conda").chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
     (work / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
     r = subprocess.run(
-        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile", "tiny.yaml",
-         "--containerize"], cwd=work, capture_output=True, text=True,
-        env={"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"})
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            "tiny.yaml",
+            "--containerize",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("FROM ")
     assert "workflow/envs/ract.yaml" in r.stdout and "conda env create" in r.stdout
@@ -86,10 +116,12 @@ def test_parse_time_needs_neither_torch_nor_an_installed_ract(tmp_path):
     # imported: only snakemake, jsonschema, pyyaml and the `ract` beside the Snakefile.
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
     blocked = ("torch", "numpy", "pandas", "scipy", "matplotlib")
-    code = (f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
-            "from snakemake.cli import main\n"
-            f"main(['--snakefile', {str(ROOT / 'Snakefile')!r}, '--configfile', 'tiny.yaml',"
-            " '--dry-run'])\n")
+    code = (
+        f"import sys\nfor m in {blocked!r}: sys.modules[m] = None\n"
+        "from snakemake.cli import main\n"
+        f"main(['--snakefile', {str(ROOT / 'Snakefile')!r}, '--configfile', 'tiny.yaml',"
+        " '--dry-run'])\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "prepare_data" in r.stdout + r.stderr
@@ -104,7 +136,7 @@ def deploy(folder, config):
 
 module ract:
     snakefile:
-        "{ROOT / 'Snakefile'}"
+        "{ROOT / "Snakefile"}"
     config:
         config
 

@@ -22,19 +22,78 @@ def run(tmp_path_factory, download_cache):
     data = tmp / "split"
     download_cache(tmp / "raw")
     cli("prepare", "--dataset", "ml-100k", "--offline", "--cache", tmp / "raw", "--out", data)
-    cli("train", "--stage", "actor_pretrain", "--data", data, "--out", tmp / "actor.pt",
-        "--history", tmp / "actor.csv", "--epochs", "60", "--device", "cpu", "--seed", "1")
-    cli("train", "--stage", "critic_pretrain", "--data", data, "--out", tmp / "critic.pt",
-        "--history", tmp / "critic.csv", "--pre-model-path", tmp / "actor.pt",
-        "--min-steps", "600", "--device", "cpu", "--seed", "1",
+    cli(
+        "train",
+        "--stage",
+        "actor_pretrain",
+        "--data",
+        data,
+        "--out",
+        tmp / "actor.pt",
+        "--history",
+        tmp / "actor.csv",
+        "--epochs",
+        "60",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+    )
+    cli(
+        "train",
+        "--stage",
+        "critic_pretrain",
+        "--data",
+        data,
+        "--out",
+        tmp / "critic.pt",
+        "--history",
+        tmp / "critic.csv",
+        "--pre-model-path",
+        tmp / "actor.pt",
+        "--min-steps",
+        "600",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
         # running statistics fit in 600 updates; RaCT_CF's fixed ones need ~1,300 here
-        "--critic-input-norm", "running")
-    cli("train", "--stage", "finetune", "--data", data, "--out", tmp / "ract.pt",
-        "--history", tmp / "ract.csv", "--pre-model-path", tmp / "critic.pt", "--epochs", "5",
-        "--device", "cpu", "--seed", "1")
+        "--critic-input-norm",
+        "running",
+    )
+    cli(
+        "train",
+        "--stage",
+        "finetune",
+        "--data",
+        data,
+        "--out",
+        tmp / "ract.pt",
+        "--history",
+        tmp / "ract.csv",
+        "--pre-model-path",
+        tmp / "critic.pt",
+        "--epochs",
+        "5",
+        "--device",
+        "cpu",
+        "--seed",
+        "1",
+    )
     for name in ("actor", "ract"):
-        cli("evaluate", "--checkpoint", tmp / f"{name}.pt", "--data", data, "--split", "test",
-            "--per-user", tmp / f"{name}_test.csv", "--summary", tmp / f"{name}_test.json")
+        cli(
+            "evaluate",
+            "--checkpoint",
+            tmp / f"{name}.pt",
+            "--data",
+            data,
+            "--split",
+            "test",
+            "--per-user",
+            tmp / f"{name}_test.csv",
+            "--summary",
+            tmp / f"{name}_test.json",
+        )
     return tmp, data
 
 

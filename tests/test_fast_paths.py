@@ -33,16 +33,16 @@ def test_sparse_first_layer_gradients():
     x = SparseRows.from_dense(binary(6, 9, 0.4).double())
     values = x.values.clone().requires_grad_(True)
     weight_t = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, w: _SparseLinear.apply(v, w, x),
-                                    (values, weight_t))
+    assert torch.autograd.gradcheck(lambda v, w: _SparseLinear.apply(v, w, x), (values, weight_t))
     assert torch.allclose(_SparseLinear.apply(values, weight_t, x), x.dense() @ weight_t)
 
 
 @pytest.mark.parametrize("variational", [True, False])
 def test_actor_gives_the_same_result_for_dense_and_sparse_input(variational):
     torch.manual_seed(0)
-    actor = MultVAE(ActorConfig(n_items=40, latent_dimension=6, mlp_hidden_size=(12,),
-                                variational=variational))
+    actor = MultVAE(
+        ActorConfig(n_items=40, latent_dimension=6, mlp_hidden_size=(12,), variational=variational)
+    )
     x = binary(8, 40)
     x[3] = 0  # a user with no items
     for training in (False, True):
@@ -56,9 +56,12 @@ def test_actor_gives_the_same_result_for_dense_and_sparse_input(variational):
     actor.eval()
     first = actor.encoder[0]
     h = F.linear(F.normalize(x, dim=1), first.weight, first.bias)
-    assert torch.allclose(_SparseLinear.apply(F.normalize(x, dim=1)[x > 0], first.weight_t,
-                                              SparseRows.from_dense(x)) + first.bias, h,
-                          atol=1e-6)
+    assert torch.allclose(
+        _SparseLinear.apply(F.normalize(x, dim=1)[x > 0], first.weight_t, SparseRows.from_dense(x))
+        + first.bias,
+        h,
+        atol=1e-6,
+    )
 
 
 def test_checkpoints_keep_the_linear_layout():

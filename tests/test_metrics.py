@@ -89,7 +89,7 @@ def test_batched_equals_one_user_at_a_time():
     rel = torch.rand(64, 50, generator=g) < 0.1
     batch = ranking_metrics(scores, rel, (5, 20))
     for u in range(64):
-        single = ranking_metrics(scores[u:u + 1], rel[u:u + 1], (5, 20))
+        single = ranking_metrics(scores[u : u + 1], rel[u : u + 1], (5, 20))
         for key in batch:
             a, b = batch[key][u].item(), single[key][0].item()
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b), key

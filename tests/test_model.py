@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from ract.errors import RactError
-from ract.model import (ActorConfig, Critic, CriticConfig, MultVAE, critic_features,
-                        critic_target)
+from ract.model import ActorConfig, Critic, CriticConfig, MultVAE, critic_features, critic_target
 
 
 def rows(n_users=8, n_items=30, seed=0):
@@ -66,6 +65,7 @@ def test_critic_target_is_binary_relevance_not_recbole_normalised():
     # one user, items 0..3 present; kept = {0}, dropped = {1, 2, 3}; the actor ranks 1, 2, 3
     # first, so NDCG is exactly 1 (RecBole's normalised relevance would give 1/sqrt(4)).
     from ract.model import ActorOutput
+
     logits = torch.tensor([[9.0, 8.0, 7.0, 6.0, 0.0, 0.0]])
     kept = torch.tensor([[True, False, False, False, False, False]])
     dropped = torch.tensor([[False, True, True, True, False, False]])
@@ -85,8 +85,9 @@ def test_gradient_reaches_actor_only_through_nll():
     # the counts have no path back to the actor's parameters; the NLL does
     params = list(actor.parameters())
     for col in (0, 1):
-        grads = torch.autograd.grad(feats[:, col].sum(), params, allow_unused=True,
-                                    retain_graph=True)
+        grads = torch.autograd.grad(
+            feats[:, col].sum(), params, allow_unused=True, retain_graph=True
+        )
         assert all(g is None or not g.any() for g in grads)
     grads = torch.autograd.grad(feats[:, 2].sum(), params, allow_unused=True, retain_graph=True)
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
@@ -116,13 +117,16 @@ def test_critic_output_in_unit_interval_and_bn_has_no_affine(norm, scale):
     assert out.shape == (32,) and ((out > 0) & (out < 1)).all()
 
 
-@pytest.mark.parametrize("kwargs,setting", [
-    (dict(dropout_prob=1.0), "dropout_prob"),
-    (dict(dropout_prob=-0.1), "dropout_prob"),
-    (dict(latent_dimension=0), "latent_dimension"),
-    (dict(mlp_hidden_size=(0,)), "mlp_hidden_size"),
-    (dict(total_anneal_steps=0), "total_anneal_steps"),
-])
+@pytest.mark.parametrize(
+    "kwargs,setting",
+    [
+        (dict(dropout_prob=1.0), "dropout_prob"),
+        (dict(dropout_prob=-0.1), "dropout_prob"),
+        (dict(latent_dimension=0), "latent_dimension"),
+        (dict(mlp_hidden_size=(0,)), "mlp_hidden_size"),
+        (dict(total_anneal_steps=0), "total_anneal_steps"),
+    ],
+)
 def test_actor_config_rejects_impossible_settings(kwargs, setting):
     with pytest.raises(RactError, match=setting):
         ActorConfig(n_items=10, **kwargs)
@@ -140,9 +144,13 @@ def test_beta_anneals_and_caps():
 
 def test_mult_dae_is_deterministic_code_without_kl():
     x = rows()
-    dae = MultVAE(ActorConfig(n_items=30, latent_dimension=6, mlp_hidden_size=(),
-                              variational=False))
-    assert [tuple(l.weight.shape) for l in (*dae.encoder, *dae.decoder)] == [(6, 30), (30, 6)]
+    dae = MultVAE(
+        ActorConfig(n_items=30, latent_dimension=6, mlp_hidden_size=(), variational=False)
+    )
+    assert [tuple(layer.weight.shape) for layer in (*dae.encoder, *dae.decoder)] == [
+        (6, 30),
+        (30, 6),
+    ]
     dae.train()
     out = dae(x, torch.Generator().manual_seed(0))
     assert out.logits.shape == (8, 30) and torch.equal(out.kl(), torch.zeros(8))

@@ -6,21 +6,40 @@ import pandas as pd
 import pytest
 
 from ract.errors import RactError
-from ract.paper import (COMPARISON_COLUMNS, CRITIC_CORRELATION, EASE_FOLLOW_UPS, PAPER_METRICS,
-                        PAPER_SIZES, RACT_PAPER, REPORTED, paper_comparison, paper_markdown,
-                        size_comparison)
+from ract.paper import (
+    COMPARISON_COLUMNS,
+    CRITIC_CORRELATION,
+    EASE_FOLLOW_UPS,
+    PAPER_METRICS,
+    PAPER_SIZES,
+    RACT_PAPER,
+    REPORTED,
+    paper_comparison,
+    paper_markdown,
+    size_comparison,
+)
 from ract.report import aggregate_table
 
 
 def test_reference_numbers_are_spec_section_5():
     table = {key: {r.model: r.values for r in rows} for key, rows in REPORTED.items()}
     assert table == {
-        "ml-20m": {"RaCT": (0.403, 0.543, 0.434), "Mult-VAE": (0.395, 0.537, 0.426),
-                   "Mult-DAE": (0.387, 0.524, 0.419), "EASE": (0.391, 0.521, 0.420)},
-        "netflix": {"RaCT": (0.357, 0.450, 0.392), "Mult-VAE": (0.351, 0.444, 0.386),
-                    "Mult-DAE": (0.344, 0.438, 0.380)},
-        "msd": {"RaCT": (0.268, 0.364, 0.319), "Mult-VAE": (0.266, 0.364, 0.316),
-                "Mult-DAE": (0.266, 0.363, 0.313)},
+        "ml-20m": {
+            "RaCT": (0.403, 0.543, 0.434),
+            "Mult-VAE": (0.395, 0.537, 0.426),
+            "Mult-DAE": (0.387, 0.524, 0.419),
+            "EASE": (0.391, 0.521, 0.420),
+        },
+        "netflix": {
+            "RaCT": (0.357, 0.450, 0.392),
+            "Mult-VAE": (0.351, 0.444, 0.386),
+            "Mult-DAE": (0.344, 0.438, 0.380),
+        },
+        "msd": {
+            "RaCT": (0.268, 0.364, 0.319),
+            "Mult-VAE": (0.266, 0.364, 0.316),
+            "Mult-DAE": (0.266, 0.363, 0.313),
+        },
     }
     assert PAPER_METRICS == ("recall@20", "recall@50", "ndcg@100")
     assert CRITIC_CORRELATION == {"ml-20m": {"critic": 0.49, "nll": 0.05}}
@@ -87,7 +106,9 @@ def test_failed_model_shows_no_difference(aggregate):
 def test_markdown(aggregate):
     text = paper_markdown(paper_comparison(aggregate, "ml-20m"))
     lines = text.splitlines()
-    assert lines[0].startswith("| model | seeds | recall@20 ours | recall@20 paper | recall@20 diff")
+    assert lines[0].startswith(
+        "| model | seeds | recall@20 ours | recall@20 paper | recall@20 diff"
+    )
     ract = next(line for line in lines if line.startswith("| RaCT |"))
     assert "| 0.405 ± 0.001 | 0.403 | +0.002 |" in ract
     ease = next(line for line in lines if line.startswith("| EASE |"))
@@ -96,19 +117,28 @@ def test_markdown(aggregate):
     assert text.endswith("\n")
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda a: paper_comparison(a, "ml-1m"), "paper data set 'ml-1m': expected one of ml-20m"),
-    (lambda a: paper_comparison(a, "ml-20m", split="train"),
-     "no rows for split 'train' and variant 'main'"),
-    (lambda a: paper_comparison(a, "ml-20m", metrics=["mrr@10"]), "metric(s) ['mrr@10']"),
-    (lambda a: paper_comparison(a.drop(columns="ndcg@100"), "ml-20m"),
-     "our table has no column(s) ['ndcg@100']"),
-    (lambda a: paper_comparison(a[a["model"] == "Popularity"], "netflix"),
-     "none of the paper's models on netflix (RaCT, Mult-VAE, Mult-DAE) is in our table "
-     "(models: Popularity)"),
-    (lambda a: paper_comparison(pd.concat([a, a]), "ml-20m"), "more than one row for model"),
-    (lambda a: paper_markdown(pd.DataFrame({"model": []})), "paper table: no column(s)"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda a: paper_comparison(a, "ml-1m"), "paper data set 'ml-1m': expected one of ml-20m"),
+        (
+            lambda a: paper_comparison(a, "ml-20m", split="train"),
+            "no rows for split 'train' and variant 'main'",
+        ),
+        (lambda a: paper_comparison(a, "ml-20m", metrics=["mrr@10"]), "metric(s) ['mrr@10']"),
+        (
+            lambda a: paper_comparison(a.drop(columns="ndcg@100"), "ml-20m"),
+            "our table has no column(s) ['ndcg@100']",
+        ),
+        (
+            lambda a: paper_comparison(a[a["model"] == "Popularity"], "netflix"),
+            "none of the paper's models on netflix (RaCT, Mult-VAE, Mult-DAE) is in our table "
+            "(models: Popularity)",
+        ),
+        (lambda a: paper_comparison(pd.concat([a, a]), "ml-20m"), "more than one row for model"),
+        (lambda a: paper_markdown(pd.DataFrame({"model": []})), "paper table: no column(s)"),
+    ],
+)
 def test_bad_input_is_named(aggregate, call, message):
     with pytest.raises(RactError) as info:
         call(aggregate)

@@ -41,18 +41,26 @@ def snakemake(workdir, config, *args, timeout=120):
     copied there so that the test also proves it is replaced, not merged."""
     shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
     (workdir / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
-                           "study.yaml", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile", "study.yaml", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def job_counts(out: str) -> dict[str, int]:
     table = out.split("Job stats:")[1].split("\n\n")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
 
 
 # ---- the configurations -----------------------------------------------------------------------
+
 
 def test_every_paper_data_set_has_a_config():
     assert set(NAMES) <= {p.stem for p in CONFIG_FILES}
@@ -78,17 +86,24 @@ def test_config_holds_the_paper_settings(name):
     config = load(name)
     prepare = config["datasets"][name]["prepare"]
     expected = {
-        "ml-20m": (3.5, 5, 0, 10_000), "netflix": (3.5, 5, 0, 40_000),
+        "ml-20m": (3.5, 5, 0, 10_000),
+        "netflix": (3.5, 5, 0, 40_000),
         "msd": (None, 20, 200, 50_000),
     }[name]
-    assert (prepare["rating_threshold"], prepare["min_user_count"], prepare["min_item_count"],
-            prepare["heldout_users"]) == expected
+    assert (
+        prepare["rating_threshold"],
+        prepare["min_user_count"],
+        prepare["min_item_count"],
+        prepare["heldout_users"],
+    ) == expected
     assert prepare["protocol"] == "strong" and prepare["heldout_proportion"] == 0.2
     actor, stages = config["actor"], config["stages"]
     assert (actor["mlp_hidden_size"], actor["latent_dimension"]) == ([600], 200)
     assert actor["anneal_cap"] == (0.1 if name == "msd" else 0.2)
-    assert (stages["actor_pretrain"]["learning_rate"], stages["actor_pretrain"]["batch_size"]) \
-        == (1e-3, 500)
+    assert (stages["actor_pretrain"]["learning_rate"], stages["actor_pretrain"]["batch_size"]) == (
+        1e-3,
+        500,
+    )
     critic = stages["critic_pretrain"]
     assert (critic["pretrain_epochs"], critic["learning_rate"]) == (50, 1e-4)
     assert stages["finetune"]["learning_rate"] == 2e-6
@@ -108,13 +123,18 @@ def test_every_config_dry_runs_its_data_sets_only(tmp_path, path):
     assert jobs["prepare_data"] == jobs["compare"] == len(datasets)
     # a sweep multiplies each stage by its distinct settings: actor 2, critic 4, finetune 8
     # in ml-100k-choose-defaults.yaml
-    grid = {section: math.prod(len(v) for v in keys.values())
-            for section, keys in config.get("sweep", {}).items()}
+    grid = {
+        section: math.prod(len(v) for v in keys.values())
+        for section, keys in config.get("sweep", {}).items()
+    }
     actor = grid.get("actor", 1) * grid.get("actor_pretrain", 1)
     critic = actor * grid.get("critic", 1) * grid.get("critic_pretrain", 1)
     runs = seeds * len(datasets)
     assert (jobs["pretrain_actor"], jobs["pretrain_critic"], jobs["finetune"]) == (
-        actor * runs, critic * runs, critic * grid.get("finetune", 1) * runs)
+        actor * runs,
+        critic * runs,
+        critic * grid.get("finetune", 1) * runs,
+    )
     assert all(f"results/{name}/comparison.csv" in out for name in datasets)
     assert "ml-100k" in datasets or "ml-100k" not in out  # config.yaml replaced, not merged
 
@@ -161,6 +181,7 @@ def test_gpu_profile_claims_the_gpu_for_every_torch_job(tmp_path):
 # Each writer returns the (user, item, value) rows it wrote, so expectations are computed here
 # from the rows, independently of the readers and of ract.data.prepare.
 
+
 def write_ml20m(folder: Path):
     """ratings.csv of ml-20m: header, half-star ratings, Unix timestamps."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -169,7 +190,9 @@ def write_ml20m(folder: Path):
         for movie in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 318, 593, 2571, 131262):
             if (user * movie) % 3 != 0:
                 # 0.5 to 5 stars, some users generous: 3.5 is dropped, 4 kept (> 3.5)
-                rows.append((user, movie, min(5.0, 1.0 + 0.5 * (user % 6 + (user * 3 + movie) % 5))))
+                rows.append(
+                    (user, movie, min(5.0, 1.0 + 0.5 * (user % 6 + (user * 3 + movie) % 5)))
+                )
     lines = ["userId,movieId,rating,timestamp"]
     lines += [f"{u},{m},{r:.1f},{1112486027 + 37 * i}" for i, (u, m, r) in enumerate(rows)]
     (folder / "ratings.csv").write_text("\n".join(lines) + "\n")
@@ -209,9 +232,10 @@ def write_netflix_combined(folder: Path, files: int):
     movies = sorted({m for _, m, _ in rows})
     per_file = -(-len(movies) // files)
     for part in range(files):
-        chunk = movies[part * per_file:(part + 1) * per_file]
+        chunk = movies[part * per_file : (part + 1) * per_file]
         (folder / f"combined_data_{part + 1}.txt").write_text(
-            "".join(netflix_block(m, rows) for m in chunk))
+            "".join(netflix_block(m, rows) for m in chunk)
+        )
     return rows
 
 
@@ -275,8 +299,11 @@ def test_tiny_raw_file_prepares_with_the_paper_filters(tmp_path, name):
     assert (manifest["n_users"], manifest["n_interactions_kept"]) == (users, interactions)
     assert manifest["n_items"] <= items  # items of held-out users only may drop out
     held = manifest["matrices"]
-    assert held["validation_input"]["users"] == held["test_input"]["users"] == \
-        prepare["heldout_users"]
+    assert (
+        held["validation_input"]["users"]
+        == held["test_input"]["users"]
+        == prepare["heldout_users"]
+    )
     if name == "msd":
         # 25 popular songs and the one with exactly 200 listeners; users 0-219 with 25-27 each
         assert (users, items, interactions) == (220, 26, 220 * 25 + 200)
@@ -287,10 +314,14 @@ def test_netflix_prize_files_and_kaggle_files_give_the_same_split(tmp_path):
     write_netflix(tmp_path / "prize")
     write_netflix_combined(tmp_path / "kaggle", files=2)
     write_netflix_combined(tmp_path / "one", files=1)
-    hashes = {prepare_split(read_interactions(raw, "netflix"), prepare, tmp_path / f"split{i}")
-              ["content_hash"]
-              for i, raw in enumerate([tmp_path / "prize", tmp_path / "kaggle",
-                                       tmp_path / "one" / "combined_data_1.txt"])}
+    hashes = {
+        prepare_split(read_interactions(raw, "netflix"), prepare, tmp_path / f"split{i}")[
+            "content_hash"
+        ]
+        for i, raw in enumerate(
+            [tmp_path / "prize", tmp_path / "kaggle", tmp_path / "one" / "combined_data_1.txt"]
+        )
+    }
     assert len(hashes) == 1
 
 
@@ -304,12 +335,19 @@ def test_prepare_data_rule_on_tiny_raw_files(tmp_path, name):
     entry["prepare"] = prepare
     if name == "ml-20m":
         rows = write_ml20m(tmp_path / "elsewhere")
-        entry.update(source=None, path=str(tmp_path / "elsewhere" / "ratings.csv"),
-                     format="ml-csv")
+        entry.update(
+            source=None, path=str(tmp_path / "elsewhere" / "ratings.csv"), format="ml-csv"
+        )
     else:
         rows = WRITERS[name](tmp_path / "data" / "raw" / name)
-    r = snakemake(tmp_path, config, "--replace-workflow-config", "--cores", "1",
-                  f"results/{name}/split/manifest.json")
+    r = snakemake(
+        tmp_path,
+        config,
+        "--replace-workflow-config",
+        "--cores",
+        "1",
+        f"results/{name}/split/manifest.json",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     manifest = json.loads((tmp_path / f"results/{name}/split/manifest.json").read_text())
     users, _, interactions = expected_after_filters(rows, prepare)
@@ -323,8 +361,9 @@ def test_prepare_data_rule_on_tiny_raw_files(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["netflix", "msd"])
 def test_missing_raw_files_stop_with_instructions(tmp_path, name):
-    r = snakemake(tmp_path, load(name), "--replace-workflow-config", "--cores", "1",
-                  f"data/raw/{name}.json")
+    r = snakemake(
+        tmp_path, load(name), "--replace-workflow-config", "--cores", "1", f"data/raw/{name}.json"
+    )
     assert r.returncode != 0
     log = (tmp_path / f"logs/{name}/obtain_data.log").read_text()
     assert f"dataset {name!r}: no " in log and f"data/raw/{name}" in log

@@ -13,8 +13,16 @@ from ract.data.prepare import temporary_folder
 
 from conftest import make_interactions
 
-TINY = ["--latent-dimension", "8", "--mlp-hidden-size", "16", "--batch-size", "64",
-        "--device", "cpu"]
+TINY = [
+    "--latent-dimension",
+    "8",
+    "--mlp-hidden-size",
+    "16",
+    "--batch-size",
+    "64",
+    "--device",
+    "cpu",
+]
 
 
 def refused(capsys, *args) -> str:
@@ -30,12 +38,43 @@ def files(tmp_path_factory):
     """A split folder, its raw ratings and an actor checkpoint, which no test may change."""
     tmp = tmp_path_factory.mktemp("paths")
     make_interactions().rename(columns={"user": "userId", "item": "movieId"}).to_csv(
-        tmp / "ratings.csv", index=False)
-    assert main(["prepare", "--input", str(tmp / "ratings.csv"), "--format", "ml-csv",
-                 "--heldout-users", "0.15", "--out", str(tmp / "split")]) == 0
-    assert main(["train", "--stage", "actor_pretrain", "--data", str(tmp / "split"), "--out",
-                 str(tmp / "actor.pt"), "--history", str(tmp / "actor.csv"), "--epochs", "1",
-                 *TINY]) == 0
+        tmp / "ratings.csv", index=False
+    )
+    assert (
+        main(
+            [
+                "prepare",
+                "--input",
+                str(tmp / "ratings.csv"),
+                "--format",
+                "ml-csv",
+                "--heldout-users",
+                "0.15",
+                "--out",
+                str(tmp / "split"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--stage",
+                "actor_pretrain",
+                "--data",
+                str(tmp / "split"),
+                "--out",
+                str(tmp / "actor.pt"),
+                "--history",
+                str(tmp / "actor.csv"),
+                "--epochs",
+                "1",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     (tmp / "notes.txt").write_text("my notes\n")
     (tmp / "folder").mkdir()
     (tmp / "folder" / "notes.txt").write_text("more notes\n")
@@ -43,57 +82,155 @@ def files(tmp_path_factory):
 
 
 def snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
+    return {
+        p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def expand(args, files, out):
     """Fill in the FILES, OUT and LINK (a symlink to FILES/actor.pt) of a parameter's args."""
     (out.parent / "LINK").symlink_to(files / "actor.pt")
-    return [str(a).replace("FILES", str(files)).replace("OUT", str(out))
-            .replace("LINK", str(out.parent / "LINK")) for a in args]
+    return [
+        str(a)
+        .replace("FILES", str(files))
+        .replace("OUT", str(out))
+        .replace("LINK", str(out.parent / "LINK"))
+        for a in args
+    ]
 
 
 TRAIN = ["train", "--stage", "actor_pretrain", "--data", "FILES/split", "--epochs", "2", *TINY]
 
 
 @pytest.mark.parametrize("name", ["actor.pt", "notes.txt", "folder"])
-def test_resume_refuses_a_path_holding_anything_but_a_resume_point(files, tmp_path, capsys,
-                                                                   name):
+def test_resume_refuses_a_path_holding_anything_but_a_resume_point(files, tmp_path, capsys, name):
     before = snapshot(files)
-    args = expand([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume",
-                   f"FILES/{name}"], files, tmp_path / "out")
+    args = expand(
+        [*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", f"FILES/{name}"],
+        files,
+        tmp_path / "out",
+    )
     line = refused(capsys, *args)
     assert str(files / name) in line and "resume point" in line
     assert snapshot(files) == before  # the checkpoint and the notes are kept
     assert not (tmp_path / "out").exists()  # and no training ran
 
 
-@pytest.mark.parametrize("args,flags", [
-    ([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.pt"], ("--out", "--history")),
-    ([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", "OUT/./a.pt"],
-     ("--out", "--resume")),
-    ([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", "OUT/a.csv"],
-     ("--history", "--resume")),
-    ([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", "LINK",
-      "--pre-model-path", "FILES/actor.pt"], ("--resume", "--pre-model-path")),
-    ([*TRAIN, "--out", "FILES/actor.pt", "--history", "OUT/a.csv", "--pre-model-path",
-      "FILES/actor.pt"], ("--out", "--pre-model-path")),
-    ([*TRAIN, "--out", "OUT/a.pt", "--history", "FILES/split", "--checkpoint-dir",
-      "OUT/c"], ("--history", "--data")),
-    (["evaluate", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--per-user",
-      "LINK", "--summary", "OUT/s.json"], ("--per-user", "--checkpoint")),
-    (["evaluate", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--per-user",
-      "OUT/p.csv", "--summary", "OUT/p.csv"], ("--per-user", "--summary")),
-    (["recommend", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--users-file",
-      "FILES/notes.txt", "--out", "FILES/notes.txt"], ("--out", "--users-file")),
-    (["recommend", "--checkpoint", "FILES/actor.pt", "--data", "FILES/split", "--items-file",
-      "FILES/notes.txt", "--out", "FILES/notes.txt"], ("--out", "--items-file")),
-    (["prepare", "--input", "FILES/ratings.csv", "--format", "ml-csv", "--out",
-      "FILES/ratings.csv"], ("--out", "--input")),
-])
-def test_an_output_naming_the_path_of_another_option_is_refused(files, tmp_path, capsys,
-                                                                 args, flags):
+@pytest.mark.parametrize(
+    "args,flags",
+    [
+        ([*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.pt"], ("--out", "--history")),
+        (
+            [*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", "OUT/./a.pt"],
+            ("--out", "--resume"),
+        ),
+        (
+            [*TRAIN, "--out", "OUT/a.pt", "--history", "OUT/a.csv", "--resume", "OUT/a.csv"],
+            ("--history", "--resume"),
+        ),
+        (
+            [
+                *TRAIN,
+                "--out",
+                "OUT/a.pt",
+                "--history",
+                "OUT/a.csv",
+                "--resume",
+                "LINK",
+                "--pre-model-path",
+                "FILES/actor.pt",
+            ],
+            ("--resume", "--pre-model-path"),
+        ),
+        (
+            [
+                *TRAIN,
+                "--out",
+                "FILES/actor.pt",
+                "--history",
+                "OUT/a.csv",
+                "--pre-model-path",
+                "FILES/actor.pt",
+            ],
+            ("--out", "--pre-model-path"),
+        ),
+        (
+            [*TRAIN, "--out", "OUT/a.pt", "--history", "FILES/split", "--checkpoint-dir", "OUT/c"],
+            ("--history", "--data"),
+        ),
+        (
+            [
+                "evaluate",
+                "--checkpoint",
+                "FILES/actor.pt",
+                "--data",
+                "FILES/split",
+                "--per-user",
+                "LINK",
+                "--summary",
+                "OUT/s.json",
+            ],
+            ("--per-user", "--checkpoint"),
+        ),
+        (
+            [
+                "evaluate",
+                "--checkpoint",
+                "FILES/actor.pt",
+                "--data",
+                "FILES/split",
+                "--per-user",
+                "OUT/p.csv",
+                "--summary",
+                "OUT/p.csv",
+            ],
+            ("--per-user", "--summary"),
+        ),
+        (
+            [
+                "recommend",
+                "--checkpoint",
+                "FILES/actor.pt",
+                "--data",
+                "FILES/split",
+                "--users-file",
+                "FILES/notes.txt",
+                "--out",
+                "FILES/notes.txt",
+            ],
+            ("--out", "--users-file"),
+        ),
+        (
+            [
+                "recommend",
+                "--checkpoint",
+                "FILES/actor.pt",
+                "--data",
+                "FILES/split",
+                "--items-file",
+                "FILES/notes.txt",
+                "--out",
+                "FILES/notes.txt",
+            ],
+            ("--out", "--items-file"),
+        ),
+        (
+            [
+                "prepare",
+                "--input",
+                "FILES/ratings.csv",
+                "--format",
+                "ml-csv",
+                "--out",
+                "FILES/ratings.csv",
+            ],
+            ("--out", "--input"),
+        ),
+    ],
+)
+def test_an_output_naming_the_path_of_another_option_is_refused(
+    files, tmp_path, capsys, args, flags
+):
     (tmp_path / "out").mkdir()
     args = expand(args, files, tmp_path / "out")
     before = snapshot(files)
@@ -110,8 +247,7 @@ def prepare(files, out):
     return ["prepare", "--input", files / "ratings.csv", "--format", "ml-csv", "--out", out]
 
 
-def test_prepare_refuses_an_existing_file_or_a_folder_it_did_not_write(files, tmp_path,
-                                                                       capsys):
+def test_prepare_refuses_an_existing_file_or_a_folder_it_did_not_write(files, tmp_path, capsys):
     (tmp_path / "file").write_text("mine\n")
     assert "file" in refused(capsys, *prepare(files, tmp_path / "file"))
     assert (tmp_path / "file").read_text() == "mine\n"

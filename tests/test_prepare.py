@@ -13,28 +13,41 @@ from ract.errors import RactError
 
 
 def test_binarise_and_filter_order_and_threshold():
-    frame = pd.DataFrame({"user": [1, 1, 1, 2, 2, 3, 3, 3],
-                          "item": [10, 11, 12, 10, 11, 10, 12, 12],
-                          "rating": [5, 4, 3, 5, 3.5, 4, 5, 5]})
-    kept = binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5, min_user_count=2,
-                                                    min_item_count=0))
+    frame = pd.DataFrame(
+        {
+            "user": [1, 1, 1, 2, 2, 3, 3, 3],
+            "item": [10, 11, 12, 10, 11, 10, 12, 12],
+            "rating": [5, 4, 3, 5, 3.5, 4, 5, 5],
+        }
+    )
+    kept = binarise_and_filter(
+        frame, PrepareConfig(rating_threshold=3.5, min_user_count=2, min_item_count=0)
+    )
     # user 2 keeps only item 10 (3.5 is not > 3.5) and is filtered; user 3's duplicate collapses
-    assert sorted(map(tuple, kept[["user", "item"]].to_numpy())) == [(1, 10), (1, 11),
-                                                                    (3, 10), (3, 12)]
+    assert sorted(map(tuple, kept[["user", "item"]].to_numpy())) == [
+        (1, 10),
+        (1, 11),
+        (3, 10),
+        (3, 12),
+    ]
     # items are filtered before users: only item 10 has two users, so every user is left with
     # one item; users first would have kept (1, 10) and (3, 10)
-    kept = binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5, min_user_count=1,
-                                                    min_item_count=2))
+    kept = binarise_and_filter(
+        frame, PrepareConfig(rating_threshold=3.5, min_user_count=1, min_item_count=2)
+    )
     assert sorted(map(tuple, kept[["user", "item"]].to_numpy())) == [(1, 10), (2, 10), (3, 10)]
     with pytest.raises(RactError, match="min_item_count: 3 rows left, min_user_count: 0"):
-        binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5, min_user_count=2,
-                                                 min_item_count=2))
+        binarise_and_filter(
+            frame, PrepareConfig(rating_threshold=3.5, min_user_count=2, min_item_count=2)
+        )
 
 
 def test_implicit_data_keeps_every_row_without_threshold():
     frame = pd.DataFrame({"user": [1, 1, 2], "item": [1, 2, 1], "rating": [np.nan] * 3})
-    assert len(binarise_and_filter(frame, PrepareConfig(rating_threshold=None,
-                                                        min_user_count=0))) == 3
+    assert (
+        len(binarise_and_filter(frame, PrepareConfig(rating_threshold=None, min_user_count=0)))
+        == 3
+    )
     with pytest.raises(RactError, match="rating_threshold"):
         binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5))
 
@@ -42,8 +55,13 @@ def test_implicit_data_keeps_every_row_without_threshold():
 def test_a_threshold_off_the_rating_scale_is_warned(caplog):
     """On a 0.5-4 star scale the default 3.5 keeps only the top star; at or above the top
     rating it keeps nothing."""
-    frame = pd.DataFrame({"user": np.arange(100), "item": np.arange(100) % 7,
-                          "rating": np.repeat([0.5, 1, 2, 3, 4], 20)})
+    frame = pd.DataFrame(
+        {
+            "user": np.arange(100),
+            "item": np.arange(100) % 7,
+            "rating": np.repeat([0.5, 1, 2, 3, 4], 20),
+        }
+    )
     with caplog.at_level("WARNING", logger="ract.prepare"):
         binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5, min_user_count=0))
     assert "rating_threshold 3.5 keeps 20.0% of the rows (ratings up to 4)" in caplog.text
@@ -58,14 +76,18 @@ def test_a_threshold_off_the_rating_scale_is_warned(caplog):
 
 
 def test_merged_duplicate_pairs_are_counted_with_their_rule(caplog):
-    frame = pd.DataFrame({"user": [1, 1, 1, 2, 2], "item": [10, 10, 10, 11, 11],
-                          "rating": [2, 5, 3, 1, 2]})
+    frame = pd.DataFrame(
+        {"user": [1, 1, 1, 2, 2], "item": [10, 10, 10, 11, 11], "rating": [2, 5, 3, 1, 2]}
+    )
     with caplog.at_level("INFO", logger="ract.prepare"):
-        kept = binarise_and_filter(frame, PrepareConfig(rating_threshold=3.5,
-                                                        min_user_count=0), "r.csv")
+        kept = binarise_and_filter(
+            frame, PrepareConfig(rating_threshold=3.5, min_user_count=0), "r.csv"
+        )
     assert kept[["user", "item"]].values.tolist() == [[1, 10]]  # the highest rating decides
-    assert ("r.csv: 3 rows repeat a user-item pair of an earlier row; each pair is one "
-            "interaction, kept if any of its ratings is > rating_threshold") in caplog.text
+    assert (
+        "r.csv: 3 rows repeat a user-item pair of an earlier row; each pair is one "
+        "interaction, kept if any of its ratings is > rating_threshold"
+    ) in caplog.text
 
 
 def test_strong_split_invariants(interactions, tmp_path):
@@ -141,14 +163,17 @@ def test_manifest_records_settings_and_counts(interactions, tmp_path):
     assert m["source"] == "x.csv"
 
 
-@pytest.mark.parametrize("kwargs,setting", [
-    (dict(protocol="random"), "protocol"),
-    (dict(min_user_count=-1), "min_user_count"),
-    (dict(heldout_users=0), "heldout_users"),
-    (dict(heldout_users=2.5), "heldout_users"),
-    (dict(heldout_proportion=1.0), "heldout_proportion"),
-    (dict(weak_ratios=(0.5, 0.1, 0.1)), "weak_ratios"),
-])
+@pytest.mark.parametrize(
+    "kwargs,setting",
+    [
+        (dict(protocol="random"), "protocol"),
+        (dict(min_user_count=-1), "min_user_count"),
+        (dict(heldout_users=0), "heldout_users"),
+        (dict(heldout_users=2.5), "heldout_users"),
+        (dict(heldout_proportion=1.0), "heldout_proportion"),
+        (dict(weak_ratios=(0.5, 0.1, 0.1)), "weak_ratios"),
+    ],
+)
 def test_impossible_settings_rejected(kwargs, setting):
     with pytest.raises(RactError, match=f"setting {setting}"):
         PrepareConfig(**kwargs)
@@ -156,8 +181,12 @@ def test_impossible_settings_rejected(kwargs, setting):
 
 def test_empty_after_filtering_refused_and_nothing_written(interactions, tmp_path):
     with pytest.raises(RactError, match="no interactions left after filtering.*min_user_count"):
-        prepare_split(interactions, PrepareConfig(min_user_count=10_000), tmp_path / "s",
-                      source="ratings.csv")
+        prepare_split(
+            interactions,
+            PrepareConfig(min_user_count=10_000),
+            tmp_path / "s",
+            source="ratings.csv",
+        )
     assert not (tmp_path / "s").exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -185,13 +214,20 @@ def test_incomplete_split_folder_refused(interactions, tmp_path):
         load_split(tmp_path / "nothing")
 
 
-@pytest.mark.parametrize("cfg, setting", [
-    (PrepareConfig(min_items_to_split=100_000), "min_items_to_split"),
-    (PrepareConfig(protocol="weak", weak_ratios=(1, 0, 0)), "weak_ratios"),
-])
-def test_split_that_cannot_be_evaluated_refused_and_nothing_written(interactions, tmp_path,
-                                                                     cfg, setting):
-    with pytest.raises(RactError, match=rf"x.csv: the split cannot be evaluated: 0 of \d+ "
-                                        rf"validation users .*{setting}"):
+@pytest.mark.parametrize(
+    "cfg, setting",
+    [
+        (PrepareConfig(min_items_to_split=100_000), "min_items_to_split"),
+        (PrepareConfig(protocol="weak", weak_ratios=(1, 0, 0)), "weak_ratios"),
+    ],
+)
+def test_split_that_cannot_be_evaluated_refused_and_nothing_written(
+    interactions, tmp_path, cfg, setting
+):
+    with pytest.raises(
+        RactError,
+        match=rf"x.csv: the split cannot be evaluated: 0 of \d+ "
+        rf"validation users .*{setting}",
+    ):
         prepare_split(interactions, cfg, tmp_path / "s", source="x.csv")
     assert list(tmp_path.iterdir()) == []

@@ -19,8 +19,14 @@ from test_train import small_actor
 
 def train(split, out, epochs=4, **kwargs):
     cfg = stage_defaults("actor_pretrain", epochs=epochs, batch_size=64)
-    return train_stage(split, cfg, out_checkpoint=out / "a.pt", history_path=out / "a.csv",
-                       actor_cfg=small_actor(split.n_items), **kwargs)
+    return train_stage(
+        split,
+        cfg,
+        out_checkpoint=out / "a.pt",
+        history_path=out / "a.csv",
+        actor_cfg=small_actor(split.n_items),
+        **kwargs,
+    )
 
 
 def test_slow_epochs_log_every_epoch_with_eta(split, tmp_path, monkeypatch, caplog):
@@ -49,6 +55,7 @@ def test_history_grows_each_epoch_and_ends_as_before(split, tmp_path, monkeypatc
         shown = real(self, number, row)
         seen.append(pd.read_csv(tmp_path / "a.csv")["epoch"].tolist())
         return shown
+
     monkeypatch.setattr(ract.progress.Progress, "epoch", epoch)
     train(split, tmp_path, epochs=3)
     assert seen == [[0, 1], [0, 1, 2], [0, 1, 2, 3]]  # a whole row more after each epoch
@@ -58,26 +65,44 @@ def test_history_grows_each_epoch_and_ends_as_before(split, tmp_path, monkeypatc
     progress = json.loads((tmp_path / "a.progress.json").read_text())
     assert progress["state"] == "done" and progress["epoch"] == progress["epochs"] == 3
     kept = final.loc[final["kept"], "val_ndcg@100"].item()
-    assert progress["value"] == pytest.approx(kept) and progress["kept_epoch"] == \
-        final.loc[final["kept"], "epoch"].item()
+    assert (
+        progress["value"] == pytest.approx(kept)
+        and progress["kept_epoch"] == final.loc[final["kept"], "epoch"].item()
+    )
 
 
 def test_a_failed_stage_leaves_no_history_and_says_failed(split, tmp_path):
     from ract.errors import ModelFailure
+
     cfg = stage_defaults("actor_pretrain", epochs=2, batch_size=64, learning_rate=1e30)
     with pytest.raises(ModelFailure):
-        train_stage(split, cfg, out_checkpoint=tmp_path / "a.pt",
-                    history_path=tmp_path / "a.csv", actor_cfg=small_actor(split.n_items))
+        train_stage(
+            split,
+            cfg,
+            out_checkpoint=tmp_path / "a.pt",
+            history_path=tmp_path / "a.csv",
+            actor_cfg=small_actor(split.n_items),
+        )
     assert not (tmp_path / "a.csv").exists()
     assert json.loads((tmp_path / "a.progress.json").read_text())["state"] == "failed"
 
 
 def test_watch_lists_stages_with_epoch_metric_and_eta(split, tmp_path, capsys):
     train(split, tmp_path / "seed1", epochs=2)
-    running = {"stage": "finetune", "state": "running", "epoch": 3, "epochs": 50,
-               "metric": "val_ndcg@100", "value": 0.4321, "elapsed_seconds": 30.0,
-               "eta_seconds": 470.0, "updated": 0, "pid": 0, "host": "elsewhere",
-               "history": "finetune_history.csv"}
+    running = {
+        "stage": "finetune",
+        "state": "running",
+        "epoch": 3,
+        "epochs": 50,
+        "metric": "val_ndcg@100",
+        "value": 0.4321,
+        "elapsed_seconds": 30.0,
+        "eta_seconds": 470.0,
+        "updated": 0,
+        "pid": 0,
+        "host": "elsewhere",
+        "history": "finetune_history.csv",
+    }
     (tmp_path / "seed1" / "finetune_history.progress.json").write_text(json.dumps(running))
     assert main(["watch", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -22,8 +22,11 @@ def imported_by_modulefinder(script: Path) -> set[Path]:
     are not followed)."""
     finder = ModuleFinder(path=[str(SCRIPTS), str(ROOT)])
     finder.run_script(str(script))
-    return {Path(m.__file__).resolve() for m in finder.modules.values()
-            if m.__file__ and Path(m.__file__).resolve().is_relative_to(ROOT)}
+    return {
+        Path(m.__file__).resolve()
+        for m in finder.modules.values()
+        if m.__file__ and Path(m.__file__).resolve().is_relative_to(ROOT)
+    }
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS.glob("*.py")), ids=lambda p: p.name)
@@ -34,6 +37,7 @@ def test_a_scripts_code_is_every_project_module_it_imports(script):
 def test_the_code_of_each_kind_of_job_follows_indirect_imports():
     def names(script):
         return {str(f.relative_to(ROOT)) for f in code_files(SCRIPTS / script)}
+
     # imported only through another module (splits -> prepare, baselines -> checkpoint)
     assert {"ract/data/prepare.py", "ract/data/splits.py"} <= names("train_stage.py")
     assert "ract/checkpoint.py" in names("fit_baseline.py")
@@ -53,8 +57,13 @@ def test_the_code_hash_changes_with_any_file_of_the_closure_only(tmp_path):
     (pkg / "unused.py").write_text("y = 2\n")
     script = tmp_path / "job.py"
     script.write_text("import os\nfrom pkg.a import *\n")
-    assert {f.name for f in code_files(script, pkg)} == {"job.py", "__init__.py", "a.py",
-                                                          "b.py", "c.py"}
+    assert {f.name for f in code_files(script, pkg)} == {
+        "job.py",
+        "__init__.py",
+        "a.py",
+        "b.py",
+        "c.py",
+    }
     before = code_hash(script, pkg)
     (pkg / "unused.py").write_text("y = 3\n")
     assert code_hash(script, pkg) == before
@@ -85,8 +94,16 @@ def test_lost_files_follow_the_records_from_the_targets(tmp_path):
             (tmp_path / p).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / p).write_text("x")
 
-    make("raw.csv", "split.json", "a.pt", "a_history.csv", "a_eval.json", "table.csv",
-         "old.pt", "old_eval.json")
+    make(
+        "raw.csv",
+        "split.json",
+        "a.pt",
+        "a_history.csv",
+        "a_eval.json",
+        "table.csv",
+        "old.pt",
+        "old_eval.json",
+    )
     record_job("prepare", ["raw.csv"], ["split.json"], root=tmp_path)
     record_job("train", ["split.json"], ["a.pt", "a_history.csv"], root=tmp_path)
     record_job("evaluate", ["split.json", "a.pt"], ["a_eval.json"], root=tmp_path)

@@ -89,7 +89,10 @@ def test_ml100k_empty_timestamp_is_fine(tmp_path):
 def test_bad_rating_names_line(tmp_path):
     lines = ["1\t2\t3\t4\n"] * 6 + ["1\t2\tabc\t4\n"]
     path = write(tmp_path, "u.data", "".join(lines))
-    assert error(path, "ml-100k") == f"{path}: line 7: rating 'abc' is not a number (field 3, 'rating')"
+    assert (
+        error(path, "ml-100k")
+        == f"{path}: line 7: rating 'abc' is not a number (field 3, 'rating')"
+    )
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "", "1_0"])
@@ -127,7 +130,11 @@ def test_missing_file_folder_unknown_format(tmp_path):
     assert error(missing, "ml-100k") == f"{missing}: file not found"
     assert "is a folder" in error(tmp_path, "ml-100k")
     message = error(write(tmp_path, "u.data", U_DATA), "parquet")
-    assert "unknown input format 'parquet'" in message and "ml-100k" in message and "netflix" in message
+    assert (
+        "unknown input format 'parquet'" in message
+        and "ml-100k" in message
+        and "netflix" in message
+    )
 
 
 def test_zip_passed_by_mistake(tmp_path):
@@ -162,7 +169,8 @@ def test_ml10m_half_stars(tmp_path):
 def test_ml1m_single_colon(tmp_path):
     path = write(tmp_path, "ratings.dat", "1::1193::5::978300760\n1:661::3::978302109\n")
     assert error(path, "ml-1m") == (
-        f"{path}: line 2: expected 4 '::'-separated fields (user, item, rating, timestamp), found 3"
+        f"{path}: line 2: expected 4 '::'-separated fields (user, item, rating, timestamp), "
+        "found 3"
     )
 
 
@@ -173,7 +181,9 @@ def test_ml1m_tab_separated_by_mistake(tmp_path):
 
 def test_ml1m_bad_rating(tmp_path):
     path = write(tmp_path, "ratings.dat", "1::1193::5::978300760\n1::661::x::978302109\n")
-    assert error(path, "ml-1m") == f"{path}: line 2: rating 'x' is not a number (field 3, 'rating')"
+    assert (
+        error(path, "ml-1m") == f"{path}: line 2: rating 'x' is not a number (field 3, 'rating')"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,14 +191,19 @@ def test_ml1m_bad_rating(tmp_path):
 
 
 def test_ml_csv(tmp_path):
-    text = "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n2,32,4.0,1112484819\n"
+    text = (
+        "userId,movieId,rating,timestamp\n1,2,3.5,1112486027\n1,29,3.5,1112484676\n"
+        "2,32,4.0,1112484819\n"
+    )
     frame = read_interactions(write(tmp_path, "ratings.csv", text), "ml-csv")
     assert_frame(frame, [1, 1, 2], [2, 29, 32], [3.5, 3.5, 4.0])
 
 
 def test_ml_csv_line_numbers_count_header(tmp_path):
     path = write(tmp_path, "ratings.csv", "userId,movieId,rating,timestamp\n1,2,3.5,1\n1,29,?,2\n")
-    assert error(path, "ml-csv") == f"{path}: line 3: rating '?' is not a number (field 3, 'rating')"
+    assert (
+        error(path, "ml-csv") == f"{path}: line 3: rating '?' is not a number (field 3, 'rating')"
+    )
 
 
 def test_ml_csv_wrong_header(tmp_path):
@@ -223,12 +238,17 @@ def test_recbole_ids_with_and_without_trailing_zero_are_one_id(tmp_path, caplog)
     text = INTER + "196.0\t302\t4\t881250950\n186.0\t242.0\t5\t881250951\n22\t302.0\t2\t1\n"
     with caplog.at_level("INFO", logger="ract.data.readers"):
         frame = read_interactions(write(tmp_path, "ml-100k.inter", text), "recbole")
-    assert_frame(frame, [196, 186, 22, 196, 186, 22], [242, 302, 377, 302, 242, 302],
-                 [3.0, 3.0, 1.0, 4.0, 5.0, 2.0])
+    assert_frame(
+        frame,
+        [196, 186, 22, 196, 186, 22],
+        [242, 302, 377, 302, 242, 302],
+        [3.0, 3.0, 1.0, 4.0, 5.0, 2.0],
+    )
     assert frame["user"].dtype == np.int64 and frame["item"].dtype == np.int64
     assert [r.getMessage() for r in caplog.records if "unified" in r.getMessage()] == [
         f"{tmp_path / 'ml-100k.inter'}: unified 2 user ids and 2 item ids written both as "
-        "integers and with a trailing .0 (196 and 196.0 read as one id)"]
+        "integers and with a trailing .0 (196 and 196.0 read as one id)"
+    ]
 
 
 def test_trailing_zero_ids_among_text_ids(tmp_path):
@@ -248,13 +268,17 @@ def test_recbole_other_order_no_rating_token_ids(tmp_path):
 def test_recbole_columns_override(tmp_path):
     text = "uid:token\tiid:token\tscore:float\n1\t2\t0.5\n"
     frame = read_interactions(
-        write(tmp_path, "x.inter", text), "recbole", columns={"user": "uid", "item": "iid", "rating": "score"}
+        write(tmp_path, "x.inter", text),
+        "recbole",
+        columns={"user": "uid", "item": "iid", "rating": "score"},
     )
     assert_frame(frame, [1], [2], [0.5])
 
 
 def test_recbole_columns_as_positions(tmp_path):
-    frame = read_interactions(write(tmp_path, "x.inter", INTER), "recbole", columns={"user": 1, "item": 0})
+    frame = read_interactions(
+        write(tmp_path, "x.inter", INTER), "recbole", columns={"user": 1, "item": 0}
+    )
     assert_frame(frame, [242, 302, 377], [196, 186, 22], [3.0, 3.0, 1.0])
 
 
@@ -322,13 +346,21 @@ def test_netflix_rating_before_movie(tmp_path):
 @pytest.mark.parametrize(
     "line, expected",
     [
-        ("822109,5", "expected a movie id line such as '1:' or 3 comma-separated fields (customer, rating, date), found 2"),
+        (
+            "822109,5",
+            "expected a movie id line such as '1:' or 3 comma-separated fields "
+            "(customer, rating, date), found 2",
+        ),
         ("82x,5,2005-05-13", "customer id '82x' is not an integer"),
         ("822109,five,2005-05-13", "rating 'five' is not a number"),
         ("822109,,2005-05-13", "rating (field 2) is missing"),
         ("822109,5,", "date (field 3) is missing"),
         ("12:34,5,2005-05-13", "customer id '12:34' is not an integer"),
-        ("1:2", "expected a movie id line such as '1:' or 3 comma-separated fields (customer, rating, date), found 1"),
+        (
+            "1:2",
+            "expected a movie id line such as '1:' or 3 comma-separated fields "
+            "(customer, rating, date), found 1",
+        ),
         ("x:", "movie id 'x' is not an integer"),
         ("822109,5,2005:05", "date '2005:05' is not a date like 2005-09-06"),
     ],
@@ -357,7 +389,8 @@ def test_msd(tmp_path):
     frame = read_interactions(write(tmp_path, "train_triplets.txt", text), "msd")
     assert_frame(
         frame,
-        ["b80344d063b5ccb3212f76538f3d9e43d87dca9e"] * 2 + ["85c1f87fea955d09b4bec2e36aee110927aedf9a"],
+        ["b80344d063b5ccb3212f76538f3d9e43d87dca9e"] * 2
+        + ["85c1f87fea955d09b4bec2e36aee110927aedf9a"],
         ["SOAKIMP12A8C130995", "SOAPDEY12A81C210A9", "SOBBMDR12A8C13253B"],
         [1.0, 12.0, 2.0],
     )
@@ -366,7 +399,10 @@ def test_msd(tmp_path):
 
 def test_msd_bad_count(tmp_path):
     path = write(tmp_path, "t.txt", "u1\tS1\t1\nu2\tS2\tmany\n")
-    assert error(path, "msd") == f"{path}: line 2: rating 'many' is not a number (field 3, 'play_count')"
+    assert (
+        error(path, "msd")
+        == f"{path}: line 2: rating 'many' is not a number (field 3, 'play_count')"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +417,9 @@ def test_csv_default_columns(tmp_path):
 def test_csv_named_columns_quoted(tmp_path):
     text = 'when,who,what,score\n2020,"u,1",i1,4\n2021,u2,"i""2",5\n'
     frame = read_interactions(
-        write(tmp_path, "a.csv", text), "csv", columns={"user": "who", "item": "what", "rating": "score"}
+        write(tmp_path, "a.csv", text),
+        "csv",
+        columns={"user": "who", "item": "what", "rating": "score"},
     )
     assert_frame(frame, ["u,1", "u2"], ["i1", 'i"2'], [4.0, 5.0])
 
@@ -389,7 +427,9 @@ def test_csv_named_columns_quoted(tmp_path):
 def test_csv_no_header_indices_tab(tmp_path):
     path = write(tmp_path, "a.tsv", "5\t10\t0.5\n6\t11\t1\n")
     for sep in ("\t", "\\t", "tab"):
-        frame = read_interactions(path, "csv", sep=sep, header=False, columns={"user": 1, "item": "0"})
+        frame = read_interactions(
+            path, "csv", sep=sep, header=False, columns={"user": 1, "item": "0"}
+        )
         assert_frame(frame, [10, 11], [5, 6], [float("nan")] * 2)
     frame = read_interactions(path, "csv", sep="\t", header=False)
     assert_frame(frame, [5, 6], [10, 11], [0.5, 1.0])
@@ -427,13 +467,19 @@ def test_csv_columns_lack_item(tmp_path):
     assert error(path, "csv", columns={"user": "uid"}) == (
         "columns: no 'item' column given; both 'user' and 'item' are required"
     )
-    assert "unknown key 'time'" in error(path, "csv", columns={"user": "uid", "item": "iid", "time": "t"})
+    assert "unknown key 'time'" in error(
+        path, "csv", columns={"user": "uid", "item": "iid", "time": "t"}
+    )
 
 
 def test_csv_index_out_of_range_and_names_without_header(tmp_path):
     path = write(tmp_path, "a.csv", "1,2\n3,4\n")
-    assert "user column 5 is out of range" in error(path, "csv", header=False, columns={"user": 5, "item": 1})
-    assert "must be a field number" in error(path, "csv", header=False, columns={"user": "uid", "item": 1})
+    assert "user column 5 is out of range" in error(
+        path, "csv", header=False, columns={"user": 5, "item": 1}
+    )
+    assert "must be a field number" in error(
+        path, "csv", header=False, columns={"user": "uid", "item": 1}
+    )
 
 
 def test_csv_bad_sep(tmp_path):
@@ -443,7 +489,9 @@ def test_csv_bad_sep(tmp_path):
 
 def test_csv_bad_rating_in_quoted_file(tmp_path):
     path = write(tmp_path, "a.csv", 'user,item,rating\n"a",b,1\n"c\nd",e,2\nf,g,bad\n')
-    assert error(path, "csv") == f"{path}: line 5: rating 'bad' is not a number (field 3, 'rating')"
+    assert (
+        error(path, "csv") == f"{path}: line 5: rating 'bad' is not a number (field 3, 'rating')"
+    )
 
 
 def test_csv_short_line(tmp_path):
@@ -454,5 +502,7 @@ def test_csv_short_line(tmp_path):
 
 
 def test_csv_empty_trailing_column_is_fine(tmp_path):
-    frame = read_interactions(write(tmp_path, "a.csv", "user,item,rating,\na,b,1,\nc,d,2,\n"), "csv")
+    frame = read_interactions(
+        write(tmp_path, "a.csv", "user,item,rating,\na,b,1,\nc,d,2,\n"), "csv"
+    )
     assert_frame(frame, ["a", "c"], ["b", "d"], [1.0, 2.0])

@@ -20,15 +20,19 @@ def python_block(heading: str) -> str:
 
 def test_use_from_python_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15),
-                  "results/ml-100k/split")
+    prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), "results/ml-100k/split")
     data, run = load_split("results/ml-100k/split"), Path("results/ml-100k/main/seed1")
     start = None
     for stage in ("actor_pretrain", "critic_pretrain", "finetune"):
         cfg = stage_defaults(stage, epochs=1, batch_size=64, min_steps=0, validate_every=0)
-        train_stage(data, cfg, out_checkpoint=run / f"{stage}.pt",
-                    history_path=run / f"{stage}_history.csv", pre_model_path=start,
-                    actor_cfg=small_actor(data.n_items))
+        train_stage(
+            data,
+            cfg,
+            out_checkpoint=run / f"{stage}.pt",
+            history_path=run / f"{stage}_history.csv",
+            pre_model_path=start,
+            actor_cfg=small_actor(data.n_items),
+        )
         start = run / f"{stage}.pt"
     exec(python_block("Use from Python"), {})
     out = capsys.readouterr().out

@@ -35,7 +35,8 @@ WRITER = textwrap.dedent("""
     from ract.checkpoint import save_checkpoint
     i = 0
     while True:  # ~40 MB checkpoints, rewritten until killed
-        models = {"actor_args": {"n_items": 10}, "actor_state": {"w": torch.full((10_000_000,), float(i))},
+        models = {"actor_args": {"n_items": 10},
+              "actor_state": {"w": torch.full((10_000_000,), float(i))},
                   "critic_args": None, "critic_state": None}
         save_checkpoint(sys.argv[1], stage="actor_pretrain", epoch=i, models=models,
                         data_hash="h")
@@ -62,7 +63,8 @@ def test_a_reader_never_sees_a_torn_checkpoint_even_when_the_writer_is_killed(tm
     assert torch.all(state["actor_state"]["w"] == state["epoch"])
     # a killed writer can leave its temporary behind, but never under the real name
     assert {p.name for p in tmp_path.iterdir()} - {"model.pt"} <= {
-        p.name for p in tmp_path.glob(".model.pt.*.tmp")}
+        p.name for p in tmp_path.glob(".model.pt.*.tmp")
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,17 +75,45 @@ def test_a_reader_never_sees_a_torn_checkpoint_even_when_the_writer_is_killed(tm
 def split_dir(tmp_path_factory):
     from conftest import make_interactions
     from ract.data.prepare import PrepareConfig, prepare_split
+
     out = tmp_path_factory.mktemp("resume") / "split"
     prepare_split(make_interactions(), PrepareConfig(heldout_users=0.15), out)
     return out
 
 
 def train_cmd(split, out, stage, epochs, *extra):
-    return [sys.executable, "-m", "ract", "train", "--stage", stage, "--data", str(split),
-            "--out", str(out / f"{stage}.pt"), "--history", str(out / f"{stage}.csv"),
-            "--epochs", str(epochs), "--batch-size", "16", "--latent-dimension", "8",
-            "--mlp-hidden-size", "32", "--critic-layers", "8", "4", "--min-steps", "0",
-            "--device", "cpu", "--threads", "1", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "ract",
+        "train",
+        "--stage",
+        stage,
+        "--data",
+        str(split),
+        "--out",
+        str(out / f"{stage}.pt"),
+        "--history",
+        str(out / f"{stage}.csv"),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--latent-dimension",
+        "8",
+        "--mlp-hidden-size",
+        "32",
+        "--critic-layers",
+        "8",
+        "4",
+        "--min-steps",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        *map(str, extra),
+    ]
 
 
 def kill_when_resumable(cmd, resume, sig, min_epoch=3):
@@ -107,8 +137,9 @@ def assert_same_run(a, b, stage):
         if sa[part] is not None:
             for k in sa[part]:
                 assert torch.equal(sa[part][k], sb[part][k]), (part, k)
-    ha, hb = (pd.read_csv(d / f"{stage}.csv").drop(columns=["seconds", "train_seconds"])
-              for d in (a, b))
+    ha, hb = (
+        pd.read_csv(d / f"{stage}.csv").drop(columns=["seconds", "train_seconds"]) for d in (a, b)
+    )
     pd.testing.assert_frame_equal(ha, hb)
 
 
@@ -118,8 +149,9 @@ def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_d
     plain.mkdir(), killed.mkdir()
     assert subprocess.run(train_cmd(split_dir, plain, "actor_pretrain", 30)).returncode == 0
     resume = killed / "resume.pt"
-    cmd = train_cmd(split_dir, killed, "actor_pretrain", 30, "--resume", resume,
-                    "--resume-every", 0)
+    cmd = train_cmd(
+        split_dir, killed, "actor_pretrain", 30, "--resume", resume, "--resume-every", 0
+    )
     code, _ = kill_when_resumable(cmd, resume, signal.SIGKILL)
     assert code == -signal.SIGKILL and not (killed / "actor_pretrain.pt").exists()
     stopped_at = read_state(resume)["epoch"]
@@ -132,17 +164,28 @@ def test_a_stage_killed_with_sigkill_resumes_and_ends_as_if_never_killed(split_d
 
 @pytest.mark.slow
 def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_matches(
-        split_dir, tmp_path):
+    split_dir, tmp_path
+):
     plain, stopped = tmp_path / "plain", tmp_path / "stopped"
     plain.mkdir(), stopped.mkdir()
     assert subprocess.run(train_cmd(split_dir, plain, "actor_pretrain", 3)).returncode == 0
     start = ["--pre-model-path", plain / "actor_pretrain.pt"]
-    assert subprocess.run(train_cmd(split_dir, plain, "critic_pretrain", 40, *start)
-                          ).returncode == 0
+    assert (
+        subprocess.run(train_cmd(split_dir, plain, "critic_pretrain", 40, *start)).returncode == 0
+    )
     resume = stopped / "resume.pt"
     # written only on SIGTERM: the file must come from the signal, not from the timer
-    cmd = train_cmd(split_dir, stopped, "critic_pretrain", 40, *start, "--resume", resume,
-                    "--resume-every", 3600)
+    cmd = train_cmd(
+        split_dir,
+        stopped,
+        "critic_pretrain",
+        40,
+        *start,
+        "--resume",
+        resume,
+        "--resume-every",
+        3600,
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     history = stopped / "critic_pretrain.csv"  # grows by one row per epoch
@@ -154,8 +197,11 @@ def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_match
     lines = [x for x in err.splitlines() if x.startswith("ract: error:")]
     assert proc.returncode == 1 and len(lines) == 1, err  # a runtime stop, not a usage error
     assert "critic_pretrain: stopped by SIGTERM" in lines[0]
-    assert re.search(rf"resume point after epoch \d+ in {re.escape(str(resume))}; run the same "
-                     "command again to continue", lines[0])
+    assert re.search(
+        rf"resume point after epoch \d+ in {re.escape(str(resume))}; run the same "
+        "command again to continue",
+        lines[0],
+    )
     assert resume.exists() and not (stopped / "critic_pretrain.pt").exists()
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0 and "critic_pretrain: resuming after epoch" in r.stderr, r.stderr
@@ -165,11 +211,13 @@ def test_sigterm_stops_after_the_batch_writes_a_resume_point_and_the_rerun_match
 @pytest.mark.slow
 def test_a_resume_point_from_other_settings_is_ignored(split_dir, tmp_path):
     resume = tmp_path / "resume.pt"
-    cmd = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
-                    "--resume-every", 0)
+    cmd = train_cmd(
+        split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume, "--resume-every", 0
+    )
     kill_when_resumable(cmd, resume, signal.SIGKILL)
-    other = train_cmd(split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume,
-                      "--learning-rate", "0.01")
+    other = train_cmd(
+        split_dir, tmp_path, "actor_pretrain", 30, "--resume", resume, "--learning-rate", "0.01"
+    )
     r = subprocess.run(other, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "ignoring resume point" in r.stderr and "resuming" not in r.stderr
@@ -183,16 +231,30 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
     """Start the tiny ml-100k study (its own process group) up to the actors of `seeds`."""
     import yaml
     from test_workflow import ROOT, SNAKEMAKE, tiny_config
+
     config = tiny_config()
     config["seeds"] = list(seeds)
     config["stages"]["actor_pretrain"]["pretrain_epochs"] = epochs
     workdir.mkdir(exist_ok=True)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
-    return subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
-                             "tiny.yaml", "--cores", "4", "--rerun-incomplete",
-                             *(targets or [ACTOR.format(s) for s in seeds])], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            "tiny.yaml",
+            "--cores",
+            "4",
+            "--rerun-incomplete",
+            *(targets or [ACTOR.format(s) for s in seeds]),
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -244,13 +306,13 @@ def test_two_seeds_in_parallel_do_not_interfere(alone, tmp_path, download_cache)
 
 
 @pytest.mark.slow
-def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_path,
-                                                                  monkeypatch):
+def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_path, monkeypatch):
     """Long epochs (here: every epoch, threshold 0) keep each epoch's snapshot in memory, so
     SIGTERM stops after the current batch and the rerun redoes that epoch from its start."""
     from ract import resume as resume_module, train
     from ract.data.splits import load_split
     from ract.model import ActorConfig
+
     monkeypatch.setattr(resume_module, "EAGER_SNAPSHOT_SECONDS", 0.0)
     data = load_split(split_dir)
     cfg = train.stage_defaults("actor_pretrain", epochs=6, batch_size=16, seed=3)
@@ -258,9 +320,15 @@ def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_
 
     def run(out, resume=None):
         out.mkdir(exist_ok=True)
-        return train.train_stage(data, cfg, out_checkpoint=out / "actor_pretrain.pt",
-                                 history_path=out / "actor_pretrain.csv", actor_cfg=actor,
-                                 resume_path=resume, resume_every=3600)
+        return train.train_stage(
+            data,
+            cfg,
+            out_checkpoint=out / "actor_pretrain.pt",
+            history_path=out / "actor_pretrain.csv",
+            actor_cfg=actor,
+            resume_path=resume,
+            resume_every=3600,
+        )
 
     run(tmp_path / "plain")
     step, calls = train._Run._likelihood_step, []
@@ -273,9 +341,11 @@ def test_sigterm_drops_the_running_epoch_when_it_keeps_snapshots(split_dir, tmp_
 
     monkeypatch.setattr(train._Run, "_likelihood_step", step_then_sigterm)
     resume = tmp_path / "resume.pt"
-    with pytest.raises(resume_module.Interrupted,
-                       match=r"actor_pretrain: stopped by SIGTERM in epoch 3 after batch 3 of "
-                             r"\d+; resume point after epoch 2 in "):
+    with pytest.raises(
+        resume_module.Interrupted,
+        match=r"actor_pretrain: stopped by SIGTERM in epoch 3 after batch 3 of "
+        r"\d+; resume point after epoch 2 in ",
+    ):
         run(tmp_path / "stopped", resume)
     assert read_state(resume)["epoch"] == 2
     monkeypatch.setattr(train._Run, "_likelihood_step", step)

@@ -11,41 +11,81 @@ from ract.metrics import pearson
 
 
 def summary(model, seed, split="test", variant="main", recall=0.3, ndcg=0.4, epoch=5):
-    return {"split": split, "n_users": 10, "n_users_evaluated": 9, "n_users_without_holdout": 1,
-            "metrics": {"recall@20": {"mean": recall, "se": 0.01, "n_users": 9},
-                        "ndcg@100": {"mean": ndcg, "se": 0.02, "n_users": 9}},
-            "checkpoint": f"{model}.pt", "stage": "finetune", "epoch": epoch,
-            "model": model, "seed": seed, "variant": variant}
+    return {
+        "split": split,
+        "n_users": 10,
+        "n_users_evaluated": 9,
+        "n_users_without_holdout": 1,
+        "metrics": {
+            "recall@20": {"mean": recall, "se": 0.01, "n_users": 9},
+            "ndcg@100": {"mean": ndcg, "se": 0.02, "n_users": 9},
+        },
+        "checkpoint": f"{model}.pt",
+        "stage": "finetune",
+        "epoch": epoch,
+        "model": model,
+        "seed": seed,
+        "variant": variant,
+    }
 
 
 @pytest.fixture
 def summaries():
     # RaCT recall over seeds: 0.2, 0.4, 0.6 -> mean 0.4, std 0.2, se 0.2/sqrt(3)
-    return [summary("RaCT", 3, recall=0.6, ndcg=0.5), summary("Mult-VAE", 1, recall=0.3),
-            summary("RaCT", 1, recall=0.2, ndcg=0.5), summary("RaCT", 2, recall=0.4, ndcg=0.5),
-            summary("Mult-VAE", 1, split="validation", recall=0.35)]
+    return [
+        summary("RaCT", 3, recall=0.6, ndcg=0.5),
+        summary("Mult-VAE", 1, recall=0.3),
+        summary("RaCT", 1, recall=0.2, ndcg=0.5),
+        summary("RaCT", 2, recall=0.4, ndcg=0.5),
+        summary("Mult-VAE", 1, split="validation", recall=0.35),
+    ]
 
 
 def history(seed, n_actor=6, n_critic=10, n_finetune=4):
     rng = np.random.default_rng(seed)
     parts = []
-    for stage, n in (("actor_pretrain", n_actor), ("critic_pretrain", n_critic),
-                     ("finetune", n_finetune)):
+    for stage, n in (
+        ("actor_pretrain", n_actor),
+        ("critic_pretrain", n_critic),
+        ("finetune", n_finetune),
+    ):
         epochs = np.arange(n + 1)
-        ndcg = 0.1 + 0.3 * epochs / n if stage == "actor_pretrain" else 0.4 + rng.normal(0, 0.005, n + 1)
+        ndcg = (
+            0.1 + 0.3 * epochs / n
+            if stage == "actor_pretrain"
+            else 0.4 + rng.normal(0, 0.005, n + 1)
+        )
         r = np.full(n + 1, np.nan) if stage == "actor_pretrain" else rng.uniform(0, 0.6, n + 1)
-        parts.append(pd.DataFrame({"stage": stage, "epoch": epochs, "val_ndcg@100": ndcg,
-                                   "val_critic_r": r}))
+        parts.append(
+            pd.DataFrame(
+                {"stage": stage, "epoch": epochs, "val_ndcg@100": ndcg, "val_critic_r": r}
+            )
+        )
     return pd.concat(parts, ignore_index=True)
 
 
 def test_metrics_table_rows_columns_and_order(summaries):
     table = report.metrics_table(summaries)
-    assert list(table.columns) == ["variant", "model", "seed", "split", "epoch", "users", "status",
-                                   "recall@20", "recall@20_se", "ndcg@100", "ndcg@100_se"]
+    assert list(table.columns) == [
+        "variant",
+        "model",
+        "seed",
+        "split",
+        "epoch",
+        "users",
+        "status",
+        "recall@20",
+        "recall@20_se",
+        "ndcg@100",
+        "ndcg@100_se",
+    ]
     assert list(zip(table["split"], table["model"], table["seed"])) == [
-        ("test", "Mult-VAE", 1), ("test", "RaCT", 1), ("test", "RaCT", 2), ("test", "RaCT", 3),
-        ("validation", "Mult-VAE", 1)]
+        ("test", "Mult-VAE", 1),
+        ("test", "RaCT", 1),
+        ("test", "RaCT", 2),
+        ("test", "RaCT", 3),
+        ("validation", "Mult-VAE", 1),
+    ]
     assert table["users"].tolist() == [9] * 5
     assert table.loc[3, "recall@20"] == 0.6
     assert table.loc[3, "recall@20_se"] == 0.01
@@ -60,10 +100,22 @@ def test_metrics_table_missing_metric_is_nan(summaries):
 
 
 def test_aggregate_mean_and_se(summaries):
-    agg = report.aggregate_table(report.metrics_table(summaries), metrics=("recall@20", "ndcg@100"))
-    assert list(agg.columns) == ["variant", "split", "model", "seeds", "failed",
-                                 "recall@20", "recall@20_se", "recall@20_user_se",
-                                 "ndcg@100", "ndcg@100_se", "ndcg@100_user_se"]
+    agg = report.aggregate_table(
+        report.metrics_table(summaries), metrics=("recall@20", "ndcg@100")
+    )
+    assert list(agg.columns) == [
+        "variant",
+        "split",
+        "model",
+        "seeds",
+        "failed",
+        "recall@20",
+        "recall@20_se",
+        "recall@20_user_se",
+        "ndcg@100",
+        "ndcg@100_se",
+        "ndcg@100_user_se",
+    ]
     assert len(agg) == 3
     ract = agg[(agg["model"] == "RaCT") & (agg["split"] == "test")].iloc[0]
     assert ract["seeds"] == 3
@@ -98,8 +150,11 @@ def test_markdown_table(summaries):
 
 def test_read_summary(tmp_path):
     path = tmp_path / "s.json"
-    path.write_text(json.dumps({k: v for k, v in summary("x", 0).items()
-                                if k not in ("model", "seed", "variant")}))
+    path.write_text(
+        json.dumps(
+            {k: v for k, v in summary("x", 0).items() if k not in ("model", "seed", "variant")}
+        )
+    )
     loaded = report.read_summary(path, model="RaCT", seed=2, variant="main")
     assert (loaded["model"], loaded["seed"], loaded["variant"]) == ("RaCT", 2, "main")
     with pytest.raises(RactError, match="not found"):
@@ -116,25 +171,29 @@ def assert_figure(path, magic):
 
 
 def test_plot_training_curves(tmp_path):
-    report.plot_training_curves({1: history(1), 2: history(2)}, tmp_path / "c.png",
-                                tmp_path / "c.pdf")
+    report.plot_training_curves(
+        {1: history(1), 2: history(2)}, tmp_path / "c.png", tmp_path / "c.pdf"
+    )
     assert_figure(tmp_path / "c.png", b"\x89PNG")
     assert_figure(tmp_path / "c.pdf", b"%PDF")
 
 
 def test_plot_training_curves_draws_the_control_dotted(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
+
     dotted, plot = [], Axes.plot
 
     def spy(self, *args, **kwargs):
         if kwargs.get("ls") == ":":
             dotted.append(kwargs.get("label"))
         return plot(self, *args, **kwargs)
+
     monkeypatch.setattr(Axes, "plot", spy)
     control = history(1)
     control = control[control["stage"] == "finetune"]
-    report.plot_training_curves({1: history(1), 2: history(2)}, tmp_path / "c.png",
-                                controls={1: control})
+    report.plot_training_curves(
+        {1: history(1), 2: history(2)}, tmp_path / "c.png", controls={1: control}
+    )
     assert dotted == ["seed 1, NLL control"]
     assert_figure(tmp_path / "c.png", b"\x89PNG")
 
@@ -147,7 +206,9 @@ def test_plot_training_curves_partial_stages(tmp_path):
 
 
 def test_plot_metric_bars(tmp_path, summaries):
-    agg = report.aggregate_table(report.metrics_table(summaries), metrics=("recall@20", "ndcg@100"))
+    agg = report.aggregate_table(
+        report.metrics_table(summaries), metrics=("recall@20", "ndcg@100")
+    )
     report.plot_metric_bars(agg, tmp_path / "b.png", tmp_path / "b.pdf")
     assert_figure(tmp_path / "b.png", b"\x89PNG")
     assert_figure(tmp_path / "b.pdf", b"%PDF")
@@ -170,13 +231,15 @@ def test_bad_input(tmp_path, summaries):
     with pytest.raises(RactError, match="no training histories"):
         report.plot_training_curves({}, tmp_path / "c.png")
     with pytest.raises(RactError, match="val_ndcg@100"):
-        report.plot_training_curves({1: history(1).drop(columns="val_ndcg@100")},
-                                    tmp_path / "c.png")
+        report.plot_training_curves(
+            {1: history(1).drop(columns="val_ndcg@100")}, tmp_path / "c.png"
+        )
     with pytest.raises(RactError, match="empty"):
         report.plot_training_curves({1: history(1).iloc[0:0]}, tmp_path / "c.png")
     with pytest.raises(RactError, match="unknown stage"):
-        report.plot_training_curves({1: history(1).replace("finetune", "other")},
-                                    tmp_path / "c.png")
+        report.plot_training_curves(
+            {1: history(1).replace("finetune", "other")}, tmp_path / "c.png"
+        )
     with pytest.raises(RactError, match="empty"):
         report.plot_metric_bars(pd.DataFrame(), tmp_path / "b.png")
     assert not list(tmp_path.iterdir())
@@ -205,9 +268,14 @@ def test_gain_by_activity_groups_and_plot(tmp_path):
 def critic_fit_table(seed, n=60, noise=0.05):
     rng = np.random.default_rng(seed)
     truth = rng.uniform(0, 1, n)
-    frame = pd.DataFrame({"user": [f"u{i}" for i in range(n)], "ndcg@100": truth,
-                          "critic": truth + rng.normal(0, noise, n),  # tracks the truth
-                          "nll": rng.normal(300, 50, n)})             # unrelated to it
+    frame = pd.DataFrame(
+        {
+            "user": [f"u{i}" for i in range(n)],
+            "ndcg@100": truth,
+            "critic": truth + rng.normal(0, noise, n),  # tracks the truth
+            "nll": rng.normal(300, 50, n),
+        }
+    )  # unrelated to it
     frame.loc[0, "ndcg@100"] = np.nan  # a user with nothing held out is left out
     return frame
 
@@ -218,9 +286,11 @@ def test_plot_critic_fit(tmp_path):
     assert_figure(tmp_path / "f.png", b"\x89PNG")
     assert_figure(tmp_path / "f.pdf", b"%PDF")
     pooled = pd.concat(fits.values()).dropna()
-    assert shown == {"users": len(pooled),  # the pooled r of the titles, for the caller's table
-                     "critic": pearson(pooled["critic"], pooled["ndcg@100"]),
-                     "nll": pearson(pooled["nll"], pooled["ndcg@100"])}
+    assert shown == {
+        "users": len(pooled),  # the pooled r of the titles, for the caller's table
+        "critic": pearson(pooled["critic"], pooled["ndcg@100"]),
+        "nll": pearson(pooled["nll"], pooled["ndcg@100"]),
+    }
     assert pearson(pooled["critic"], pooled["ndcg@100"]) > 0.9
     assert abs(pearson(pooled["nll"], pooled["ndcg@100"])) < 0.3
     assert math.isnan(pearson([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))
@@ -235,16 +305,25 @@ def test_summaries_from_different_splits_are_refused(summaries):
     same = [dict(s, data_hash="a" * 64, path=f"s{i}.json") for i, s in enumerate(summaries)]
     assert report.check_same_data(same) == "a" * 64
     other = same[:-1] + [dict(same[-1], data_hash="b" * 64)]
-    with pytest.raises(RactError, match=r"2 different splits.*aaaaaaaaaaaa: s0.json, s1.json, "
-                                        r"s2.json and 1 more; bbbbbbbbbbbb: s4.json"):
+    with pytest.raises(
+        RactError,
+        match=r"2 different splits.*aaaaaaaaaaaa: s0.json, s1.json, "
+        r"s2.json and 1 more; bbbbbbbbbbbb: s4.json",
+    ):
         report.check_same_data(other)
     with pytest.raises(RactError, match="s0.json: evaluation summary has no data_hash"):
         report.check_same_data([dict(same[0], data_hash=None)] + same[1:])
 
 
 def test_failed_model_is_shown_not_dropped(tmp_path, summaries):
-    failed = {"split": "test", "status": "failed", "error": "EASE on 20108 items needs 6 GiB",
-              "model": "EASE", "seed": 0, "variant": "main"}
+    failed = {
+        "split": "test",
+        "status": "failed",
+        "error": "EASE on 20108 items needs 6 GiB",
+        "model": "EASE",
+        "seed": 0,
+        "variant": "main",
+    }
     table = report.metrics_table(summaries + [failed])
     row = table[table["model"] == "EASE"].iloc[0]
     assert row["status"] == "failed" and math.isnan(row["ndcg@100"])
@@ -255,7 +334,8 @@ def test_failed_model_is_shown_not_dropped(tmp_path, summaries):
     ract = agg[(agg["model"] == "RaCT")].iloc[0]
     assert (ract["seeds"], ract["failed"]) == (3, 0)
     assert report.failures(summaries + [failed]) == [
-        {"model": "EASE", "seed": 0, "split": "test", "error": failed["error"]}]
+        {"model": "EASE", "seed": 0, "split": "test", "error": failed["error"]}
+    ]
     report.plot_metric_bars(agg, tmp_path / "b.png")  # EASE keeps its place, marked failed
     assert_figure(tmp_path / "b.png", b"\x89PNG")
 
@@ -263,24 +343,51 @@ def test_failed_model_is_shown_not_dropped(tmp_path, summaries):
 def test_comparison_document_gives_the_same_table_and_verdicts_in_markdown_and_html(summaries):
     table = report.metrics_table(summaries)
     aggregate = report.aggregate_table(table, ("recall@20", "ndcg@100"))
-    test = {"a": "Mult-VAE", "b": "RaCT", "n": 9, "mean_diff": 0.1, "boot_low": 0.05,
-            "boot_high": 0.15, "ci95_low": 0.04, "ci95_high": 0.16, "effect_size_dz": 0.8,
-            "wins": 7, "losses": 1, "ties": 1, "wilcoxon_pvalue": 0.01, "t_pvalue": 0.02,
-            "verdict": "better"}
-    groups = pd.DataFrame({"group": ["Q1"], "min_items": [1], "max_items": [9], "users": [9],
-                           "mean_diff": [0.1], "se": [0.01]})
+    test = {
+        "a": "Mult-VAE",
+        "b": "RaCT",
+        "n": 9,
+        "mean_diff": 0.1,
+        "boot_low": 0.05,
+        "boot_high": 0.15,
+        "ci95_low": 0.04,
+        "ci95_high": 0.16,
+        "effect_size_dz": 0.8,
+        "wins": 7,
+        "losses": 1,
+        "ties": 1,
+        "wilcoxon_pvalue": 0.01,
+        "t_pvalue": 0.02,
+        "verdict": "better",
+    }
+    groups = pd.DataFrame(
+        {
+            "group": ["Q1"],
+            "min_items": [1],
+            "max_items": [9],
+            "users": [9],
+            "mean_diff": [0.1],
+            "se": [0.01],
+        }
+    )
     doc = report.comparison_document(
-        table, aggregate, [test], metrics=("recall@20", "ndcg@100"),
-        starts={"RaCT": "Mult-VAE"}, failed=[{"model": "EASE", "seed": 0, "split": "test",
-                                              "error": "a <b> & c"}],
-        groups=groups, critic=pd.DataFrame({"seed": [1], "r": [0.51234]}),
-        fit_r={"users": 9, "critic": 0.5, "nll": 0.1})
+        table,
+        aggregate,
+        [test],
+        metrics=("recall@20", "ndcg@100"),
+        starts={"RaCT": "Mult-VAE"},
+        failed=[{"model": "EASE", "seed": 0, "split": "test", "error": "a <b> & c"}],
+        groups=groups,
+        critic=pd.DataFrame({"seed": [1], "r": [0.51234]}),
+        fit_r={"users": 9, "critic": 0.5, "nll": 0.1},
+    )
     md = report.markdown_document(doc)
     page = report.html_document(doc, "ml-100k: the models compared")
     assert "| test | RaCT | 3 | 0 | 0.4000 ± 0.1155 | 0.5000 ± 0.0000 |" in md
     assert "- **RaCT − Mult-VAE**, test NDCG@100" in md and "Verdict: **RaCT better than" in md
-    assert ('<td>RaCT</td><td class="num">3</td><td class="num">0</td>'
-            "<td>0.4000 ± 0.1155</td>") in page
+    assert (
+        '<td>RaCT</td><td class="num">3</td><td class="num">0</td><td>0.4000 ± 0.1155</td>'
+    ) in page
     assert "<li><strong>RaCT − Mult-VAE</strong>, test NDCG@100" in page
     assert "Verdict: <strong>RaCT better than Mult-VAE</strong>." in page
     assert "a &lt;b&gt; &amp; c" in page and "<b>" not in page  # cells and text are escaped

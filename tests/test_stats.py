@@ -87,12 +87,15 @@ def test_accepts_lists_and_tensors():
     assert paired_test(a, [0.2, 0.2, 0.5])["n"] == 3
 
 
-@pytest.mark.parametrize("a, b, match", [
-    ([0.1, 0.2, 0.3], [0.1, 0.2], "same users"),
-    ([0.1], [0.2], "at least 2"),
-    ([0.1, np.nan, 0.3], [0.2, 0.1, np.nan], "at least 2"),
-    ([[0.1, 0.2]], [[0.1, 0.2]], "1-D"),
-])
+@pytest.mark.parametrize(
+    "a, b, match",
+    [
+        ([0.1, 0.2, 0.3], [0.1, 0.2], "same users"),
+        ([0.1], [0.2], "at least 2"),
+        ([0.1, np.nan, 0.3], [0.2, 0.1, np.nan], "at least 2"),
+        ([[0.1, 0.2]], [[0.1, 0.2]], "1-D"),
+    ],
+)
 def test_errors(a, b, match):
     with pytest.raises(RactError, match=match):
         paired_test(a, b)
@@ -120,8 +123,9 @@ def test_over_seeds_errors():
         paired_test_over_seeds([[0.1, 0.2]], [[0.1, 0.2, 0.3]])
 
 
-@pytest.mark.parametrize("shift, expected", [(0.03, "better"), (-0.03, "worse"),
-                                             (0.0, "no detectable difference")])
+@pytest.mark.parametrize(
+    "shift, expected", [(0.03, "better"), (-0.03, "worse"), (0.0, "no detectable difference")]
+)
 def test_verdict_direction_from_the_interval(shift, expected):
     rng = np.random.default_rng(11)
     a = rng.uniform(0.2, 0.6, size=300)
@@ -156,6 +160,7 @@ def test_ties_count_as_no_difference():
     b[14:18] -= 0.001
     r = paired_test(a, b)
     from scipy import stats as sst
+
     assert sst.wilcoxon(b, a, zero_method="wilcox").pvalue < 0.05
     assert r["wilcoxon_pvalue"] > 0.05 and r["ties"] == 382
 

@@ -11,15 +11,15 @@ import yaml
 from ract.cli import main as cli
 from ract.data.prepare import PrepareConfig, prepare_split
 from ract.data.readers import read_interactions
-from ract.data.synthetic import (PRESETS, generate, synthesize, synthetic_config,
-                                 write_synthetic)
+from ract.data.synthetic import PRESETS, generate, synthesize, synthetic_config, write_synthetic
 from ract.errors import RactError
 from test_workflow import ROOT, copy_project, planned_jobs, snakemake
 
 
 def small(**overrides):
-    return synthetic_config(**{"n_users": 600, "n_items": 120, "n_interactions": 9000,
-                               "seed": 7, **overrides})
+    return synthetic_config(
+        **{"n_users": 600, "n_items": 120, "n_interactions": 9000, "seed": 7, **overrides}
+    )
 
 
 def test_shape_unique_pairs_and_minimum_per_user():
@@ -36,8 +36,9 @@ def test_shape_unique_pairs_and_minimum_per_user():
 
 def test_item_popularity_is_a_power_law_and_users_spread():
     for exponent in (1.0, 0.5):
-        cfg = synthetic_config(n_users=3000, n_items=400, n_interactions=60000, seed=3,
-                               item_exponent=exponent)
+        cfg = synthetic_config(
+            n_users=3000, n_items=400, n_interactions=60000, seed=3, item_exponent=exponent
+        )
         frame = generate(cfg)
         counts = np.sort(frame.groupby("item").size().to_numpy())[::-1]
         rank = np.arange(1, len(counts) + 1) + cfg.item_offset
@@ -51,8 +52,9 @@ def test_item_popularity_is_a_power_law_and_users_spread():
 
 def test_dense_users_are_drawn_exactly():
     # most users hold more than a quarter of the items: the Gumbel top-k path
-    cfg = synthetic_config(n_users=40, n_items=30, n_interactions=900, seed=1,
-                           low_rating_share=0.2)
+    cfg = synthetic_config(
+        n_users=40, n_items=30, n_interactions=900, seed=1, low_rating_share=0.2
+    )
     frame = generate(cfg)
     assert len(frame) == cfg.n_rows and not frame.duplicated(["user", "item"]).any()
     assert frame.groupby("user").size().max() <= 30
@@ -100,13 +102,28 @@ def test_presets_scale_and_refusals():
 
 
 def test_cli_writes_a_file_that_prepare_reads(tmp_path, capsys):
-    assert cli(["synthesize", "--preset", "ml-20m", "--scale", "0.002", "--seed", "2",
-                "--out", str(tmp_path / "raw")]) == 0
+    assert (
+        cli(
+            [
+                "synthesize",
+                "--preset",
+                "ml-20m",
+                "--scale",
+                "0.002",
+                "--seed",
+                "2",
+                "--out",
+                str(tmp_path / "raw"),
+            ]
+        )
+        == 0
+    )
     path, fmt = capsys.readouterr().out.strip().split("\t")
     assert fmt == "ml-csv" and Path(path).name == "ratings.csv"
     assert Path(path).read_text().startswith("userId,movieId,rating,timestamp\n")
-    assert cli(["prepare", "--input", path, "--format", fmt, "--out",
-                str(tmp_path / "split")]) == 0
+    assert (
+        cli(["prepare", "--input", path, "--format", fmt, "--out", str(tmp_path / "split")]) == 0
+    )
     manifest = json.loads((tmp_path / "split" / "manifest.json").read_text())
     assert manifest["n_users"] == round(136_677 * 0.002)
     assert cli(["synthesize", "--n-users", "3", "--out", str(tmp_path / "x")]) == 1
@@ -122,9 +139,13 @@ def test_synthesize_caches_by_settings(tmp_path):
 @pytest.mark.slow  # the workflow run four times
 def test_workflow_source_synthetic_obtains_and_prepares(tmp_path):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["datasets"] = {"syn": {"source": "synthetic", "synthetic": {
-        "n_users": 300, "n_items": 80, "n_interactions": 4000, "seed": 5},
-        "prepare": {"heldout_users": 30}}}
+    config["datasets"] = {
+        "syn": {
+            "source": "synthetic",
+            "synthetic": {"n_users": 300, "n_items": 80, "n_interactions": 4000, "seed": 5},
+            "prepare": {"heldout_users": 30},
+        }
+    }
     r = snakemake(tmp_path, config, "results/syn/split/manifest.json")
     assert r.returncode == 0, r.stderr[-3000:]
     pointer = json.loads((tmp_path / "data/raw/syn.json").read_text())
@@ -139,7 +160,9 @@ def test_workflow_source_synthetic_obtains_and_prepares(tmp_path):
     with open(repo / "ract" / "data" / "synthetic.py", "a") as f:
         f.write("\n# an edit\n")
     assert planned_jobs(tmp_path, config, root=repo, targets=target) == {
-        "obtain_data": 1, "prepare_data": 1}
+        "obtain_data": 1,
+        "prepare_data": 1,
+    }
 
     config["datasets"]["syn"]["synthetic"] = None
     r = snakemake(tmp_path, config, "--dry-run")

@@ -24,25 +24,35 @@ def small_actor(n_items):
 
 
 def run_all(split, out, seed=0, freeze=False):
-    paths = {s: (out / f"{s}.pt", out / f"{s}.csv") for s in
-             ("actor_pretrain", "critic_pretrain", "finetune")}
+    paths = {
+        s: (out / f"{s}.pt", out / f"{s}.csv")
+        for s in ("actor_pretrain", "critic_pretrain", "finetune")
+    }
     summaries = {}
     summaries["actor_pretrain"] = train_stage(
-        split, stage_defaults("actor_pretrain", epochs=15, batch_size=64, seed=seed,
-                              learning_rate=3e-3),
-        out_checkpoint=paths["actor_pretrain"][0], history_path=paths["actor_pretrain"][1],
-        actor_cfg=small_actor(split.n_items))
+        split,
+        stage_defaults("actor_pretrain", epochs=15, batch_size=64, seed=seed, learning_rate=3e-3),
+        out_checkpoint=paths["actor_pretrain"][0],
+        history_path=paths["actor_pretrain"][1],
+        actor_cfg=small_actor(split.n_items),
+    )
     summaries["critic_pretrain"] = train_stage(
-        split, stage_defaults("critic_pretrain", epochs=2, min_steps=30, batch_size=64,
-                              seed=seed, validate_every=0),
-        out_checkpoint=paths["critic_pretrain"][0], history_path=paths["critic_pretrain"][1],
+        split,
+        stage_defaults(
+            "critic_pretrain", epochs=2, min_steps=30, batch_size=64, seed=seed, validate_every=0
+        ),
+        out_checkpoint=paths["critic_pretrain"][0],
+        history_path=paths["critic_pretrain"][1],
         critic_cfg=CriticConfig(critic_layers=(16, 8), metrics_k=10),
-        pre_model_path=paths["actor_pretrain"][0])
+        pre_model_path=paths["actor_pretrain"][0],
+    )
     summaries["finetune"] = train_stage(
-        split, stage_defaults("finetune", epochs=3, batch_size=64, seed=seed,
-                              freeze_critic=freeze),
-        out_checkpoint=paths["finetune"][0], history_path=paths["finetune"][1],
-        pre_model_path=paths["critic_pretrain"][0])
+        split,
+        stage_defaults("finetune", epochs=3, batch_size=64, seed=seed, freeze_critic=freeze),
+        out_checkpoint=paths["finetune"][0],
+        history_path=paths["finetune"][1],
+        pre_model_path=paths["critic_pretrain"][0],
+    )
     return paths, summaries
 
 
@@ -78,8 +88,14 @@ def test_critic_stage_runs_min_steps_and_records_fit(trained, split):
     assert per_epoch < 15
     assert len(hist) == 1 + math.ceil(30 / per_epoch)
     assert summaries["critic_pretrain"]["steps"] == per_epoch * math.ceil(30 / per_epoch)
-    for col in ("critic_mse", "critic_r_train", "val_critic_mse", "val_critic_r", "val_nll_r",
-                "val_nll_slope_negative"):
+    for col in (
+        "critic_mse",
+        "critic_r_train",
+        "val_critic_mse",
+        "val_critic_r",
+        "val_nll_r",
+        "val_nll_slope_negative",
+    ):
         assert hist[col].iloc[1:].notna().all(), col
     # the actor is frozen in this stage
     a = load_checkpoint(paths["actor_pretrain"][0])["actor_state"]
@@ -94,13 +110,17 @@ def test_finetune_trains_critic_unless_frozen(trained, split, tmp_path):
     assert hist["critic_mse"].iloc[1:].notna().all()
     end = load_checkpoint(paths["finetune"][0])
     if end["epoch"] > 0:
-        assert any(not torch.equal(start["critic_state"][k], end["critic_state"][k])
-                   for k in start["critic_state"])
+        assert any(
+            not torch.equal(start["critic_state"][k], end["critic_state"][k])
+            for k in start["critic_state"]
+        )
     _, summaries = run_all(split, tmp_path, freeze=True)
     frozen = load_checkpoint(tmp_path / "finetune.pt")
     crit = load_checkpoint(tmp_path / "critic_pretrain.pt")
-    assert all(torch.equal(crit["critic_state"][k], frozen["critic_state"][k])
-               for k in crit["critic_state"])
+    assert all(
+        torch.equal(crit["critic_state"][k], frozen["critic_state"][k])
+        for k in crit["critic_state"]
+    )
 
 
 def test_same_seed_same_results(trained, split, tmp_path):
@@ -110,8 +130,10 @@ def test_same_seed_same_results(trained, split, tmp_path):
         a, b = pd.read_csv(hist), pd.read_csv(tmp_path / f"{stage}.csv")
         cols = [c for c in a.columns if "seconds" not in c]
         pd.testing.assert_frame_equal(a[cols], b[cols])
-        sa, sb = load_checkpoint(ckpt)["actor_state"], load_checkpoint(
-            tmp_path / f"{stage}.pt")["actor_state"]
+        sa, sb = (
+            load_checkpoint(ckpt)["actor_state"],
+            load_checkpoint(tmp_path / f"{stage}.pt")["actor_state"],
+        )
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
@@ -123,9 +145,14 @@ def test_checkpoints_rebuild_models(trained):
 
 
 def test_save_step_writes_periodic_checkpoints(split, tmp_path):
-    train_stage(split, stage_defaults("actor_pretrain", epochs=4, batch_size=64, save_step=2),
-                out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
-                actor_cfg=small_actor(split.n_items), checkpoint_dir=tmp_path / "ck")
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=4, batch_size=64, save_step=2),
+        out_checkpoint=tmp_path / "a.pt",
+        history_path=tmp_path / "a.csv",
+        actor_cfg=small_actor(split.n_items),
+        checkpoint_dir=tmp_path / "ck",
+    )
     names = sorted(p.name for p in (tmp_path / "ck").iterdir())
     assert names == ["actor_pretrain-epoch0002.pt", "actor_pretrain-epoch0004.pt"]
     assert load_checkpoint(tmp_path / "ck" / names[1])["epoch"] == 4
@@ -134,9 +161,13 @@ def test_save_step_writes_periodic_checkpoints(split, tmp_path):
 def test_pre_model_path_continues_actor_and_anneal_counter(trained, split, tmp_path):
     paths, _ = trained
     start = load_checkpoint(paths["actor_pretrain"][0])
-    train_stage(split, stage_defaults("actor_pretrain", epochs=1, batch_size=64),
-                out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
-                pre_model_path=paths["actor_pretrain"][0])
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=1, batch_size=64),
+        out_checkpoint=tmp_path / "a.pt",
+        history_path=tmp_path / "a.csv",
+        pre_model_path=paths["actor_pretrain"][0],
+    )
     hist = pd.read_csv(tmp_path / "a.csv")
     assert hist["updates"].iloc[0] == start["updates"] > 0
     assert hist["updates"].iloc[1] == start["updates"] + math.ceil(split.train.shape[0] / 64)
@@ -144,11 +175,20 @@ def test_pre_model_path_continues_actor_and_anneal_counter(trained, split, tmp_p
 
 def test_later_stages_need_a_starting_checkpoint(split, tmp_path, trained):
     with pytest.raises(RactError, match="pre_model_path"):
-        train_stage(split, stage_defaults("critic_pretrain"), out_checkpoint=tmp_path / "c.pt",
-                    history_path=tmp_path / "c.csv")
+        train_stage(
+            split,
+            stage_defaults("critic_pretrain"),
+            out_checkpoint=tmp_path / "c.pt",
+            history_path=tmp_path / "c.csv",
+        )
     with pytest.raises(RactError, match="has no critic"):
-        train_stage(split, stage_defaults("finetune"), out_checkpoint=tmp_path / "f.pt",
-                    history_path=tmp_path / "f.csv", pre_model_path=trained[0]["actor_pretrain"][0])
+        train_stage(
+            split,
+            stage_defaults("finetune"),
+            out_checkpoint=tmp_path / "f.pt",
+            history_path=tmp_path / "f.csv",
+            pre_model_path=trained[0]["actor_pretrain"][0],
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -157,8 +197,13 @@ def test_checkpoint_from_other_data_refused(trained, tmp_path):
     prepare_split(make_interactions(n_items=50, seed=5), PrepareConfig(), other)
     data = load_split(other)
     with pytest.raises(RactError, match="belongs to another data set"):
-        train_stage(data, stage_defaults("critic_pretrain"), out_checkpoint=tmp_path / "c.pt",
-                    history_path=tmp_path / "c.csv", pre_model_path=trained[0]["actor_pretrain"][0])
+        train_stage(
+            data,
+            stage_defaults("critic_pretrain"),
+            out_checkpoint=tmp_path / "c.pt",
+            history_path=tmp_path / "c.csv",
+            pre_model_path=trained[0]["actor_pretrain"][0],
+        )
     with pytest.raises(RactError, match="hash"):
         load_checkpoint(trained[0]["actor_pretrain"][0], data_hash="0" * 64)
 
@@ -178,10 +223,15 @@ def test_pickled_object_checkpoint_refused(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.parametrize("kwargs,setting", [
-    (dict(epochs=-1), "epochs"), (dict(learning_rate=0), "learning_rate"),
-    (dict(batch_size=0), "batch_size"), (dict(save_step=-2), "save_step"),
-])
+@pytest.mark.parametrize(
+    "kwargs,setting",
+    [
+        (dict(epochs=-1), "epochs"),
+        (dict(learning_rate=0), "learning_rate"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(save_step=-2), "save_step"),
+    ],
+)
 def test_impossible_stage_settings_rejected(kwargs, setting):
     with pytest.raises(RactError, match=f"setting {setting}"):
         stage_defaults("actor_pretrain", **kwargs)
@@ -190,14 +240,18 @@ def test_impossible_stage_settings_rejected(kwargs, setting):
 
 
 def test_mult_dae_trains_with_l2_penalty(split, tmp_path):
-    dae = ActorConfig(n_items=split.n_items, latent_dimension=16, mlp_hidden_size=(),
-                      variational=False)
+    dae = ActorConfig(
+        n_items=split.n_items, latent_dimension=16, mlp_hidden_size=(), variational=False
+    )
     losses = {}
     for lam in (0.0, 1e-2):
-        train_stage(split, stage_defaults("actor_pretrain", epochs=3, batch_size=64,
-                                          l2_penalty=lam),
-                    out_checkpoint=tmp_path / f"d{lam}.pt", history_path=tmp_path / f"d{lam}.csv",
-                    actor_cfg=dae)
+        train_stage(
+            split,
+            stage_defaults("actor_pretrain", epochs=3, batch_size=64, l2_penalty=lam),
+            out_checkpoint=tmp_path / f"d{lam}.pt",
+            history_path=tmp_path / f"d{lam}.csv",
+            actor_cfg=dae,
+        )
         hist = pd.read_csv(tmp_path / f"d{lam}.csv")
         assert (hist["kl"].iloc[1:] == 0).all()
         losses[lam] = hist["loss"].iloc[1] - hist["nll"].iloc[1]
@@ -209,23 +263,37 @@ def test_critic_fit_frame_has_one_row_per_validation_user(trained, split):
     # validate() reads the same per-user evaluation (evaluate.heldout_per_user), so its r is
     # the r of these columns by construction; this checks the table itself
     from ract.evaluate import critic_fit_frame
+
     paths, _ = trained
     state = load_checkpoint(paths["critic_pretrain"][0])
     actor, critic = build_actor(state), build_critic(state)
     frame = critic_fit_frame(actor, critic, split, "validation")
     assert len(frame) == split.validation.input.shape[0]
-    assert list(frame.columns) == ["user", "n_input", "n_holdout", "ndcg@10", "critic", "nll",
-                                   "slope"]
+    assert list(frame.columns) == [
+        "user",
+        "n_input",
+        "n_holdout",
+        "ndcg@10",
+        "critic",
+        "nll",
+        "slope",
+    ]
     assert frame["ndcg@10"].isna().equals(frame["n_holdout"] == 0)
     assert frame["ndcg@10"].dropna().between(0, 1).all() and frame["critic"].between(0, 1).all()
 
 
 def test_non_finite_loss_is_a_model_failure(split, tmp_path):
     from ract.errors import ModelFailure
+
     cfg = stage_defaults("actor_pretrain", epochs=2, batch_size=64, learning_rate=1e30)
     with pytest.raises(ModelFailure, match=r"actor loss became (nan|inf) at epoch \d+, batch \d+"):
-        train_stage(split, cfg, out_checkpoint=tmp_path / "a.pt",
-                    history_path=tmp_path / "a.csv", actor_cfg=small_actor(split.n_items))
+        train_stage(
+            split,
+            cfg,
+            out_checkpoint=tmp_path / "a.pt",
+            history_path=tmp_path / "a.csv",
+            actor_cfg=small_actor(split.n_items),
+        )
     assert not (tmp_path / "a.pt").exists()
 
 
@@ -234,12 +302,14 @@ def test_non_finite_loss_is_a_model_failure(split, tmp_path):
 
 
 # every small case, and the sizes of ml-100k (750 training users) and ML-20M (116,677)
-PAIRS = ([(n, bs) for n in range(1, 70) for bs in range(1, 75)]
-         + [(n, bs) for n in (501, 750, 116_677) for bs in (1, 2, 107, 500, 749, 750, 751, 2000)])
+PAIRS = [(n, bs) for n in range(1, 70) for bs in range(1, 75)] + [
+    (n, bs) for n in (501, 750, 116_677) for bs in (1, 2, 107, 500, 749, 750, 751, 2000)
+]
 
 
 def test_minibatches_use_every_user_once_and_never_one_alone():
     from ract.train import minibatches, n_batches
+
     for n, batch_size in PAIRS:
         perm = np.random.default_rng(n).permutation(n)
         batches = minibatches(perm, batch_size)
@@ -248,7 +318,7 @@ def test_minibatches_use_every_user_once_and_never_one_alone():
         assert np.array_equal(np.concatenate(batches), perm), (n, batch_size)  # each user once
         assert n == 1 or min(sizes) >= 2, (n, batch_size, sizes)
         if batch_size > 1 and n % batch_size != 1:  # never had a one-user batch: unchanged
-            assert sizes == [len(perm[i:i + batch_size]) for i in range(0, n, batch_size)]
+            assert sizes == [len(perm[i : i + batch_size]) for i in range(0, n, batch_size)]
 
 
 @pytest.mark.parametrize("objective", ["critic", "likelihood"])
@@ -258,18 +328,28 @@ def test_stages_train_when_one_user_is_left_over(split, tmp_path, objective):
     assert n_train % batch_size == 1
     paths = {s: (tmp_path / f"{s}.pt", tmp_path / f"{s}.csv") for s in STAGES}
     settings = dict(batch_size=batch_size, seed=0)
-    train_stage(split, stage_defaults("actor_pretrain", epochs=2, **settings),
-                out_checkpoint=paths["actor_pretrain"][0],
-                history_path=paths["actor_pretrain"][1], actor_cfg=small_actor(split.n_items))
-    train_stage(split, stage_defaults("critic_pretrain", epochs=2, min_steps=0, **settings),
-                out_checkpoint=paths["critic_pretrain"][0],
-                history_path=paths["critic_pretrain"][1],
-                critic_cfg=CriticConfig(critic_layers=(8,), metrics_k=10, input_norm="running"),
-                pre_model_path=paths["actor_pretrain"][0])
-    summary = train_stage(split, stage_defaults("finetune", epochs=2, objective=objective,
-                                                **settings),
-                          out_checkpoint=paths["finetune"][0], history_path=paths["finetune"][1],
-                          pre_model_path=paths["critic_pretrain"][0])
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=2, **settings),
+        out_checkpoint=paths["actor_pretrain"][0],
+        history_path=paths["actor_pretrain"][1],
+        actor_cfg=small_actor(split.n_items),
+    )
+    train_stage(
+        split,
+        stage_defaults("critic_pretrain", epochs=2, min_steps=0, **settings),
+        out_checkpoint=paths["critic_pretrain"][0],
+        history_path=paths["critic_pretrain"][1],
+        critic_cfg=CriticConfig(critic_layers=(8,), metrics_k=10, input_norm="running"),
+        pre_model_path=paths["actor_pretrain"][0],
+    )
+    summary = train_stage(
+        split,
+        stage_defaults("finetune", epochs=2, objective=objective, **settings),
+        out_checkpoint=paths["finetune"][0],
+        history_path=paths["finetune"][1],
+        pre_model_path=paths["critic_pretrain"][0],
+    )
     assert summary["steps"] == 2  # one merged batch per epoch
     history = pd.read_csv(paths["critic_pretrain"][1])
     assert history["steps"].tolist() == [0, 1, 2]
@@ -283,23 +363,36 @@ def test_split_without_evaluable_validation_users_refused(split, tmp_path):
     holdout = sp.load_npz(old / "validation_holdout.npz")
     sp.save_npz(old / "validation_holdout.npz", sp.csr_matrix(holdout.shape, dtype=np.float32))
     with pytest.raises(RactError, match=r"no validation user has a held-out item"):
-        train_stage(load_split(old), stage_defaults("actor_pretrain", epochs=1),
-                    out_checkpoint=tmp_path / "a.pt", history_path=tmp_path / "a.csv",
-                    actor_cfg=small_actor(split.n_items))
+        train_stage(
+            load_split(old),
+            stage_defaults("actor_pretrain", epochs=1),
+            out_checkpoint=tmp_path / "a.pt",
+            history_path=tmp_path / "a.csv",
+            actor_cfg=small_actor(split.n_items),
+        )
     assert not (tmp_path / "a.pt").exists()
 
 
 def test_running_critic_norm_on_one_training_user_refused(tmp_path):
-    frame = pd.DataFrame({"user": np.repeat([1, 2, 3], 10), "item": np.tile(range(10), 3),
-                          "rating": 5.0})  # everyone has every item
+    frame = pd.DataFrame(
+        {"user": np.repeat([1, 2, 3], 10), "item": np.tile(range(10), 3), "rating": 5.0}
+    )  # everyone has every item
     prepare_split(frame, PrepareConfig(heldout_users=1), tmp_path / "s")
     one = load_split(tmp_path / "s")
     assert one.train.shape[0] == 1
     settings = dict(out_checkpoint=tmp_path / "x.pt", history_path=tmp_path / "x.csv")
-    train_stage(one, stage_defaults("actor_pretrain", epochs=1), **settings,
-                actor_cfg=small_actor(one.n_items))
+    train_stage(
+        one,
+        stage_defaults("actor_pretrain", epochs=1),
+        **settings,
+        actor_cfg=small_actor(one.n_items),
+    )
     with pytest.raises(RactError, match="critic.input_norm: running .* one training user"):
-        train_stage(one, stage_defaults("critic_pretrain", epochs=1, min_steps=0),
-                    out_checkpoint=tmp_path / "c.pt", history_path=tmp_path / "c.csv",
-                    critic_cfg=CriticConfig(critic_layers=(4,), input_norm="running"),
-                    pre_model_path=tmp_path / "x.pt")
+        train_stage(
+            one,
+            stage_defaults("critic_pretrain", epochs=1, min_steps=0),
+            out_checkpoint=tmp_path / "c.pt",
+            history_path=tmp_path / "c.csv",
+            critic_cfg=CriticConfig(critic_layers=(4,), input_norm="running"),
+            pre_model_path=tmp_path / "x.pt",
+        )

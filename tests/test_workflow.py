@@ -37,9 +37,21 @@ def tiny_config():
 
 def snakemake(workdir, config, *args, root=ROOT):
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run([SNAKEMAKE, "--snakefile", str(root / "Snakefile"), "--configfile",
-                           "tiny.yaml", "--cores", "2", *args], cwd=workdir,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(root / "Snakefile"),
+            "--configfile",
+            "tiny.yaml",
+            "--cores",
+            "2",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
 
 
 def planned_jobs(workdir, config, root=ROOT, targets=()) -> dict[str, int]:
@@ -48,8 +60,11 @@ def planned_jobs(workdir, config, root=ROOT, targets=()) -> dict[str, int]:
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
     table = out.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in out else ""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
-            if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
 
 
 def copy_project(repo):
@@ -84,14 +99,23 @@ def test_study_writes_checkpoints_metrics_table_and_figures(study):
         for split in ("validation", "test"):
             assert (run / "eval" / f"{stage}_{split}_summary.json").exists()
     table = pd.read_csv(study / "results/ml-100k/comparison.csv")
-    assert set(table["model"]) == {"Mult-VAE", "RaCT", "NLL finetune (control)", "Mult-DAE",
-                                   "RaCT (Mult-DAE actor)", "EASE", "Popularity"}
+    assert set(table["model"]) == {
+        "Mult-VAE",
+        "RaCT",
+        "NLL finetune (control)",
+        "Mult-DAE",
+        "RaCT (Mult-DAE actor)",
+        "EASE",
+        "Popularity",
+    }
     test = table[table["split"] == "test"].set_index("model")["ndcg@100"]
     assert test["EASE"] > test["Popularity"]  # EASE needs no training epochs to beat it
     tests = json.loads((study / "results/ml-100k/significance.json").read_text())["tests"]
     assert [(t["a"], t["b"]) for t in tests] == [
-        ("Mult-VAE", "RaCT"), ("NLL finetune (control)", "RaCT"),
-        ("Mult-DAE", "RaCT (Mult-DAE actor)")]
+        ("Mult-VAE", "RaCT"),
+        ("NLL finetune (control)", "RaCT"),
+        ("Mult-DAE", "RaCT (Mult-DAE actor)"),
+    ]
     n_test = len(pd.read_csv(run / "eval/finetune_test_per_user.csv"))
     for t in tests:
         assert t["n"] == n_test and 0 <= t["wilcoxon_pvalue"] <= 1
@@ -120,28 +144,33 @@ def test_second_run_does_nothing(study):
 def chromium():
     """A Chromium to drive: the system's (Debian: `apt-get install chromium`), since
     `playwright install` downloads its own from the internet."""
-    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser",
-                                                "google-chrome"))), None)
+    return next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
 
 
 def test_report_shows_table_verdicts_and_config_in_a_browser(study, tmp_path):
     """What a reader of `snakemake --report` sees in headless Chromium: the landing text names
     the config file used, entries go by label, the comparison page shows the table and the
     verdicts, captions hold no mailto link. Keeps a screenshot in tests/artifacts/."""
-    sync_api = pytest.importorskip("playwright.sync_api",
-                                   reason="playwright is not installed (pip install -e .[test])")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e .[test])"
+    )
     browser_path = chromium()
     if browser_path is None:
-        pytest.skip("no Chromium found (Debian: apt-get install chromium); the report was not "
-                    "checked in a browser")
+        pytest.skip(
+            "no Chromium found (Debian: apt-get install chromium); the report was not "
+            "checked in a browser"
+        )
     report = tmp_path / "report.html"
     r = snakemake(study, tiny_config(), "--report", str(report))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "mailto:" not in report.read_text()  # the report embeds every caption
     first = json.loads((study / "results/ml-100k/significance.json").read_text())["tests"][0]
-    verdict = {"better": f"{first['b']} better than {first['a']}",
-               "worse": f"{first['b']} worse than {first['a']}"}.get(first["verdict"],
-                                                                  first["verdict"])
+    verdict = {
+        "better": f"{first['b']} better than {first['a']}",
+        "worse": f"{first['b']} worse than {first['a']}",
+    }.get(first["verdict"], first["verdict"])
     artifacts = ROOT / "tests/artifacts"
     artifacts.mkdir(exist_ok=True)
     with sync_api.sync_playwright() as p:
@@ -172,6 +201,7 @@ def test_reordering_config_keys_is_not_a_change(study):
         if isinstance(value, dict):
             return {k: reverse(value[k]) for k in reversed(list(value))}
         return value
+
     assert planned_jobs(study, reverse(tiny_config())) == {}
 
 
@@ -184,45 +214,107 @@ def change(section_path, key, value):
     return config
 
 
-DOWNSTREAM_OF_CRITIC = {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
-                        "pretrain_critic_dae": 1, "finetune_dae": 1, "evaluate": 2,
-                        "compare": 1, "all": 1}
-BASELINES_FROM_SPLIT = {"train_mult_dae": 1, "fit_ease": 1, "fit_popularity": 1,
-                        "evaluate_baseline": 2}
+DOWNSTREAM_OF_CRITIC = {
+    "pretrain_critic": 1,
+    "critic_fit": 1,
+    "finetune": 1,
+    "pretrain_critic_dae": 1,
+    "finetune_dae": 1,
+    "evaluate": 2,
+    "compare": 1,
+    "all": 1,
+}
+BASELINES_FROM_SPLIT = {
+    "train_mult_dae": 1,
+    "fit_ease": 1,
+    "fit_popularity": 1,
+    "evaluate_baseline": 2,
+}
 # every model trained per seed: Mult-VAE, RaCT and its critic, the control, RaCT on Mult-DAE
-PER_SEED = {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
-            "finetune_nll": 1, "pretrain_critic_dae": 1, "finetune_dae": 1}
+PER_SEED = {
+    "pretrain_actor": 1,
+    "pretrain_critic": 1,
+    "critic_fit": 1,
+    "finetune": 1,
+    "finetune_nll": 1,
+    "pretrain_critic_dae": 1,
+    "finetune_dae": 1,
+}
 RERUNS = {
     # the control arm and RaCT on Mult-DAE run RaCT's finetune schedule
-    "finetune setting": (change(("stages", "finetune"), "learning_rate", 1e-5),
-                         {"finetune": 1, "finetune_nll": 1, "finetune_dae": 1, "evaluate": 3,
-                          "compare": 1, "all": 1}),
+    "finetune setting": (
+        change(("stages", "finetune"), "learning_rate", 1e-5),
+        {
+            "finetune": 1,
+            "finetune_nll": 1,
+            "finetune_dae": 1,
+            "evaluate": 3,
+            "compare": 1,
+            "all": 1,
+        },
+    ),
     # ... but the control has no critic
-    "finetune critic setting": (change(("stages", "finetune"), "critic_learning_rate", 1e-5),
-                                {"finetune": 1, "finetune_dae": 1, "evaluate": 2,
-                                 "compare": 1, "all": 1}),
+    "finetune critic setting": (
+        change(("stages", "finetune"), "critic_learning_rate", 1e-5),
+        {"finetune": 1, "finetune_dae": 1, "evaluate": 2, "compare": 1, "all": 1},
+    ),
     "critic setting": (change(("critic",), "critic_layers", [8]), DOWNSTREAM_OF_CRITIC),
-    "critic stage setting": (change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
-                             DOWNSTREAM_OF_CRITIC),
-    "actor setting": (change(("actor",), "dropout_prob", 0.4),
-                      {"pretrain_actor": 1, "pretrain_critic": 1, "critic_fit": 1,
-                       "finetune": 1, "finetune_nll": 1, "evaluate": 3, "compare": 1,
-                       "all": 1}),
-    "Mult-DAE setting": (change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
-                         {"train_mult_dae": 1, "pretrain_critic_dae": 1, "finetune_dae": 1,
-                          "evaluate": 2, "compare": 1, "all": 1}),
-    "EASE grid": (change(("baselines", "ease"), "lambdas", [200]),
-                  {"fit_ease": 1, "evaluate_baseline": 1, "compare": 1, "all": 1}),
-    "preprocessing setting": (change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
-                              {"prepare_data": 1, **PER_SEED, "evaluate": 5, "compare": 1,
-                               "all": 1, **BASELINES_FROM_SPLIT}),
-    "new seed": (change((), "seeds", [1, 2]),
-                 {**PER_SEED, "train_mult_dae": 1, "evaluate": 5, "compare": 1, "all": 1}),
-    "evaluation cut-offs": (change(("evaluate",), "ks", [10, 20, 50, 100]),
-                            {"evaluate": 5, "evaluate_baseline": 2, "compare": 1, "all": 1}),
+    "critic stage setting": (
+        change(("stages", "critic_pretrain"), "learning_rate", 1e-3),
+        DOWNSTREAM_OF_CRITIC,
+    ),
+    "actor setting": (
+        change(("actor",), "dropout_prob", 0.4),
+        {
+            "pretrain_actor": 1,
+            "pretrain_critic": 1,
+            "critic_fit": 1,
+            "finetune": 1,
+            "finetune_nll": 1,
+            "evaluate": 3,
+            "compare": 1,
+            "all": 1,
+        },
+    ),
+    "Mult-DAE setting": (
+        change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
+        {
+            "train_mult_dae": 1,
+            "pretrain_critic_dae": 1,
+            "finetune_dae": 1,
+            "evaluate": 2,
+            "compare": 1,
+            "all": 1,
+        },
+    ),
+    "EASE grid": (
+        change(("baselines", "ease"), "lambdas", [200]),
+        {"fit_ease": 1, "evaluate_baseline": 1, "compare": 1, "all": 1},
+    ),
+    "preprocessing setting": (
+        change(("datasets", "ml-100k", "prepare"), "min_user_count", 6),
+        {
+            "prepare_data": 1,
+            **PER_SEED,
+            "evaluate": 5,
+            "compare": 1,
+            "all": 1,
+            **BASELINES_FROM_SPLIT,
+        },
+    ),
+    "new seed": (
+        change((), "seeds", [1, 2]),
+        {**PER_SEED, "train_mult_dae": 1, "evaluate": 5, "compare": 1, "all": 1},
+    ),
+    "evaluation cut-offs": (
+        change(("evaluate",), "ks", [10, 20, 50, 100]),
+        {"evaluate": 5, "evaluate_baseline": 2, "compare": 1, "all": 1},
+    ),
     "fewer baselines": (change((), "models", ["ease"]), {"compare": 1, "all": 1}),
-    "paper to compare with": (change(("datasets", "ml-100k"), "paper", "ml-20m"),
-                              {"compare": 1, "all": 1}),
+    "paper to compare with": (
+        change(("datasets", "ml-100k"), "paper", "ml-20m"),
+        {"compare": 1, "all": 1},
+    ),
 }
 
 
@@ -242,7 +334,12 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
         f.write("\n# an edit\n")
     # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
-        **PER_SEED, "evaluate": 5, "compare": 1, "all": 1, **BASELINES_FROM_SPLIT}
+        **PER_SEED,
+        "evaluate": 5,
+        "compare": 1,
+        "all": 1,
+        **BASELINES_FROM_SPLIT,
+    }
     config = tiny_config()
     config["code_hash"] = False  # the documented switch: code edits alone then rerun nothing
     r = snakemake(work, config, "--touch", root=repo)  # (records the changed params once)
@@ -269,22 +366,37 @@ def test_sweep_shares_untouched_stages_and_picks_the_best(study):
     assert set(grid["finetune.learning_rate"].astype(float)) == {1e-5, 1e-4}
 
 
-@pytest.mark.parametrize("edit,message", [
-    (lambda c: c["stages"]["finetune"].update(lr=0.1),
-     "config: stages.finetune: Additional properties are not allowed ('lr' was unexpected)"),
-    (lambda c: c["actor"].update(dropout_prob="half"), "config: actor.dropout_prob: 'half'"),
-    (lambda c: c.update(seeds=3), "config: seeds: 3 is not of type 'array'"),
-    (lambda c: c["datasets"]["ml-100k"].update(source=None),
-     "config: datasets.ml-100k: give exactly one of `source`"),
-    (lambda c: c.update(sweep={"finetune": {"learning_rte": [1e-5]}}),
-     "config: sweep.finetune.learning_rte: unknown setting"),
-    (lambda c: c.update(sweep={"actor": {"dropout_prob": [0.5, 1.5]}}),
-     "config: sweep.actor.dropout_prob: 1.5"),
-    (lambda c: c.update(models=["ract_dae", "ease"]),
-     "config: models: ract_dae finetunes the Mult-DAE actor: add mult_dae too"),
-    (lambda c: c["actor"].update(total_anneal_steps="soon"),
-     "config: actor.total_anneal_steps: 'soon' is not valid"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            lambda c: c["stages"]["finetune"].update(lr=0.1),
+            "config: stages.finetune: Additional properties are not allowed ('lr' was unexpected)",
+        ),
+        (lambda c: c["actor"].update(dropout_prob="half"), "config: actor.dropout_prob: 'half'"),
+        (lambda c: c.update(seeds=3), "config: seeds: 3 is not of type 'array'"),
+        (
+            lambda c: c["datasets"]["ml-100k"].update(source=None),
+            "config: datasets.ml-100k: give exactly one of `source`",
+        ),
+        (
+            lambda c: c.update(sweep={"finetune": {"learning_rte": [1e-5]}}),
+            "config: sweep.finetune.learning_rte: unknown setting",
+        ),
+        (
+            lambda c: c.update(sweep={"actor": {"dropout_prob": [0.5, 1.5]}}),
+            "config: sweep.actor.dropout_prob: 1.5",
+        ),
+        (
+            lambda c: c.update(models=["ract_dae", "ease"]),
+            "config: models: ract_dae finetunes the Mult-DAE actor: add mult_dae too",
+        ),
+        (
+            lambda c: c["actor"].update(total_anneal_steps="soon"),
+            "config: actor.total_anneal_steps: 'soon' is not valid",
+        ),
+    ],
+)
 def test_config_errors_stop_before_any_job(tmp_path, edit, message):
     config = tiny_config()
     edit(config)
@@ -312,15 +424,19 @@ def test_schema_defaults_equal_the_library_defaults():
     prepare = props["datasets"]["additionalProperties"]["properties"]["prepare"]
     assert defaults(prepare) == {k: plain(getattr(PrepareConfig(), k)) for k in defaults(prepare)}
     actor = ActorConfig(n_items=1)
-    assert defaults(props["actor"]) == {k: plain(getattr(actor, k))
-                                        for k in defaults(props["actor"])}
-    assert defaults(props["critic"]) == {k: plain(getattr(CriticConfig(), k))
-                                         for k in defaults(props["critic"])}
+    assert defaults(props["actor"]) == {
+        k: plain(getattr(actor, k)) for k in defaults(props["actor"])
+    }
+    assert defaults(props["critic"]) == {
+        k: plain(getattr(CriticConfig(), k)) for k in defaults(props["critic"])
+    }
     for stage, node in props["stages"]["properties"].items():
         lib = stage_defaults(stage)
         for key, value in defaults(node).items():
-            assert value == getattr(lib, "epochs" if key == "pretrain_epochs" else key), \
-                (stage, key)
+            assert value == getattr(lib, "epochs" if key == "pretrain_epochs" else key), (
+                stage,
+                key,
+            )
     assert props["evaluate"]["properties"]["ks"]["default"] == list(DEFAULT_KS)
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     for stage, settings in config["stages"].items():  # config.yaml shows the defaults too
@@ -351,8 +467,10 @@ def test_failing_job_names_rule_dataset_and_log_and_leaves_no_output(tmp_path):
     assert "Error in rule prepare_data" in out and "dataset=my-data" in out
     assert "logs/my-data/prepare_data.log" in out
     assert "line 3: rating 'oops' is not a number" in out
-    assert "line 3: rating 'oops' is not a number" in (
-        tmp_path / "logs/my-data/prepare_data.log").read_text()
+    assert (
+        "line 3: rating 'oops' is not a number"
+        in (tmp_path / "logs/my-data/prepare_data.log").read_text()
+    )
     assert not (tmp_path / "results/my-data/split").exists()
 
 
@@ -384,7 +502,8 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     assert r.returncode != 0
     assert "different splits or data sets and cannot be compared" in r.stdout + r.stderr
     assert "000000000000: results/ml-100k/baselines/eval/popularity_test_summary.json" in (
-        r.stdout + r.stderr)
+        r.stdout + r.stderr
+    )
 
 
 def test_finetuning_that_keeps_the_pretrained_actor_is_said_in_words(study, tmp_path):
@@ -401,11 +520,23 @@ def test_finetuning_that_keeps_the_pretrained_actor_is_said_in_words(study, tmp_
 
 # ---- lost files and interrupted jobs never leave stale results -------------------------------
 
-SPLIT_DOWNSTREAM = {"prepare_data": 1, **PER_SEED, "evaluate": 5, "compare": 1, "all": 1,
-                    **BASELINES_FROM_SPLIT}
+SPLIT_DOWNSTREAM = {
+    "prepare_data": 1,
+    **PER_SEED,
+    "evaluate": 5,
+    "compare": 1,
+    "all": 1,
+    **BASELINES_FROM_SPLIT,
+}
 LOST = {
-    "main/seed1/critic_pretrain.pt": {"pretrain_critic": 1, "critic_fit": 1, "finetune": 1,
-                                      "evaluate": 1, "compare": 1, "all": 1},
+    "main/seed1/critic_pretrain.pt": {
+        "pretrain_critic": 1,
+        "critic_fit": 1,
+        "finetune": 1,
+        "evaluate": 1,
+        "compare": 1,
+        "all": 1,
+    },
     "main/seed1/actor_pretrain_history.csv": RERUNS["actor setting"][1],
     "main/seed1/eval/finetune_test_summary.json": {"evaluate": 1, "compare": 1, "all": 1},
     "split/train.npz": SPLIT_DOWNSTREAM,
@@ -463,14 +594,27 @@ def changed_finetune(study, tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_job_killed_after_a_settings_change_never_leaves_stale_results(
-        study, changed_finetune, tmp_path, sig):
+    study, changed_finetune, tmp_path, sig
+):
     reference, config = changed_finetune
     work = tmp_path / "copy"
     shutil.copytree(study, work, symlinks=True)
     (work / "tiny.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    proc = subprocess.Popen([SNAKEMAKE, "--snakefile", str(ROOT / "Snakefile"), "--configfile",
-                             "tiny.yaml", "--cores", "2"], cwd=work, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            SNAKEMAKE,
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--configfile",
+            "tiny.yaml",
+            "--cores",
+            "2",
+        ],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while (pid := job_process(work, "logs/ml-100k/main/seed1/finetune.log")) is None:
         assert proc.poll() is None and time.monotonic() < deadline, "finetune never started"
@@ -483,8 +627,9 @@ def test_a_job_killed_after_a_settings_change_never_leaves_stale_results(
     assert r.returncode == 0, r.stderr[-3000:]
     assert "Nothing to be done" not in r.stdout + r.stderr
     for name in ("comparison.csv", "significance.json", "comparison.md"):
-        assert (work / "results/ml-100k" / name).read_text() == \
-            (reference / "results/ml-100k" / name).read_text(), name
+        assert (work / "results/ml-100k" / name).read_text() == (
+            reference / "results/ml-100k" / name
+        ).read_text(), name
     assert planned_jobs(work, config) == {}
 
 
@@ -498,12 +643,18 @@ def test_a_damaged_checkpoint_names_its_rule_and_deleting_it_recovers(study, tmp
     config = change(("critic",), "critic_layers", [8])  # the critic reads the actor again
     r = snakemake(work, config)
     assert r.returncode != 0
-    line = ("ract: error: results/ml-100k/main/seed1/actor_pretrain.pt: not a loadable ract "
-            "checkpoint")
+    line = (
+        "ract: error: results/ml-100k/main/seed1/actor_pretrain.pt: not a loadable ract checkpoint"
+    )
     assert line in r.stderr
-    assert ("rule pretrain_actor makes it here: delete results/ml-100k/main/seed1/"
-            "actor_pretrain.pt and run again to remake it and everything made from it") in (
-        work / "logs/ml-100k/main/seed1/critic_pretrain.log").read_text()
+    assert (
+        "rule pretrain_actor makes it here: delete results/ml-100k/main/seed1/"
+        "actor_pretrain.pt and run again to remake it and everything made from it"
+    ) in (work / "logs/ml-100k/main/seed1/critic_pretrain.log").read_text()
     actor.unlink()  # as the line says: the actor is remade, and all after it (the new critic)
-    assert planned_jobs(work, config) == {**RERUNS["actor setting"][1], "evaluate": 4,
-                                          "pretrain_critic_dae": 1, "finetune_dae": 1}
+    assert planned_jobs(work, config) == {
+        **RERUNS["actor setting"][1],
+        "evaluate": 4,
+        "pretrain_critic_dae": 1,
+        "finetune_dae": 1,
+    }
