@@ -248,3 +248,19 @@ def test_a_damaged_input_names_the_rule_that_makes_it(tmp_path):
     # a file the job does not read is not the job's input to blame
     proc, _ = job(tmp_path, f"from ract.errors import RactError; raise RactError('{ckpt}: x')")
     assert one_error_line(proc.communicate(timeout=120)[1]) == f"ract: error: {ckpt}: x"
+
+
+def test_a_job_runs_the_ract_beside_its_workflow(tmp_path):
+    # a copy of the project, whose `ract` is not the one installed in this environment
+    from test_workflow import copy_project
+
+    repo = copy_project(tmp_path / "repo")
+    code = JOB.format(
+        scripts=str(repo / "workflow/scripts"),
+        body="import ract; print(ract.__file__)",
+        log=str(tmp_path / "job.log"),
+        inputs=[],
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(repo / "ract" / "__init__.py")

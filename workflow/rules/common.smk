@@ -10,9 +10,9 @@ import yaml
 
 # Parse time needs snakemake (with its jsonschema and pyyaml) and no installed `ract`: Snakemake
 # puts the Snakefile's folder on sys.path, and `ract.provenance` and `ract.formats` import only
-# the standard library. Jobs import `ract` from there too (Snakemake passes its sys.path on to
-# them), so the code that runs is the code `code_hash` hashes; workflow/envs/ract.yaml holds
-# the rest.
+# the standard library. Jobs import `ract` from there too (workflow/scripts/adapter.py puts it
+# first on their sys.path), so the code that runs is the code `code_hash` hashes;
+# workflow/envs/ract.yaml holds the rest.
 import ract.provenance
 from ract.formats import STAGES
 

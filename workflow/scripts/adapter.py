@@ -14,6 +14,13 @@ from pathlib import Path
 # passive waiting, no slower than two 1-thread jobs. Import this module before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# Jobs run the `ract` beside this workflow, the code whose hash the rules' `code` params carry:
+# Snakemake appends that folder to a job's sys.path, after site-packages, where another `ract`
+# (an editable install of another checkout, a released version) would otherwise win.
+WORKFLOW_ROOT = Path(__file__).resolve().parents[2]
+if (WORKFLOW_ROOT / "ract" / "__init__.py").is_file():
+    sys.path.insert(0, str(WORKFLOW_ROOT))
+
 from ract.errors import RactError, error_line  # noqa: E402
 from ract.provenance import JobRunning, job_lock, producer, record_job  # noqa: E402
 
