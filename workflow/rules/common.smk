@@ -1,4 +1,5 @@
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -224,9 +225,10 @@ def raw_input(w):
     return ds["path"] if ds["path"] else f"data/raw/{w.dataset}.json"
 
 
+@functools.cache  # nine rules run train_stage: read and hash its code once per parse
 def code_hash(script):
     """Params: a hash of the code a rule runs, its script (`workflow/scripts/<script>.py`) and
-    everything that imports (`ract.provenance.code_files`); '' with `code_hash: false`."""
+    everything it imports (`ract.provenance.code_files`); '' with `code_hash: false`."""
     if not config["code_hash"]:
         return ""
     return ract.provenance.code_hash(workflow.source_path(f"../scripts/{script}.py"))
