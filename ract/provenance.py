@@ -92,10 +92,13 @@ def code_hash(entry: str | os.PathLike, package: str | os.PathLike = PACKAGE) ->
     """A short hash of the source of `code_files(entry)`, each file named by its path in the
     package or its name beside the entry (so a moved checkout hashes the same)."""
     package = Path(package).resolve()
+    named = sorted(
+        (str(f.relative_to(package.parent) if f.is_relative_to(package) else f.name), f)
+        for f in code_files(entry, package)
+    )  # in the order of these names, not of the absolute paths, which differ between copies
     h = hashlib.sha256()
-    for f in code_files(entry, package):
-        name = f.relative_to(package.parent) if f.is_relative_to(package) else f.name
-        h.update(str(name).encode() + b"\0" + f.read_bytes())
+    for name, f in named:
+        h.update(name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()[:16]
 
 

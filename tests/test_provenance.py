@@ -4,6 +4,7 @@ result are found from the jobs' records (`ract.provenance`)."""
 import json
 import os
 import re
+import shutil
 from modulefinder import ModuleFinder
 from pathlib import Path
 
@@ -69,6 +70,19 @@ def test_the_code_hash_changes_with_any_file_of_the_closure_only(tmp_path):
     assert code_hash(script, pkg) == before
     (pkg / "c.py").write_text("x = 2\n")  # reached only through a lazy relative import
     assert code_hash(script, pkg) != before
+
+
+def test_a_copy_of_the_project_hashes_the_same_wherever_it_lies(tmp_path):
+    # The same code must not count as changed when the checkout moves: copies whose package
+    # and scripts sort in the other order by absolute path ("a/" before "z/", and the reverse)
+    hashes = set()
+    for top, scripts in (("a", "z"), ("z", "a")):
+        shutil.copytree(PACKAGE, tmp_path / top / "ract", ignore=shutil.ignore_patterns("__py*"))
+        shutil.copytree(ROOT / "workflow" / "scripts", tmp_path / scripts / "scripts")
+        job = tmp_path / scripts / "scripts" / "train_stage.py"
+        hashes.add(code_hash(job, tmp_path / top / "ract"))
+        shutil.rmtree(tmp_path / top), shutil.rmtree(tmp_path / scripts)
+    assert hashes == {code_hash(ROOT / "workflow" / "scripts" / "train_stage.py", PACKAGE)}
 
 
 def test_every_rule_that_runs_a_script_hashes_that_scripts_code():

@@ -59,6 +59,7 @@ def planned_jobs(workdir, config, root=ROOT, targets=()) -> dict[str, int]:
     r = snakemake(workdir, config, "--dry-run", *targets, root=root)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
+    print(out)  # shown by pytest when a test fails: Snakemake's reason for each planned job
     table = out.split("Job stats:")[1].split("\n\n")[0] if "Job stats:" in out else ""
     return {
         m.group(1): int(m.group(2))
@@ -334,6 +335,18 @@ def test_editing_ract_code_reruns_the_stages_using_it(study, tmp_path):
         f.write("\n# an edit\n")
     # model.py is used by training, evaluation and the baselines, not by data preparation
     assert planned_jobs(work, tiny_config(), root=repo) == {
+        **PER_SEED,
+        "evaluate": 5,
+        "compare": 1,
+        "all": 1,
+        **BASELINES_FROM_SPLIT,
+    }
+    # the adapter beside the scripts runs in every job (Snakemake's source_path() would answer
+    # with a copy in its source cache, beside which the adapter is not)
+    with open(repo / "workflow" / "scripts" / "adapter.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert planned_jobs(work, tiny_config(), root=repo) == {
+        "prepare_data": 1,
         **PER_SEED,
         "evaluate": 5,
         "compare": 1,

@@ -52,6 +52,9 @@ wildcard_constraints:
 # Paths inside the workflow are relative to this file, not to the working folder: the workflow
 # also runs as a module of another one (README, "Use as a module").
 SCHEMA = yaml.safe_load(open(workflow.source_path("../schemas/config.schema.yaml")))
+# workflow/ where it lies on disk (source_path() answers with copies in Snakemake's source cache,
+# which hold only the file asked for, not the scripts' neighbours or the `ract` beside them)
+WORKFLOW_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True)).parent
 
 
 def fill_defaults(schema, value):
@@ -228,10 +231,14 @@ def raw_input(w):
 @functools.cache  # nine rules run train_stage: read and hash its code once per parse
 def code_hash(script):
     """Params: a hash of the code a rule runs, its script (`workflow/scripts/<script>.py`) and
-    everything it imports (`ract.provenance.code_files`); '' with `code_hash: false`."""
+    everything it imports (`ract.provenance.code_files`); '' with `code_hash: false`. The
+    package hashed is the `ract` beside this workflow, the one its jobs import, whichever `ract`
+    this process imported."""
     if not config["code_hash"]:
         return ""
-    return ract.provenance.code_hash(workflow.source_path(f"../scripts/{script}.py"))
+    return ract.provenance.code_hash(
+        WORKFLOW_DIR / "scripts" / f"{script}.py", package=WORKFLOW_DIR.parent / "ract"
+    )
 
 
 def canonical(value):
