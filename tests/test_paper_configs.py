@@ -105,10 +105,10 @@ def test_config_holds_the_paper_settings(name):
         500,
     )
     critic = stages["critic_pretrain"]
-    assert (critic["pretrain_epochs"], critic["learning_rate"]) == (50, 1e-4)
+    assert (critic["epochs"], critic["learning_rate"]) == (50, 1e-4)
     assert stages["finetune"]["learning_rate"] == 2e-6
     training_users = PAPER_SIZES[name]["users"] - 2 * prepare["heldout_users"]
-    assert critic["min_steps"] < critic["pretrain_epochs"] * training_users / critic["batch_size"]
+    assert critic["min_steps"] < critic["epochs"] * training_users / critic["batch_size"]
     assert config["evaluate"]["ks"] == [20, 50, 100]
 
 

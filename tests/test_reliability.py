@@ -234,7 +234,7 @@ def snakemake_study(workdir, seeds, epochs=150, *targets):
 
     config = tiny_config()
     config["seeds"] = list(seeds)
-    config["stages"]["actor_pretrain"]["pretrain_epochs"] = epochs
+    config["stages"]["actor_pretrain"]["epochs"] = epochs
     workdir.mkdir(exist_ok=True)
     (workdir / "tiny.yaml").write_text(yaml.safe_dump(config))
     return subprocess.Popen(

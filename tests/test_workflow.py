@@ -27,10 +27,10 @@ def tiny_config():
     config["seeds"] = [1]
     config["actor"].update(latent_dimension=32, mlp_hidden_size=[64])
     config["critic"].update(critic_layers=[16, 8])
-    config["stages"]["actor_pretrain"]["pretrain_epochs"] = 3
-    config["stages"]["critic_pretrain"].update(pretrain_epochs=2, min_steps=0)
+    config["stages"]["actor_pretrain"]["epochs"] = 3
+    config["stages"]["critic_pretrain"].update(epochs=2, min_steps=0)
     config["stages"]["finetune"]["epochs"] = 2
-    config["baselines"]["mult_dae"].update(latent_dimension=16, pretrain_epochs=3)
+    config["baselines"]["mult_dae"].update(latent_dimension=16, epochs=3)
     config["baselines"]["ease"]["lambdas"] = [100, 500]
     return config
 
@@ -204,6 +204,17 @@ def test_reordering_config_keys_is_not_a_change(study):
         return value
 
     assert planned_jobs(study, reverse(tiny_config())) == {}
+
+
+def test_recboles_name_for_epochs_is_the_same_setting(study):
+    # config.yaml says `epochs`; a later file saying `pretrain_epochs` (RecBole's name) wins
+    config = tiny_config()
+    aliased = [config["stages"]["actor_pretrain"], config["stages"]["critic_pretrain"]]
+    for section in [*aliased, config["baselines"]["mult_dae"]]:
+        section["pretrain_epochs"] = section.pop("epochs")
+    assert planned_jobs(study, config) == {}
+    config["stages"]["actor_pretrain"]["pretrain_epochs"] += 1
+    assert planned_jobs(study, config)["pretrain_actor"] == 1
 
 
 def change(section_path, key, value):
@@ -405,6 +416,15 @@ def test_sweep_shares_untouched_stages_and_picks_the_best(study):
             "config: models: ract_dae finetunes the Mult-DAE actor: add mult_dae too",
         ),
         (
+            lambda c: c["stages"]["actor_pretrain"].update(pretrain_epochs=5),
+            "config: stages.actor_pretrain: `pretrain_epochs` (RecBole's name) and `epochs` are "
+            "one setting: give one",
+        ),
+        (
+            lambda c: c.update(sweep={"critic_pretrain": {"pretrain_epochs": [1], "epochs": [2]}}),
+            "config: sweep.critic_pretrain: `pretrain_epochs` (RecBole's name) and `epochs`",
+        ),
+        (
             lambda c: c["actor"].update(total_anneal_steps="soon"),
             "config: actor.total_anneal_steps: 'soon' is not valid",
         ),
@@ -446,7 +466,7 @@ def test_schema_defaults_equal_the_library_defaults():
     for stage, node in props["stages"]["properties"].items():
         lib = stage_defaults(stage)
         for key, value in defaults(node).items():
-            assert value == getattr(lib, "epochs" if key == "pretrain_epochs" else key), (
+            assert value == getattr(lib, key), (
                 stage,
                 key,
             )

@@ -100,6 +100,59 @@ def check_config(cfg, where=()):
     return cfg
 
 
+def shown_path(path):
+    """`path` relative to the working directory when it lies inside it, else absolute."""
+    path = Path(path).absolute()
+    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
+
+
+# The config files this run read, in the order they apply (`--configfile` ones last: they win).
+_given = [Path(f).absolute() for f in workflow.overwrite_configfiles]
+CONFIG_FILES = [
+    f for f in map(Path, workflow.configfiles) if f.absolute() not in _given
+] + _given
+
+# RecBole's name for the epochs of its pretraining stages, accepted for ours: (alias, name),
+# and the sections (and sweep sections) where RecBole users would write it.
+ALIAS = ("pretrain_epochs", "epochs")
+ALIASED = [
+    ("stages", "actor_pretrain"),
+    ("stages", "critic_pretrain"),
+    ("baselines", "mult_dae"),
+    ("sweep", "actor_pretrain"),
+    ("sweep", "critic_pretrain"),
+]
+
+
+def use_one_name(cfg):
+    """Rename `pretrain_epochs` to `epochs`. After Snakemake merged the config files a section
+    may hold both (config.yaml says `epochs`, the user's file `pretrain_epochs`): the last file
+    that sets either wins; one file setting both is an error."""
+    alias, name = ALIAS
+    files = [(f, yaml.safe_load(open(f)) or {}) for f in CONFIG_FILES]
+    for path in ALIASED:
+        d = cfg.get(path[0], {}).get(path[1])
+        if not isinstance(d, dict) or alias not in d:
+            continue
+        if name in d and d[name] != d[alias]:
+            setting = [
+                sub
+                for _, data in files
+                if isinstance(sub := (data.get(path[0]) or {}).get(path[1]), dict)
+                and {alias, name} & set(sub)
+            ]
+            if not setting or {alias, name} <= set(setting[-1]):
+                config_error(
+                    list(path),
+                    f"`{alias}` (RecBole's name) and `{name}` are one setting: give one",
+                )
+            if name in setting[-1]:
+                d[alias] = d[name]
+        d[name] = d.pop(alias)
+    return cfg
+
+
+use_one_name(config)
 fill_defaults(SCHEMA, config)
 check_config(config)
 
@@ -148,19 +201,10 @@ DATASETS = list(config["datasets"])
 SEEDS = list(config["seeds"])
 
 
-# The config files this run read, in the order they apply (`--configfile` ones last: they win),
-# for the report's landing text, which Snakemake renders with `snakemake.config` and nothing
-# else. Set after validation and the sweep's expansion: it is no setting and no job reads it.
-def shown_path(path):
-    """`path` relative to the working directory when it lies inside it, else absolute."""
-    path = Path(path).absolute()
-    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
-
-
-_given = [shown_path(f) for f in workflow.overwrite_configfiles]
-config["configfiles"] = [
-    f for f in map(shown_path, workflow.configfiles) if f not in _given
-] + _given
+# The config files this run read, for the report's landing text, which Snakemake renders with
+# `snakemake.config` and nothing else. Set after validation and the sweep's expansion: it is no
+# setting and no job reads it.
+config["configfiles"] = [shown_path(f) for f in CONFIG_FILES]
 
 
 def section(cfg, path):
@@ -286,7 +330,7 @@ def mult_dae_settings():
                 "variational": False,
             },
             "actor_pretrain": {
-                k: d[k] for k in ("pretrain_epochs", "learning_rate", "batch_size", "l2_penalty")
+                k: d[k] for k in ("epochs", "learning_rate", "batch_size", "l2_penalty")
             },
         }
     )

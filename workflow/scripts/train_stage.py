@@ -14,10 +14,7 @@ from ract.train import stage_defaults, train_stage
 def main():
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
-    stage = dict(p.settings[p.stage])
-    if "pretrain_epochs" in stage:  # RecBole's name for the pretraining stages' epochs
-        stage["epochs"] = stage.pop("pretrain_epochs")
-    cfg = stage_defaults(p.stage, seed=p.seed, **stage)
+    cfg = stage_defaults(p.stage, seed=p.seed, **p.settings[p.stage])
     data = load_split(Path(snakemake.input.split).parent)
     actor, critic = p.settings.get("actor"), p.settings.get("critic")
     out = Path(snakemake.output.checkpoint)
