@@ -108,9 +108,7 @@ def shown_path(path):
 
 # The config files this run read, in the order they apply (`--configfile` ones last: they win).
 _given = [Path(f).absolute() for f in workflow.overwrite_configfiles]
-CONFIG_FILES = [
-    f for f in map(Path, workflow.configfiles) if f.absolute() not in _given
-] + _given
+CONFIG_FILES = [f for f in map(Path, workflow.configfiles) if f.absolute() not in _given] + _given
 
 # RecBole's name for the epochs of its pretraining stages, accepted for ours: (alias, name),
 # and the sections (and sweep sections) where RecBole users would write it.
