@@ -1,9 +1,9 @@
 # The RaCT study as a DAG:
-#   obtain_data -> prepare_data -> pretrain_actor -> pretrain_critic -> finetune
+#   obtain_data -> prepare_data -> actor_pretrain -> critic_pretrain -> finetune
 #   -> evaluate (each Mult-VAE and RaCT checkpoint, validation and test) -> compare [-> sweep]
-#   the control arm: pretrain_actor -> finetune_nll (RaCT's finetune on the likelihood) -> evaluate
-#   baselines beside them: train_mult_dae, fit_ease, fit_popularity -> evaluate(_baseline)
-#   RaCT on the Mult-DAE actor: train_mult_dae -> pretrain_critic_dae -> finetune_dae -> evaluate
+#   the control arm: actor_pretrain -> nll_finetune (RaCT's finetune on the likelihood) -> evaluate
+#   baselines beside them: mult_dae, fit_ease, fit_popularity -> evaluate(_baseline)
+#   RaCT on the Mult-DAE actor: mult_dae -> ract_dae_critic -> ract_dae -> evaluate
 #
 # Output paths ({variant} is `main`, or `sweep-<hash>` for a sweep combination):
 #   data/raw/                                        download cache; {dataset}.json points at
@@ -40,11 +40,11 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/obtain_data.smk"
 include: "workflow/rules/prepare_data.smk"
-include: "workflow/rules/pretrain_actor.smk"
-include: "workflow/rules/pretrain_critic.smk"
+include: "workflow/rules/actor_pretrain.smk"
+include: "workflow/rules/critic_pretrain.smk"
 include: "workflow/rules/finetune.smk"
-include: "workflow/rules/finetune_nll.smk"
-include: "workflow/rules/train_mult_dae.smk"
+include: "workflow/rules/nll_finetune.smk"
+include: "workflow/rules/mult_dae.smk"
 include: "workflow/rules/ract_dae.smk"
 include: "workflow/rules/fit_baselines.smk"
 include: "workflow/rules/evaluate.smk"

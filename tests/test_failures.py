@@ -227,7 +227,7 @@ def test_a_damaged_input_names_the_rule_that_makes_it(tmp_path):
     from ract.provenance import record_job
 
     ckpt = "results/d/main/seed1/actor_pretrain.pt"
-    record_job("pretrain_actor", ["results/d/split/manifest.json"], [ckpt], root=tmp_path)
+    record_job("actor_pretrain", ["results/d/split/manifest.json"], [ckpt], root=tmp_path)
     record_job(
         "prepare_data",
         [],
@@ -235,7 +235,7 @@ def test_a_damaged_input_names_the_rule_that_makes_it(tmp_path):
         root=tmp_path,
     )
     for path, rule in (
-        (ckpt, "pretrain_actor"),
+        (ckpt, "actor_pretrain"),
         ("results/d/split/test_exclude.npz", "prepare_data"),
     ):
         body = f"from ract.errors import RactError; raise RactError('{path}: damaged')"

@@ -130,7 +130,7 @@ def test_every_config_dry_runs_its_data_sets_only(tmp_path, path):
     actor = grid.get("actor", 1) * grid.get("actor_pretrain", 1)
     critic = actor * grid.get("critic", 1) * grid.get("critic_pretrain", 1)
     runs = seeds * len(datasets)
-    assert (jobs["pretrain_actor"], jobs["pretrain_critic"], jobs["finetune"]) == (
+    assert (jobs["actor_pretrain"], jobs["critic_pretrain"], jobs["finetune"]) == (
         actor * runs,
         critic * runs,
         critic * grid.get("finetune", 1) * runs,

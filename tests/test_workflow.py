@@ -214,7 +214,7 @@ def test_recboles_name_for_epochs_is_the_same_setting(study):
         section["pretrain_epochs"] = section.pop("epochs")
     assert planned_jobs(study, config) == {}
     config["stages"]["actor_pretrain"]["pretrain_epochs"] += 1
-    assert planned_jobs(study, config)["pretrain_actor"] == 1
+    assert planned_jobs(study, config)["actor_pretrain"] == 1
 
 
 def change(section_path, key, value):
@@ -227,30 +227,30 @@ def change(section_path, key, value):
 
 
 DOWNSTREAM_OF_CRITIC = {
-    "pretrain_critic": 1,
+    "critic_pretrain": 1,
     "critic_fit": 1,
     "finetune": 1,
-    "pretrain_critic_dae": 1,
-    "finetune_dae": 1,
+    "ract_dae_critic": 1,
+    "ract_dae": 1,
     "evaluate": 2,
     "compare": 1,
     "all": 1,
 }
 BASELINES_FROM_SPLIT = {
-    "train_mult_dae": 1,
+    "mult_dae": 1,
     "fit_ease": 1,
     "fit_popularity": 1,
     "evaluate_baseline": 2,
 }
 # every model trained per seed: Mult-VAE, RaCT and its critic, the control, RaCT on Mult-DAE
 PER_SEED = {
-    "pretrain_actor": 1,
-    "pretrain_critic": 1,
+    "actor_pretrain": 1,
+    "critic_pretrain": 1,
     "critic_fit": 1,
     "finetune": 1,
-    "finetune_nll": 1,
-    "pretrain_critic_dae": 1,
-    "finetune_dae": 1,
+    "nll_finetune": 1,
+    "ract_dae_critic": 1,
+    "ract_dae": 1,
 }
 RERUNS = {
     # the control arm and RaCT on Mult-DAE run RaCT's finetune schedule
@@ -258,8 +258,8 @@ RERUNS = {
         change(("stages", "finetune"), "learning_rate", 1e-5),
         {
             "finetune": 1,
-            "finetune_nll": 1,
-            "finetune_dae": 1,
+            "nll_finetune": 1,
+            "ract_dae": 1,
             "evaluate": 3,
             "compare": 1,
             "all": 1,
@@ -268,7 +268,7 @@ RERUNS = {
     # ... but the control has no critic
     "finetune critic setting": (
         change(("stages", "finetune"), "critic_learning_rate", 1e-5),
-        {"finetune": 1, "finetune_dae": 1, "evaluate": 2, "compare": 1, "all": 1},
+        {"finetune": 1, "ract_dae": 1, "evaluate": 2, "compare": 1, "all": 1},
     ),
     "critic setting": (change(("critic",), "critic_layers", [8]), DOWNSTREAM_OF_CRITIC),
     "critic stage setting": (
@@ -278,11 +278,11 @@ RERUNS = {
     "actor setting": (
         change(("actor",), "dropout_prob", 0.4),
         {
-            "pretrain_actor": 1,
-            "pretrain_critic": 1,
+            "actor_pretrain": 1,
+            "critic_pretrain": 1,
             "critic_fit": 1,
             "finetune": 1,
-            "finetune_nll": 1,
+            "nll_finetune": 1,
             "evaluate": 3,
             "compare": 1,
             "all": 1,
@@ -291,9 +291,9 @@ RERUNS = {
     "Mult-DAE setting": (
         change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
         {
-            "train_mult_dae": 1,
-            "pretrain_critic_dae": 1,
-            "finetune_dae": 1,
+            "mult_dae": 1,
+            "ract_dae_critic": 1,
+            "ract_dae": 1,
             "evaluate": 2,
             "compare": 1,
             "all": 1,
@@ -316,7 +316,7 @@ RERUNS = {
     ),
     "new seed": (
         change((), "seeds", [1, 2]),
-        {**PER_SEED, "train_mult_dae": 1, "evaluate": 5, "compare": 1, "all": 1},
+        {**PER_SEED, "mult_dae": 1, "evaluate": 5, "compare": 1, "all": 1},
     ),
     "evaluation cut-offs": (
         change(("evaluate",), "ks", [10, 20, 50, 100]),
@@ -563,7 +563,7 @@ SPLIT_DOWNSTREAM = {
 }
 LOST = {
     "main/seed1/critic_pretrain.pt": {
-        "pretrain_critic": 1,
+        "critic_pretrain": 1,
         "critic_fit": 1,
         "finetune": 1,
         "evaluate": 1,
@@ -681,13 +681,13 @@ def test_a_damaged_checkpoint_names_its_rule_and_deleting_it_recovers(study, tmp
     )
     assert line in r.stderr
     assert (
-        "rule pretrain_actor makes it here: delete results/ml-100k/main/seed1/"
+        "rule actor_pretrain makes it here: delete results/ml-100k/main/seed1/"
         "actor_pretrain.pt and run again to remake it and everything made from it"
     ) in (work / "logs/ml-100k/main/seed1/critic_pretrain.log").read_text()
     actor.unlink()  # as the line says: the actor is remade, and all after it (the new critic)
     assert planned_jobs(work, config) == {
         **RERUNS["actor setting"][1],
         "evaluate": 4,
-        "pretrain_critic_dae": 1,
-        "finetune_dae": 1,
+        "ract_dae_critic": 1,
+        "ract_dae": 1,
     }

@@ -3,7 +3,7 @@
 # A Mult-DAE recorded as failed is recorded as failed here too.
 
 
-use rule pretrain_critic as pretrain_critic_dae with:
+use rule critic_pretrain as ract_dae_critic with:
     input:
         split=rules.prepare_data.output.manifest,
         start="results/{dataset}/main/seed{seed}/mult_dae.pt",
@@ -23,7 +23,7 @@ use rule pretrain_critic as pretrain_critic_dae with:
         code=code_hash("train_stage"),
 
 
-use rule finetune as finetune_dae with:
+use rule finetune as ract_dae with:
     input:
         split=rules.prepare_data.output.manifest,
         start="results/{dataset}/main/seed{seed}/ract_dae_critic.pt",

@@ -1,4 +1,4 @@
-rule finetune_nll:
+rule nll_finetune:
     # The control arm: the Mult-VAE checkpoint finetuned on its own likelihood (NLL + beta KL,
     # beta where pretraining left it) with RaCT's finetune schedule, optimizer, batches, masks
     # and noise. RaCT minus this isolates what the critic contributes.

@@ -1,4 +1,4 @@
-rule pretrain_critic:
+rule critic_pretrain:
     input:
         split=rules.prepare_data.output.manifest,
         start=stage_checkpoint("actor_pretrain"),

@@ -1,16 +1,17 @@
-rule pretrain_actor:
+rule mult_dae:
     input:
         split=rules.prepare_data.output.manifest,
     output:
-        checkpoint="results/{dataset}/{variant}/seed{seed}/actor_pretrain.pt",
-        history="results/{dataset}/{variant}/seed{seed}/actor_pretrain_history.csv",
+        checkpoint="results/{dataset}/main/seed{seed}/mult_dae.pt",
+        history="results/{dataset}/main/seed{seed}/mult_dae_history.csv",
     log:
-        "logs/{dataset}/{variant}/seed{seed}/actor_pretrain.log",
+        "logs/{dataset}/main/seed{seed}/mult_dae.log",
     benchmark:
-        "benchmarks/{dataset}/{variant}/seed{seed}/actor_pretrain.tsv"
+        "benchmarks/{dataset}/main/seed{seed}/mult_dae.tsv"
     params:
         stage="actor_pretrain",
-        settings=stage_settings("actor_pretrain"),
+        baseline=BASELINES["mult_dae"],  # a ModelFailure is recorded, not fatal
+        settings=lambda w: mult_dae_settings(),
         seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),

@@ -1,17 +1,16 @@
-rule train_mult_dae:
+rule actor_pretrain:
     input:
         split=rules.prepare_data.output.manifest,
     output:
-        checkpoint="results/{dataset}/main/seed{seed}/mult_dae.pt",
-        history="results/{dataset}/main/seed{seed}/mult_dae_history.csv",
+        checkpoint="results/{dataset}/{variant}/seed{seed}/actor_pretrain.pt",
+        history="results/{dataset}/{variant}/seed{seed}/actor_pretrain_history.csv",
     log:
-        "logs/{dataset}/main/seed{seed}/mult_dae.log",
+        "logs/{dataset}/{variant}/seed{seed}/actor_pretrain.log",
     benchmark:
-        "benchmarks/{dataset}/main/seed{seed}/mult_dae.tsv"
+        "benchmarks/{dataset}/{variant}/seed{seed}/actor_pretrain.tsv"
     params:
         stage="actor_pretrain",
-        baseline=BASELINES["mult_dae"],  # a ModelFailure is recorded, not fatal
-        settings=lambda w: mult_dae_settings(),
+        settings=stage_settings("actor_pretrain"),
         seed=seed_number,
         device=config["device"],
         code=code_hash("train_stage"),
