@@ -55,6 +55,18 @@ def _columns(text: str) -> dict:
     return out
 
 
+# each command's line in `ract --help`
+HELP = {
+    "fetch": "obtain a known data set's raw interaction file",
+    "synthesize": "write synthetic interactions in a raw format",
+    "prepare": "binarise, filter and split interactions",
+    "train": "run one training stage",
+    "evaluate": "evaluate a checkpoint on validation or test users",
+    "recommend": "top-N items for given users, or for a new user",
+    "watch": "progress of the training stages under a results folder",
+}
+
+
 def _add_fetch_args(p, required: bool):
     from .data.sources import DATASETS
 
@@ -86,7 +98,7 @@ def _add_fetch_args(p, required: bool):
 def _add_fetch(sub) -> None:
     p = sub.add_parser(
         "fetch",
-        help="obtain a known data set's raw interaction file",
+        help=HELP["fetch"],
         description="Download (or take from the cache) a known data set and "
         "print the raw file's path and reader format.",
     )
@@ -98,7 +110,7 @@ def _add_synthesize(sub) -> None:
 
     p = sub.add_parser(
         "synthesize",
-        help="write synthetic interactions in a raw format",
+        help=HELP["synthesize"],
         description="Generate interactions with power-law item popularity and a "
         "log-normal spread of items per user, and write them as a raw file that "
         "`ract prepare` reads (prints the file and its format). Presets: "
@@ -157,7 +169,7 @@ def _add_prepare(sub) -> None:
 
     p = sub.add_parser(
         "prepare",
-        help="binarise, filter and split interactions",
+        help=HELP["prepare"],
         description="Read raw interactions, binarise, filter, split users, and "
         "write sparse CSR split files, id maps and manifest.json to --out.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -245,7 +257,7 @@ def _add_train(sub) -> None:
 
     p = sub.add_parser(
         "train",
-        help="run one training stage",
+        help=HELP["train"],
         description="Run one RaCT train_stage and write its best checkpoint and "
         "per-epoch history. Defaults per stage: "
         + "; ".join(
@@ -471,7 +483,7 @@ def _add_evaluate(sub) -> None:
 
     p = sub.add_parser(
         "evaluate",
-        help="evaluate a checkpoint on validation or test users",
+        help=HELP["evaluate"],
         description="Rank all items for each user of a split (known items "
         "excluded) and write per-user metrics and a mean / standard-error "
         "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
@@ -506,7 +518,7 @@ def _add_evaluate(sub) -> None:
 def _add_recommend(sub) -> None:
     p = sub.add_parser(
         "recommend",
-        help="top-N items for given users, or for a new user",
+        help=HELP["recommend"],
         description="Top-N unseen items (original ids) for users given by "
         "original id, from their known history in the split folder; or, with "
         "--items, for a user who is not in the data, from the items they have "
@@ -533,7 +545,7 @@ def _add_recommend(sub) -> None:
 def _add_watch(sub) -> None:
     p = sub.add_parser(
         "watch",
-        help="progress of the training stages under a results folder",
+        help=HELP["watch"],
         description="List the training stages under a results folder (running, "
         "done, failed) with their epoch, validation metric, elapsed time and "
         "ETA, from the progress file each stage keeps beside its history CSV.",
@@ -548,8 +560,9 @@ def _add_watch(sub) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `ract` parser; each subcommand's arguments come from its `_add_<command>`."""
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The `ract` parser for `argv` (default: sys.argv[1:]); each subcommand's arguments come
+    from its `_add_<command>`."""
     parser = argparse.ArgumentParser(
         prog="ract",
         description="RaCT: ranking-critical actor-critic training for "
@@ -563,16 +576,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (
-        _add_fetch,
-        _add_synthesize,
-        _add_prepare,
-        _add_train,
-        _add_evaluate,
-        _add_recommend,
-        _add_watch,
+    # Only the command asked for gets its arguments: theirs import torch, pandas and the data
+    # readers for choices and defaults (seconds), which `ract --help` or `ract watch` never use.
+    asked = next((a for a in (sys.argv[1:] if argv is None else argv) if a[:1] != "-"), None)
+    for name, add in (
+        ("fetch", _add_fetch),
+        ("synthesize", _add_synthesize),
+        ("prepare", _add_prepare),
+        ("train", _add_train),
+        ("evaluate", _add_evaluate),
+        ("recommend", _add_recommend),
+        ("watch", _add_watch),
     ):
-        add(sub)
+        if name == asked:
+            add(sub)
+        else:
+            sub.add_parser(name, help=HELP[name])
     return parser
 
 
@@ -855,7 +874,7 @@ def main(argv=None) -> int:
     # Idle OpenMP threads sleep rather than spin, so parallel jobs sharing cores do not slow
     # each other down several-fold; only effective when set before torch is first imported.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -250,6 +250,17 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"ract {__version__}"
 
 
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["watch", "--help"]])
+def test_version_help_and_watch_load_neither_torch_nor_pandas(args):
+    # only the command asked for builds its arguments; the others' import torch and pandas
+    code = (
+        "import sys\nfrom ract.cli import main\ntry:\n    main(sys.argv[1:])\n"
+        "except SystemExit:\n    pass\nprint(sorted({'torch', 'pandas'} & set(sys.modules)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "[]", r.stdout + r.stderr
+
+
 def test_recommend_for_a_new_user_folds_in_their_items(cli_run, tmp_path):
     """A user not in the data, given by items: the same top-n as a held-out user with those
     items as fold-in; unknown item ids are named and skipped; JSON on request."""
