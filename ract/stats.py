@@ -77,43 +77,12 @@ def paired_test(a, b) -> dict:
     difference is zero, both p-values are 1.0 and the statistics 0. If the differences are a
     nonzero constant (std 0), t and d_z are +-inf and the t p-value 0.
     """
-    a, b = _vector(a, "a"), _vector(b, "b")
-    if a.shape != b.shape:
-        raise RactError(
-            f"paired test: a has {a.size} users, b has {b.size}; they must be the "
-            "same users in the same order"
-        )
-    keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    n = int(a.size)
-    if n < 2:
-        raise RactError(
-            f"paired test: needs at least 2 users with values for both models, got {n}"
-        )
-    diff = b - a
+    a, b = _paired_users(a, b)
+    n, diff = int(a.size), b - a
     mean_diff = float(diff.mean())
     boot_low, boot_high = bootstrap_interval(diff)
-    sd = float(diff.std(ddof=1))
-    # Differences equal up to rounding count as constant: scipy would report a meaningless t.
-    constant = sd <= 1e-12 * max(1.0, float(np.abs(diff).max()))
-    if constant:
-        sd = 0.0
-        half = 0.0
-        if mean_diff == 0.0 or np.all(diff == 0):
-            t_stat, t_p, dz = 0.0, 1.0, 0.0
-        else:
-            t_stat = dz = math.copysign(math.inf, mean_diff)
-            t_p = 0.0
-    else:
-        res = sst.ttest_rel(b, a)
-        t_stat, t_p = float(res.statistic), float(res.pvalue)
-        dz = mean_diff / sd
-        half = float(sst.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    if np.all(diff == 0):
-        w_stat, w_p = 0.0, 1.0
-    else:
-        res = sst.wilcoxon(b, a, zero_method="zsplit")
-        w_stat, w_p = float(res.statistic), float(res.pvalue)
+    t_stat, t_p, dz, half = _t_test(a, b, diff)
+    w_stat, w_p = _wilcoxon(a, b, diff)
     return {
         "n": n,
         "mean_a": float(a.mean()),
@@ -135,6 +104,44 @@ def paired_test(a, b) -> dict:
         "losses": int((diff < 0).sum()),
         "ties": int((diff == 0).sum()),
     }
+
+
+def _paired_users(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The two models' values on the users that have both (at least two users)."""
+    a, b = _vector(a, "a"), _vector(b, "b")
+    if a.shape != b.shape:
+        raise RactError(
+            f"paired test: a has {a.size} users, b has {b.size}; they must be the "
+            "same users in the same order"
+        )
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    if a.size < 2:
+        raise RactError(
+            f"paired test: needs at least 2 users with values for both models, got {a.size}"
+        )
+    return a, b
+
+
+def _t_test(a, b, diff) -> tuple[float, float, float, float]:
+    """The paired t-test: (t, p, Cohen's d_z, half-width of the 95% t interval)."""
+    mean_diff, sd = float(diff.mean()), float(diff.std(ddof=1))
+    # Differences equal up to rounding count as constant: scipy would report a meaningless t.
+    if sd <= 1e-12 * max(1.0, float(np.abs(diff).max())):
+        if mean_diff == 0.0 or np.all(diff == 0):
+            return 0.0, 1.0, 0.0, 0.0
+        return math.copysign(math.inf, mean_diff), 0.0, math.copysign(math.inf, mean_diff), 0.0
+    res = sst.ttest_rel(b, a)
+    half = float(sst.t.ppf(0.975, diff.size - 1)) * sd / math.sqrt(diff.size)
+    return float(res.statistic), float(res.pvalue), mean_diff / sd, half
+
+
+def _wilcoxon(a, b, diff) -> tuple[float, float]:
+    """The Wilcoxon signed-rank test, ties split between the signs: (statistic, p)."""
+    if np.all(diff == 0):
+        return 0.0, 1.0
+    res = sst.wilcoxon(b, a, zero_method="zsplit")
+    return float(res.statistic), float(res.pvalue)
 
 
 def paired_test_over_seeds(a_by_seed, b_by_seed) -> dict:
