@@ -117,32 +117,7 @@ def paper_comparison(
     """
     reported = _reported(dataset)
     metrics = list(metrics)
-    unknown = [m for m in metrics if m not in PAPER_METRICS]
-    if unknown or not metrics:
-        raise RactError(
-            f"paper comparison: metric(s) {unknown or metrics}: expected some of "
-            f"{', '.join(PAPER_METRICS)}"
-        )
-    missing = [c for c in ("split", "model", "seeds", *metrics) if c not in aggregate.columns]
-    if missing:
-        raise RactError(
-            f"paper comparison: our table has no column(s) {missing}; available: "
-            f"{list(aggregate.columns)}"
-        )
-    rows = aggregate[aggregate["split"] == split]
-    if "variant" in rows.columns:
-        rows = rows[rows["variant"] == variant]
-    if rows.empty:
-        raise RactError(
-            f"paper comparison: our table has no rows for split {split!r}"
-            + (f" and variant {variant!r}" if "variant" in aggregate.columns else "")
-            + f" (splits found: {sorted(aggregate['split'].unique())})"
-        )
-    repeated = rows["model"][rows["model"].duplicated()].unique()
-    if len(repeated):
-        raise RactError(
-            f"paper comparison: more than one row for model {repeated[0]!r} in split {split!r}"
-        )
+    rows = _our_rows(aggregate, split, variant, metrics)
     ours = rows.set_index("model")
     common = [r for r in reported if r.model in ours.index]
     if not common:
@@ -171,6 +146,38 @@ def paper_comparison(
                 }
             )
     return pd.DataFrame(out, columns=list(COMPARISON_COLUMNS))
+
+
+def _our_rows(aggregate: pd.DataFrame, split: str, variant: str, metrics: list) -> pd.DataFrame:
+    """The aggregate table's rows for `split` (and `variant`), one per model, or a RactError
+    naming what is missing."""
+    unknown = [m for m in metrics if m not in PAPER_METRICS]
+    if unknown or not metrics:
+        raise RactError(
+            f"paper comparison: metric(s) {unknown or metrics}: expected some of "
+            f"{', '.join(PAPER_METRICS)}"
+        )
+    missing = [c for c in ("split", "model", "seeds", *metrics) if c not in aggregate.columns]
+    if missing:
+        raise RactError(
+            f"paper comparison: our table has no column(s) {missing}; available: "
+            f"{list(aggregate.columns)}"
+        )
+    rows = aggregate[aggregate["split"] == split]
+    if "variant" in rows.columns:
+        rows = rows[rows["variant"] == variant]
+    if rows.empty:
+        raise RactError(
+            f"paper comparison: our table has no rows for split {split!r}"
+            + (f" and variant {variant!r}" if "variant" in aggregate.columns else "")
+            + f" (splits found: {sorted(aggregate['split'].unique())})"
+        )
+    repeated = rows["model"][rows["model"].duplicated()].unique()
+    if len(repeated):
+        raise RactError(
+            f"paper comparison: more than one row for model {repeated[0]!r} in split {split!r}"
+        )
+    return rows
 
 
 def paper_markdown(comparison: pd.DataFrame, digits: int = 3) -> str:
