@@ -674,15 +674,10 @@ def cmd_prepare(args):
     )
 
 
-def cmd_train(args):
-    import torch
-    from .data.splits import load_split
-    from .model import ActorConfig, CriticConfig
-    from .resume import DEFAULT_EVERY
-    from .train import stage_defaults, train_stage
+def _stage_config(args):
+    """The stage's settings from `ract train`'s options (`ract.train.StageConfig`)."""
+    from .train import stage_defaults
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     overrides = {
         k: getattr(args, k)
         for k in ("epochs", "learning_rate", "min_steps", "validate_every")
@@ -704,12 +699,18 @@ def cmd_train(args):
     )
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
-    data = load_split(args.data)
+    return cfg
+
+
+def _model_configs(args, n_items: int):
+    """The actor's and the critic's settings from `ract train`'s options."""
+    from .model import ActorConfig, CriticConfig
+
     hidden = args.mlp_hidden_size
     if hidden is None:
         hidden = () if args.dae else _default(ActorConfig, "mlp_hidden_size")
     actor_cfg = ActorConfig(
-        n_items=data.n_items,
+        n_items=n_items,
         latent_dimension=args.latent_dimension,
         mlp_hidden_size=tuple(hidden),
         variational=not args.dae,
@@ -722,6 +723,20 @@ def cmd_train(args):
         metrics_k=args.metrics_k,
         input_norm=args.critic_input_norm,
     )
+    return actor_cfg, critic_cfg
+
+
+def cmd_train(args):
+    import torch
+    from .data.splits import load_split
+    from .resume import DEFAULT_EVERY
+    from .train import train_stage
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = _stage_config(args)
+    data = load_split(args.data)
+    actor_cfg, critic_cfg = _model_configs(args, data.n_items)
     train_stage(
         data,
         cfg,
