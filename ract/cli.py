@@ -323,7 +323,7 @@ def _add_train_paths(p) -> None:
 
 def _add_stage_args(p) -> None:
     """The optimisation settings of a stage (`ract.train.StageConfig`)."""
-    from .train import CRITIC_KEEP, OBJECTIVES, STAGE_DEFAULTS, StageConfig
+    from .train import CRITIC_KEEP, OBJECTIVES, PRECISIONS, STAGE_DEFAULTS, StageConfig
 
     p.add_argument(
         "--epochs",
@@ -374,6 +374,13 @@ def _add_stage_args(p) -> None:
         help="finetune: critic (RaCT), or likelihood: the control arm, the same "
         "finetune on NLL + beta KL from the actor_pretrain checkpoint "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=_default(StageConfig, "precision"),
+        help="bf16: the actor's matrix multiplies in training run in bfloat16 (softmax, "
+        "losses, weights, optimizer state and validation stay float32) (default: %(default)s)",
     )
     p.add_argument(
         "--critic-keep",
@@ -695,6 +702,7 @@ def _stage_config(args):
         carry_critic_optimizer=not args.fresh_critic_optimizer,
         save_step=args.save_step,
         seed=args.seed,
+        precision=args.precision,
         **overrides,
     )
     if cfg.save_step and not args.checkpoint_dir:

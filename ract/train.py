@@ -47,6 +47,7 @@ log = logging.getLogger("ract.train")
 
 OBJECTIVES = ("critic", "likelihood")  # finetune: RaCT, or the likelihood control arm
 CRITIC_KEEP = ("last", "best_r")
+PRECISIONS = ("fp32", "bf16")  # bf16: autocast for the actor's matrix multiplies in training
 # Training-loss columns each kind of step averages over its batches (`loss` is what the actor's
 # optimizer minimises: NLL + beta KL, or -critic for RaCT's finetune; the critic's is
 # `critic_mse`).
@@ -110,6 +111,10 @@ class StageConfig:
     critic_keep: str = "last"  # critic_pretrain: the "last" epoch or the "best_r" on validation
     save_step: int = 0  # write a checkpoint every N epochs (0: never)
     seed: int = 98765
+    # "bf16": the actor's matrix multiplies in training run in bfloat16 (autocast); its outputs
+    # return to float32, so softmax, losses, the critic, the weights and Adam's state stay
+    # float32, and validation and evaluation run wholly in float32.
+    precision: str = "fp32"
 
     def __post_init__(self):
         check_settings(
@@ -140,6 +145,7 @@ class StageConfig:
                 ),
                 (self.critic_learning_rate > 0, "critic_learning_rate", "a number > 0"),
                 (self.save_step >= 0, "save_step", "an integer >= 0 (0: no periodic checkpoints)"),
+                (self.precision in PRECISIONS, "precision", f"one of {', '.join(PRECISIONS)}"),
             ],
         )
 
@@ -475,9 +481,21 @@ class _Run:
             self.fixed_beta if self.fixed_beta is not None else self.actor.cfg.beta(self.updates)
         )
 
+    def actor_forward(self, x):
+        """The actor's training forward pass (dropout mask and z drawn from the noise stream),
+        in bfloat16 autocast with `precision: bf16`, its outputs float32 either way."""
+        bf16 = self.cfg.precision == "bf16"
+        with torch.autocast(torch.device(self.device).type, torch.bfloat16, enabled=bf16):
+            out = self.actor(x, self.noise_gen)
+        if not bf16:
+            return out
+        return replace(
+            out, logits=out.logits.float(), mu=out.mu.float(), logvar=out.logvar.float()
+        )
+
     def _likelihood_step(self, x, beta, sums, where):
         self.actor.train()
-        out = self.actor(x, self.noise_gen)
+        out = self.actor_forward(x)
         nll, kl = out.nll(x).mean(), out.kl().mean()
         loss = nll + beta * kl
         if self.cfg.l2_penalty:
@@ -498,7 +516,7 @@ class _Run:
         finetune = self.cfg.train_stage == "finetune"
         self.actor.train()
         with torch.set_grad_enabled(finetune):
-            out = self.actor(x, self.noise_gen)
+            out = self.actor_forward(x)
             feats = critic_features(out, x)  # (B, 3); the NLL keeps its graph in finetune
         target = critic_target(out, self.critic.cfg.metrics_k)  # (B,), no gradient
         sums["nll"] += feats[:, 2].mean().item()

@@ -13,6 +13,7 @@ rule actor_pretrain:
         settings=stage_settings("actor_pretrain"),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
     threads: 2
     resources:

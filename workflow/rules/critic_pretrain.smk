@@ -14,6 +14,7 @@ rule critic_pretrain:
         settings=stage_settings("critic_pretrain"),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
     threads: 2
     resources:

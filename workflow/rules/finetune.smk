@@ -14,6 +14,7 @@ rule finetune:
         settings=stage_settings("finetune"),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
     threads: 2
     resources:

@@ -14,6 +14,7 @@ rule mult_dae:
         settings=lambda w: mult_dae_settings(),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
     threads: 2
     resources:

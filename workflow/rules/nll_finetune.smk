@@ -17,6 +17,7 @@ rule nll_finetune:
         settings=control_settings,
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
     threads: 2
     resources:

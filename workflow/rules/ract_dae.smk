@@ -20,6 +20,7 @@ use rule critic_pretrain as ract_dae_critic with:
         settings=stage_settings("critic_pretrain", variant="main"),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),
 
 
@@ -40,4 +41,5 @@ use rule finetune as ract_dae with:
         settings=stage_settings("finetune", variant="main"),
         seed=seed_number,
         device=config["device"],
+        precision=config["precision"],
         code=code_hash("train_stage"),

@@ -14,7 +14,7 @@ from ract.train import stage_defaults, train_stage
 def main():
     torch.set_num_threads(snakemake.threads)
     p = snakemake.params
-    cfg = stage_defaults(p.stage, seed=p.seed, **p.settings[p.stage])
+    cfg = stage_defaults(p.stage, seed=p.seed, precision=p.precision, **p.settings[p.stage])
     data = load_split(Path(snakemake.input.split).parent)
     actor, critic = p.settings.get("actor"), p.settings.get("critic")
     out = Path(snakemake.output.checkpoint)
