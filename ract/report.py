@@ -40,6 +40,13 @@ STAGE_TITLES = {
 }
 NDCG_COLUMN = "val_ndcg@100"
 CRITIC_R_COLUMN = "val_critic_r"
+# the critic's fit in a training history, as the columns of `critic_table` call it
+CRITIC_FIT = {
+    "critic_r_train": "critic r (training batches)",
+    "val_critic_r": "critic r (validation users)",
+    "val_nll_r": "NLL r (validation users)",
+    "val_nll_slope_negative": "share of users with d critic/d NLL < 0",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,6 +123,36 @@ def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     if not frames:
         raise RactError("read_history: no history files given")
     return pd.concat(frames, ignore_index=True)
+
+
+def read_histories(files: Iterable[tuple[int, str | os.PathLike]]) -> dict[int, pd.DataFrame]:
+    """{seed: its run's history}, from (seed, path) pairs: a seed's files (one per stage, or one
+    alone) concatenated in the order given (`read_history`)."""
+    by_seed: dict[int, list] = {}
+    for seed, path in files:
+        by_seed.setdefault(seed, []).append(path)
+    return {seed: read_history(paths) for seed, paths in by_seed.items()}
+
+
+def per_user_ndcg(
+    tables: Sequence[tuple[str, str | os.PathLike]],
+) -> tuple[dict[str, list[np.ndarray]], pd.DataFrame]:
+    """From (model name, path) of per-user test tables, seed by seed: {model name: [per-user
+    test NDCG@100 of each seed]}, and the first table (its users and their item counts). Every
+    table must hold the same users in the same order (they come from one split), which the
+    per-user averaging over seeds relies on."""
+    paths = [path for _, path in tables]
+    frames = [pd.read_csv(path, dtype={"user": str}) for path in paths]
+    for path, frame in zip(paths[1:], frames[1:]):
+        if not frame["user"].equals(frames[0]["user"]):
+            raise RactError(
+                f"{path}: its test users differ from those of {paths[0]}; the "
+                "paired test needs every model evaluated on the same split"
+            )
+    by_model: dict[str, list[np.ndarray]] = {}
+    for (model, _), frame in zip(tables, frames):
+        by_model.setdefault(model, []).append(frame["ndcg@100"].to_numpy())
+    return by_model, frames[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,6 +273,35 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS)
     return pd.DataFrame(rows, columns=columns)
 
 
+def critic_table(histories: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """The critic's fit per seed, from each run's history (`read_histories`): its training
+    steps, the epoch its checkpoint kept, the best validation r with its epoch, and the fit
+    numbers at the kept epoch (`CRITIC_FIT`)."""
+    return pd.DataFrame([_critic_row(seed, history) for seed, history in histories.items()])
+
+
+def _critic_row(seed, history: pd.DataFrame) -> dict:
+    critic = history[history["stage"] == "critic_pretrain"]
+    validated = critic.dropna(subset=["val_critic_r"])
+    if "kept" in critic:  # the epoch its checkpoint holds
+        kept = critic[critic["kept"].astype(bool)].iloc[-1]
+    else:  # a history written before `kept` existed: the critic stage kept its last epoch
+        kept = critic.iloc[-1]
+    best = (
+        f"{validated['val_critic_r'].max():.3f} "
+        f"({int(validated.loc[validated['val_critic_r'].idxmax(), 'epoch'])})"
+        if len(validated)
+        else "n/a"
+    )
+    return {
+        "seed": seed,
+        "critic steps": int(critic["steps"].iloc[-1]),
+        "kept epoch": int(kept["epoch"]),
+        "best r (epoch)": best,
+        **{label: kept[column] for column, label in CRITIC_FIT.items()},
+    }
+
+
 def markdown_table(
     frame: pd.DataFrame, columns: Sequence[str] | None = None, floatfmt: str = ".4f"
 ) -> str:
@@ -318,73 +384,108 @@ class Table:
     floatfmt: str = ".4f"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """What the comparison page reports, computed from the study's files.
+
+    `table`: per seed (`metrics_table`); `aggregate`: over seeds (`aggregate_table`); `tests`:
+    the paired tests (`ract.stats.paired_tests`); `failed`: runs recorded as failed
+    (`failures`); `groups`: the first test's difference by user activity (`gain_of_test`);
+    `critic`: the critic's fit per seed (`critic_table`); `fit_r`: its pooled r over all
+    users and seeds (`plot_critic_fit`)."""
+
+    table: pd.DataFrame
+    aggregate: pd.DataFrame
+    tests: Sequence[Mapping]
+    failed: Sequence[Mapping]
+    groups: pd.DataFrame
+    critic: pd.DataFrame
+    fit_r: Mapping[str, float]
+
+
 def comparison_document(
-    table: pd.DataFrame,
-    aggregate: pd.DataFrame,
-    tests: Sequence[Mapping],
+    study: Comparison,
     *,
     metrics: Sequence[str],
     starts: Mapping[str, str],
-    failed: Sequence[Mapping],
-    groups: pd.DataFrame,
-    critic: pd.DataFrame,
-    fit_r: Mapping[str, float],
     paper: str | None = None,
 ) -> list:
-    """The study's comparison: every model's metrics (`aggregate`, from `aggregate_table`),
-    the paired `tests` (`ract.stats.paired_test_over_seeds` plus `a`, `b`) with their verdicts,
-    finetuned models that kept their starting actor (`starts`: name -> starting model's name),
-    `failed` runs (`failures`), the per-seed `table` (`metrics_table`), the first test's
-    difference by user activity (`gain_by_activity`), the `critic` fit per seed with the pooled
-    `fit_r` (`plot_critic_fit`) and, when `paper` names a data set the paper reports, its
+    """The study's comparison page: every model's `metrics`, the paired tests with their
+    verdicts, finetuned models that kept their starting actor (`starts`: name -> starting
+    model's name), failed runs, the metrics per seed, the first test's difference by user
+    activity, the critic's fit and, when `paper` names a data set the paper reports, its
     numbers beside ours."""
-    first = tests[0]
-    doc = [
+    return [
+        *_headline(study, metrics),
+        *_kept_and_failed(study, starts),
+        *_details(study, metrics),
+        *(_against_the_paper(study, paper) if paper else []),
+    ]
+
+
+def _headline(study: Comparison, metrics: Sequence[str]) -> list:
+    """Every model's metrics over seeds, and the verdict of every paired test."""
+    columns = ["split", "model", "seeds", "failed", *metrics]
+    return [
         "Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
         "model): ± is the standard error over users.",
-        Table(_mean_cells(aggregate, metrics), ["split", "model", "seeds", "failed", *metrics]),
+        Table(_mean_cells(study.aggregate, metrics), columns),
         "Does the critic help? Paired tests on test users; the verdict is read from the 95% "
         "paired bootstrap interval of the mean difference (10,000 resamples of users), never "
         "from a p-value alone. RaCT against the NLL finetune control is the critic's own "
         "contribution: both continue the same Mult-VAE with the same schedule, batches, "
         "dropout masks and noise, one on the critic's score, one on the likelihood.",
-        [verdict_line(t) for t in tests],
+        [verdict_line(t) for t in study.tests],
     ]
-    kept = kept_pretrained(table[table["split"] == "test"], starts)
+
+
+def _kept_and_failed(study: Comparison, starts: Mapping[str, str]) -> list:
+    """Finetuned models that are their starting model, and models recorded as failed."""
+    blocks = []
+    kept = kept_pretrained(study.table[study.table["split"] == "test"], starts)
     if kept:
-        doc.append(kept)
-    if failed:
-        doc += [
+        blocks.append(kept)
+    if study.failed:
+        blocks += [
             "Models recorded as failed (no results; fix the setting named and rerun):",
-            [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in failed],
+            [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in study.failed],
         ]
-    doc += [
+    return blocks
+
+
+def _details(study: Comparison, metrics: Sequence[str]) -> list:
+    """The metrics per seed, the first test by user activity and the critic's fit."""
+    first, fit_r = study.tests[0], study.fit_r
+    return [
         "Per seed:",
-        Table(table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
+        Table(study.table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
         f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per user):",
-        Table(groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
+        Table(study.groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
         "Critic fit at the kept critic epoch (best: the highest validation r of any validated "
         "epoch):",
-        Table(critic, floatfmt=".3f"),
+        Table(study.critic, floatfmt=".3f"),
         f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
         f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
         "about 0.49 and 0.05).",
     ]
-    if paper:
-        cells, note = paper_table(paper_comparison(aggregate, paper))
-        doc += [
-            f"Against the paper ({paper}, test users; ours: mean over seeds):",
-            Table(cells),
-            note,
-        ]
-        if paper in CRITIC_CORRELATION:
-            ref = CRITIC_CORRELATION[paper]
-            doc.append(
-                f"Pearson r with the true NDCG@100, ours on validation users / paper on "
-                f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
-                f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."
-            )
-    return doc
+
+
+def _against_the_paper(study: Comparison, paper: str) -> list:
+    """The paper's numbers for its data set `paper` beside ours."""
+    cells, note = paper_table(paper_comparison(study.aggregate, paper))
+    blocks = [
+        f"Against the paper ({paper}, test users; ours: mean over seeds):",
+        Table(cells),
+        note,
+    ]
+    if paper in CRITIC_CORRELATION:
+        ref, fit_r = CRITIC_CORRELATION[paper], study.fit_r
+        blocks.append(
+            f"Pearson r with the true NDCG@100, ours on validation users / paper on "
+            f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
+            f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."
+        )
+    return blocks
 
 
 def markdown_document(doc: Sequence) -> str:
@@ -908,6 +1009,14 @@ def gain_by_activity(activity, a, b, n_groups: int = 4) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def gain_of_test(test: Mapping, ndcg: Mapping, users: pd.DataFrame) -> pd.DataFrame:
+    """`gain_by_activity` of a paired test's b - a: each user's test NDCG@100 averaged over
+    seeds (`ndcg`, from `per_user_ndcg`), users grouped by the items known of them (`users`,
+    its first table)."""
+    mean_a, mean_b = (np.nanmean(ndcg[test[k]], axis=0) for k in ("a", "b"))
+    return gain_by_activity(users["n_input"] + users["n_holdout"], mean_a, mean_b)
 
 
 def plot_gain_by_activity(
