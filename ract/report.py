@@ -618,9 +618,35 @@ def plot_training_curves(
     drawn dotted in the fine-tuning panel, in their seed's colour: where RaCT's line leaves
     its control's is what the critic did.
     """
+    runs = _checked_histories(histories)
+    stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
+    has_r = any(
+        _stage_rows(f, s, CRITIC_R_COLUMN) is not None
+        for f in runs.values()
+        for s in stages
+        if s != "actor_pretrain"
+    )
+    nrows = 2 if has_r else 1
+    colors = {seed: _color(i) for i, seed in enumerate(sorted(runs, key=_seed_key))}
+
+    fig = Figure(figsize=(max(4.0, 3.8 * len(stages)), 3.4 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(nrows, len(stages), height_ratios=[1.3, 1][:nrows])
+    top, bottom, zoom_ref = _stage_axes(fig, grid, stages, has_r)
+    for stage, span in _stage_spans(runs, stages).items():
+        lines = {seed: (runs[seed], (controls or {}).get(seed)) for seed in colors}
+        _draw_stage(top[stage], bottom.get(stage), stage, span, lines, colors)
+    _label_stage_axes(top, bottom, zoom_ref, stages)
+    _curves_legend(fig, grid, top[stages[0]], stages, has_r, controls)
+    fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
+    fig.suptitle("Validation NDCG@100 through training", fontsize=12)
+    _save(fig, path_png, path_pdf)
+
+
+def _checked_histories(histories: Mapping[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
+    """`histories`, refused when empty, without a needed column or with an unknown stage."""
     if not histories:
         raise RactError("training curves: no training histories given")
-    runs = {}
     for seed, frame in histories.items():
         if not isinstance(frame, pd.DataFrame) or frame.empty:
             raise RactError(f"training curves: history of seed {seed} is empty")
@@ -633,38 +659,38 @@ def plot_training_curves(
                 f"training curves: history of seed {seed} has unknown stage(s) "
                 f"{unknown}; expected {list(STAGES)}"
             )
-        runs[seed] = frame
-    stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
+    return dict(histories)
 
-    # Cumulative offset of each stage: the epochs of all earlier stages (longest run).
-    offsets, total = {}, 0
+
+def _stage_spans(runs: Mapping, stages: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """{stage: (first, last) epoch on the cumulative axis}: a stage starts where the one before
+    it ends, each as long as its longest run."""
+    spans, total = {}, 0
     for stage in stages:
-        offsets[stage] = total
-        total += max(
+        length = max(
             int(f.loc[f["stage"] == stage, "epoch"].max())
             for f in runs.values()
             if (f["stage"] == stage).any()
         )
+        spans[stage] = (total, total + length)
+        total += length
+    return spans
 
-    def stage_rows(frame, stage, column):
-        rows = frame.loc[frame["stage"] == stage, ["epoch", column]] if column in frame else None
-        if rows is None:
-            return None
-        rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
-        rows = rows.dropna().sort_values("epoch")
-        return rows if len(rows) else None
 
-    critic_stages = [s for s in stages if s != "actor_pretrain"]
-    has_r = any(
-        stage_rows(f, s, CRITIC_R_COLUMN) is not None for f in runs.values() for s in critic_stages
-    )
-    nrows = 2 if has_r else 1
-    seeds = sorted(runs, key=_seed_key)
-    colors = {seed: _color(i) for i, seed in enumerate(seeds)}
+def _stage_rows(frame: pd.DataFrame, stage: str, column: str) -> pd.DataFrame | None:
+    """(epoch, `column`) of one stage's epochs with a value, by epoch; None when there are none."""
+    if column not in frame:
+        return None
+    rows = frame.loc[frame["stage"] == stage, ["epoch", column]]
+    rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
+    rows = rows.dropna().sort_values("epoch")
+    return rows if len(rows) else None
 
-    fig = Figure(figsize=(max(4.0, 3.8 * len(stages)), 3.4 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(nrows, len(stages), height_ratios=[1.3, 1][:nrows])
+
+def _stage_axes(fig: Figure, grid, stages: Sequence[str], has_r: bool) -> tuple:
+    """The panels: `top` (NDCG, stage -> axes; the critic and finetune stages share the zoomed
+    y scale of `zoom_ref`, the first of them) and, with critic r values, `bottom` (r, for the
+    stages with a critic)."""
     top, bottom = {}, {}
     zoom_ref = None
     for j, stage in enumerate(stages):
@@ -676,68 +702,66 @@ def plot_training_curves(
             ax = fig.add_subplot(grid[0, j], sharey=zoom_ref)
             ax.tick_params(labelleft=False)
         top[stage] = ax
-        if has_r and stage in critic_stages:
+        if has_r and stage != "actor_pretrain":
             bottom[stage] = fig.add_subplot(
                 grid[1, j], sharex=ax, sharey=next(iter(bottom.values()), None)
             )
             ax.tick_params(labelbottom=False)
             if len(bottom) > 1:
                 bottom[stage].tick_params(labelleft=False)
+    return top, bottom, zoom_ref
 
-    for stage in stages:
-        off = offsets[stage]
-        for seed in seeds:
-            rows = stage_rows(runs[seed], stage, NDCG_COLUMN)
-            if rows is not None:
-                top[stage].plot(
-                    rows["epoch"] + off,
-                    rows[NDCG_COLUMN],
-                    color=colors[seed],
-                    lw=1.4,
-                    label=f"seed {seed}",
-                )
-            control = (controls or {}).get(seed)
-            rows = (
-                stage_rows(control, stage, NDCG_COLUMN)
-                if control is not None and stage == "finetune"
-                else None
+
+def _draw_stage(top, bottom, stage: str, span: tuple[int, int], lines: Mapping, colors) -> None:
+    """One stage's panels: each seed's NDCG (`lines`: seed -> (its history, its control's
+    history or None); the control dotted, in the finetune panel) and critic r, the x range
+    and the line where the stage starts."""
+    off, end = span
+    for seed, (run, control) in lines.items():
+        rows = _stage_rows(run, stage, NDCG_COLUMN)
+        if rows is not None:
+            top.plot(
+                rows["epoch"] + off,
+                rows[NDCG_COLUMN],
+                color=colors[seed],
+                lw=1.4,
+                label=f"seed {seed}",
             )
-            if rows is not None:
-                top[stage].plot(
-                    rows["epoch"] + off,
-                    rows[NDCG_COLUMN],
-                    color=colors[seed],
-                    lw=1.2,
-                    ls=":",
-                    label=f"seed {seed}, NLL control",
-                )
-            if stage in bottom:
-                rows = stage_rows(runs[seed], stage, CRITIC_R_COLUMN)
-                if rows is not None:
-                    bottom[stage].plot(
-                        rows["epoch"] + off,
-                        rows[CRITIC_R_COLUMN],
-                        color=colors[seed],
-                        lw=1.0,
-                        alpha=0.85,
-                    )
-        end = off + max(
-            int(f.loc[f["stage"] == stage, "epoch"].max())
-            for f in runs.values()
-            if (f["stage"] == stage).any()
+        rows = (
+            _stage_rows(control, stage, NDCG_COLUMN)
+            if control is not None and stage == "finetune"
+            else None
         )
-        span = max(end - off, 1)
-        for ax in (top[stage], bottom.get(stage)):
-            if ax is None:
-                continue
-            # A small margin on both sides keeps the stage-start line off the axis spine.
-            ax.set_xlim(off - 0.03 * span, end + 0.03 * span)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=9)
-            if off > 0:  # stage boundary: this stage starts from the previous stage's model
-                ax.axvline(off, color="0.35", ls="--", lw=1.0)
-        top[stage].set_title(f"{STAGE_TITLES[stage]}\nepochs {off}\u2013{end}", fontsize=10)
+        if rows is not None:
+            top.plot(
+                rows["epoch"] + off,
+                rows[NDCG_COLUMN],
+                color=colors[seed],
+                lw=1.2,
+                ls=":",
+                label=f"seed {seed}, NLL control",
+            )
+        rows = _stage_rows(run, stage, CRITIC_R_COLUMN) if bottom is not None else None
+        if rows is not None:
+            bottom.plot(
+                rows["epoch"] + off, rows[CRITIC_R_COLUMN], color=colors[seed], lw=1.0, alpha=0.85
+            )
+    width = max(end - off, 1)
+    for ax in (top, bottom):
+        if ax is None:
+            continue
+        # A small margin on both sides keeps the stage-start line off the axis spine.
+        ax.set_xlim(off - 0.03 * width, end + 0.03 * width)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+        if off > 0:  # stage boundary: this stage starts from the previous stage's model
+            ax.axvline(off, color="0.35", ls="--", lw=1.0)
+    top.set_title(f"{STAGE_TITLES[stage]}\nepochs {off}\u2013{end}", fontsize=10)
 
+
+def _label_stage_axes(top: Mapping, bottom: Mapping, zoom_ref, stages: Sequence[str]) -> None:
+    """The y labels, the zero line of r, and in the actor panel the band the zoomed panels
+    cover."""
     first = top[stages[0]]
     if zoom_ref is not None and "actor_pretrain" in top:
         # Show in the actor panel which NDCG range the zoomed panels cover.
@@ -751,45 +775,30 @@ def plot_training_curves(
         for ax in bottom.values():
             ax.axhline(0.0, color="0.6", lw=0.8)
 
+
+def _curves_legend(fig: Figure, grid, first, stages: Sequence[str], has_r: bool, controls):
+    """The seeds' legend: in the free panel below the actor's (which has no critic) with a
+    note on the line styles, else beside the panels."""
     handles, labels = first.get_legend_handles_labels()
-    if has_r and "actor_pretrain" in stages:
-        # The actor stage has no critic: use the free panel below it for the legend and a note.
-        spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
-        spare.axis("off")
-        spare.legend(
-            handles,
-            labels,
-            loc="upper center",
-            fontsize=9,
-            title="run",
-            title_fontsize=9,
-            frameon=False,
-        )
-        spare.text(
-            0.5,
-            0.08,
-            "no critic during actor pre-training\ndashed lines: start of a stage\n"
-            "grey band: y range of the zoomed panels"
-            + ("\ndotted: the NLL finetune control" if controls else ""),
-            ha="center",
-            va="bottom",
-            fontsize=8.5,
-            color="0.3",
-            transform=spare.transAxes,
-        )
-    else:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside right center",
-            fontsize=9,
-            title="run",
-            title_fontsize=9,
-            frameon=False,
-        )
-    fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
-    fig.suptitle("Validation NDCG@100 through training", fontsize=12)
-    _save(fig, path_png, path_pdf)
+    legend = {"fontsize": 9, "title": "run", "title_fontsize": 9, "frameon": False}
+    if not (has_r and "actor_pretrain" in stages):
+        fig.legend(handles, labels, loc="outside right center", **legend)
+        return
+    spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
+    spare.axis("off")
+    spare.legend(handles, labels, loc="upper center", **legend)
+    spare.text(
+        0.5,
+        0.08,
+        "no critic during actor pre-training\ndashed lines: start of a stage\n"
+        "grey band: y range of the zoomed panels"
+        + ("\ndotted: the NLL finetune control" if controls else ""),
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+        color="0.3",
+        transform=spare.transAxes,
+    )
 
 
 def plot_metric_bars(
