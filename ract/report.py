@@ -170,45 +170,11 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     """
     if not summaries:
         raise RactError("metrics table: no evaluation summaries given")
-    rows, metric_names, seen = [], [], set()
+    rows, metric_names = [], {}  # a dict: the metrics in the order they first appear
     for i, summary in enumerate(summaries):
-        where = _summary_name(summary, i)
-        if not isinstance(summary, Mapping):
-            raise RactError(
-                f"evaluation summary {where}: expected a dict, got {type(summary).__name__}"
-            )
-        failed = summary.get("status") == "failed"
-        for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
-            if key not in summary:
-                raise RactError(f"evaluation summary {where}: missing key '{key}'")
-        metrics = {} if failed else summary["metrics"]
-        if not failed and (not isinstance(metrics, Mapping) or not metrics):
-            raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
-        try:
-            seed = int(summary["seed"])
-        except (TypeError, ValueError):
-            raise RactError(
-                f"evaluation summary {where}: seed must be an integer, got {summary['seed']!r}"
-            ) from None
-        users = summary.get("n_users_evaluated", summary.get("n_users"))
-        row = {
-            "variant": str(summary["variant"]),
-            "model": str(summary["model"]),
-            "seed": seed,
-            "split": str(summary["split"]),
-            "epoch": summary.get("epoch"),
-            "users": users,
-            "status": "failed" if failed else "ok",
-        }
-        for name, value in metrics.items():
-            if not isinstance(value, Mapping) or "mean" not in value:
-                raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
-            if name not in seen:
-                seen.add(name)
-                metric_names.append(name)
-            row[name] = _as_float(value["mean"])
-            row[f"{name}_se"] = _as_float(value.get("se"))
+        row, names = _summary_row(summary, _summary_name(summary, i))
         rows.append(row)
+        metric_names.update(dict.fromkeys(names))
     columns = list(KEY_COLUMNS) + [c for m in metric_names for c in (m, f"{m}_se")]
     table = pd.DataFrame(rows).reindex(columns=columns)
     dup = table.duplicated(subset=["variant", "split", "model", "seed"], keep=False)
@@ -225,6 +191,43 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     table["epoch"] = pd.array(table["epoch"], dtype="Int64")
     table["users"] = pd.array(table["users"], dtype="Int64")
     return table
+
+
+def _summary_row(summary: Mapping, where: str) -> tuple[dict, list[str]]:
+    """One summary's row of `metrics_table` and the names of its metrics; a summary without a
+    needed key, or with a metric without a mean, is refused (`where` names it)."""
+    if not isinstance(summary, Mapping):
+        raise RactError(
+            f"evaluation summary {where}: expected a dict, got {type(summary).__name__}"
+        )
+    failed = summary.get("status") == "failed"
+    for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
+        if key not in summary:
+            raise RactError(f"evaluation summary {where}: missing key '{key}'")
+    metrics = {} if failed else summary["metrics"]
+    if not failed and (not isinstance(metrics, Mapping) or not metrics):
+        raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
+    try:
+        seed = int(summary["seed"])
+    except (TypeError, ValueError):
+        raise RactError(
+            f"evaluation summary {where}: seed must be an integer, got {summary['seed']!r}"
+        ) from None
+    row = {
+        "variant": str(summary["variant"]),
+        "model": str(summary["model"]),
+        "seed": seed,
+        "split": str(summary["split"]),
+        "epoch": summary.get("epoch"),
+        "users": summary.get("n_users_evaluated", summary.get("n_users")),
+        "status": "failed" if failed else "ok",
+    }
+    for name, value in metrics.items():
+        if not isinstance(value, Mapping) or "mean" not in value:
+            raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
+        row[name] = _as_float(value["mean"])
+        row[f"{name}_se"] = _as_float(value.get("se"))
+    return row, list(metrics)
 
 
 def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
@@ -816,6 +819,34 @@ def plot_metric_bars(
     standard error (`<metric>_user_se`) is drawn instead and the legend says so. `metrics`
     defaults to every metric in the aggregate.
     """
+    frame, metrics = _bar_rows(aggregate, split, metrics)
+    several_variants = frame["variant"].nunique() > 1
+    series = frame.to_dict("records")
+    n = len(series)
+    fig = Figure(
+        figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = 0.0
+    for i, row in enumerate(series):
+        top = max(top, _draw_bars(ax, i, n, row, metrics, several_variants))
+    ax.set_xticks(np.arange(len(metrics)), metrics, fontsize=10)
+    ax.set_ylabel("mean metric value over seeds", fontsize=10)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
+    fig.legend(loc="outside lower center", ncols=min(n, 2), fontsize=9, frameon=False)
+    _save(fig, path_png, path_pdf)
+
+
+def _bar_rows(
+    aggregate: pd.DataFrame, split: str, metrics: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The aggregate's rows of `split` (`failed` 0 where the column is missing) and the metrics
+    to draw (by default every metric in it); refused when either is missing."""
     if aggregate is None or len(aggregate) == 0:
         raise RactError("metric bars: the aggregate table is empty")
     missing = [c for c in (*GROUP_COLUMNS, "seeds") if c not in aggregate.columns]
@@ -838,76 +869,52 @@ def plot_metric_bars(
     absent = [m for m in metrics if m not in frame.columns]
     if not metrics or absent:
         raise RactError(f"metric bars: metric(s) {absent or metrics} not in the aggregate table")
+    return frame, metrics
 
-    several_variants = frame["variant"].nunique() > 1
-    series = frame.to_dict("records")
-    n = len(series)
+
+def _draw_bars(ax, i: int, n: int, row: Mapping, metrics: list[str], several_variants) -> float:
+    """The bars of row `i` of `n` (one model), each metric's value with its error bar, and its
+    number above it (when there are at most 4 bars per metric) or "failed" / "missing" in its
+    place. Returns the highest bar top (with its error bar), -inf if none."""
     width = 0.8 / n
-    x = np.arange(len(metrics))
-    fig = Figure(
-        figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
-        layout="constrained",
+    single = int(row["seeds"]) < 2
+    heights = np.array([_as_float(row[m]) for m in metrics])
+    err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
+    errors = np.array([_as_float(row.get(c)) for c in err_cols])
+    yerr = np.where(np.isfinite(errors), errors, 0.0)
+    bars = ax.bar(
+        np.arange(len(metrics)) - 0.4 + width * (i + 0.5),
+        heights,
+        width * 0.92,
+        color=_color(i),
+        label=_bar_label(row, several_variants, single),
+        yerr=yerr,
+        capsize=3,
+        error_kw={"lw": 1.0, "ecolor": "0.2"},
     )
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    top = 0.0
-    for i, row in enumerate(series):
-        heights = np.array([_as_float(row[m]) for m in metrics])
-        single = int(row["seeds"]) < 2
-        err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
-        errors = np.array([_as_float(row.get(c)) for c in err_cols])
-        label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
-        if row["seeds"] == 0:
-            label += " (failed: no results)"
-        else:
-            label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
-            label += f", {row['failed']} failed" if row["failed"] else ""
-            label += ", per-user SE)" if single else ")"
-        pos = x - 0.4 + width * (i + 0.5)
-        yerr = np.where(np.isfinite(errors), errors, 0.0)
-        bars = ax.bar(
-            pos,
-            heights,
-            width * 0.92,
-            color=_color(i),
-            label=label,
-            yerr=yerr,
-            capsize=3,
-            error_kw={"lw": 1.0, "ecolor": "0.2"},
-        )
-        for bar, h, e in zip(bars, heights, yerr):
-            if not np.isfinite(h):  # a model without results keeps its place, marked
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    0,
-                    " failed" if row["failed"] else " missing",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    color=_color(i),
-                )
-            elif n <= 4:
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    h + e,
-                    f"{h:.3f}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                )
-        finite = heights + yerr
-        finite = finite[np.isfinite(finite)]
-        if len(finite):
-            top = max(top, float(finite.max()))
-    ax.set_xticks(x, metrics, fontsize=10)
-    ax.set_ylabel("mean metric value over seeds", fontsize=10)
-    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
-    fig.legend(loc="outside lower center", ncols=min(n, 2), fontsize=9, frameon=False)
-    _save(fig, path_png, path_pdf)
+    for bar, h, e in zip(bars, heights, yerr):
+        middle = bar.get_x() + bar.get_width() / 2
+        if not np.isfinite(h):  # a model without results keeps its place, marked
+            note = " failed" if row["failed"] else " missing"
+            ax.text(
+                middle, 0, note, rotation=90, ha="center", va="bottom", fontsize=8, color=_color(i)
+            )
+        elif n <= 4:
+            ax.text(middle, h + e, f"{h:.3f}", ha="center", va="bottom", fontsize=8)
+    finite = heights + yerr
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if len(finite) else -math.inf
+
+
+def _bar_label(row: Mapping, several_variants: bool, single: bool) -> str:
+    """A model's legend entry: its name (and variant), its seeds, failed seeds, and whether its
+    error bars are over users."""
+    label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
+    if row["seeds"] == 0:
+        return label + " (failed: no results)"
+    label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+    label += f", {row['failed']} failed" if row["failed"] else ""
+    return label + (", per-user SE)" if single else ")")
 
 
 def plot_critic_fit(
