@@ -293,12 +293,15 @@ def mult_dae_settings():
 
 
 def comparison_files(dataset):
-    """Every file rule compare reads, under a unique input name, with what it is: {name:
-    {"path": ..., "kind": ..., and the model, seed, split or stage it belongs to}}. The rule's
-    input and its `files` param both come from here, so a file and its description cannot
-    drift apart. Summaries of every model compared (the deterministic EASE and popularity are
-    fitted once, seed 0); per-user test metrics of every model in a paired test; each seed's
-    stage histories in training order, the control arm's history and the critic's fit."""
+    """Every file the compare rule reads, each under an input name that says what it is, as
+    {name: {"path": ..., "kind": ..., and the model, seed, split or stage it belongs to}}:
+      summary     every model compared, each split (EASE and popularity: fitted once, seed 0)
+      per_user    test metrics per user of each model in a paired test, seed by seed
+      history     each seed's stages, in training order
+      control     the NLL finetune control's history, per seed (when that model runs)
+      critic_fit  the critic's fit on validation users, per seed
+    The rule's input and its `files` param both come from here, so that a file and what it is
+    cannot drift apart."""
     files = {}
 
     def add(name, path, **about):
@@ -330,13 +333,14 @@ def comparison_files(dataset):
 
 
 def comparison_inputs(w):
-    """Input function of rule compare: the path of every file it reads, by its input name."""
+    """Input function (compare): the path of every file compared, by its input name."""
     return {name: f["path"] for name, f in comparison_files(w.dataset).items()}
 
 
 def comparison_descriptions(w):
-    """Params function of rule compare: what each of its inputs is, by its input name. Without
-    the paths: a job reads its files where Snakemake put them, from its input."""
+    """Params function (compare): what each input is, by its input name. Without the paths: a
+    job reads its files from its input, where Snakemake put them (a storage provider's local
+    copies, say)."""
     return {
         name: {key: value for key, value in f.items() if key != "path"}
         for name, f in comparison_files(w.dataset).items()
