@@ -26,7 +26,7 @@ from ract.report import (
 from ract.stats import paired_tests
 
 
-def inputs(kind):
+def files_of(kind):
     """(path, what it is) of every input of one kind, in the rule's order: the `files` param
     says what each input is, by its name (`comparison_files` in workflow/rules/common.smk)."""
     return [
@@ -40,7 +40,7 @@ def main():
     p, out = snakemake.params, snakemake.output
     summaries = [
         read_summary(path, model=about["model"], seed=about["seed"], variant="main")
-        for path, about in inputs("summary")
+        for path, about in files_of("summary")
     ]
     check_same_data(summaries)
     failed = failures(summaries)
@@ -56,16 +56,16 @@ def main():
     write_csv(out.csv, table)
     aggregate = aggregate_table(table, PAPER_METRICS)
 
-    histories = read_histories((about["seed"], path) for path, about in inputs("history"))
-    controls = read_histories((about["seed"], path) for path, about in inputs("control"))
+    histories = read_histories((about["seed"], path) for path, about in files_of("history"))
+    controls = read_histories((about["seed"], path) for path, about in files_of("control"))
     critic = critic_table(histories)
-    fits = {about["seed"]: pd.read_csv(path) for path, about in inputs("critic_fit")}
+    fits = {about["seed"]: pd.read_csv(path) for path, about in files_of("critic_fit")}
     # the pooled r of the figure's titles, so that table and figure cannot disagree
     fit_r = plot_critic_fit(fits, out.critic, out.critic_pdf)
 
     # Does the critic help? Each pair on the same test users, per user (a user's NDCG@100
     # averaged over seeds first: users, not seeds, are the independent samples).
-    ndcg, users = per_user_ndcg([(about["model"], path) for path, about in inputs("per_user")])
+    ndcg, users = per_user_ndcg([(about["model"], path) for path, about in files_of("per_user")])
     tests = paired_tests(ndcg, p.pairs)
     write_json(out.significance, {"tests": tests})
     first = tests[0]
