@@ -40,6 +40,13 @@ STAGE_TITLES = {
 }
 NDCG_COLUMN = "val_ndcg@100"
 CRITIC_R_COLUMN = "val_critic_r"
+# the critic's fit in a training history, as the columns of `critic_table` call it
+CRITIC_FIT = {
+    "critic_r_train": "critic r (training batches)",
+    "val_critic_r": "critic r (validation users)",
+    "val_nll_r": "NLL r (validation users)",
+    "val_nll_slope_negative": "share of users with d critic/d NLL < 0",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,6 +125,36 @@ def read_history(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def read_histories(files: Iterable[tuple[int, str | os.PathLike]]) -> dict[int, pd.DataFrame]:
+    """{seed: its run's history}, from (seed, path) pairs: a seed's files (one per stage, or one
+    alone) concatenated in the order given (`read_history`)."""
+    by_seed: dict[int, list] = {}
+    for seed, path in files:
+        by_seed.setdefault(seed, []).append(path)
+    return {seed: read_history(paths) for seed, paths in by_seed.items()}
+
+
+def per_user_ndcg(
+    tables: Sequence[tuple[str, str | os.PathLike]],
+) -> tuple[dict[str, list[np.ndarray]], pd.DataFrame]:
+    """From (model name, path) of per-user test tables, seed by seed: {model name: [per-user
+    test NDCG@100 of each seed]}, and the first table (its users and their item counts). Every
+    table must hold the same users in the same order (they come from one split), which the
+    per-user averaging over seeds relies on."""
+    paths = [path for _, path in tables]
+    frames = [pd.read_csv(path, dtype={"user": str}) for path in paths]
+    for path, frame in zip(paths[1:], frames[1:]):
+        if not frame["user"].equals(frames[0]["user"]):
+            raise RactError(
+                f"{path}: its test users differ from those of {paths[0]}; the "
+                "paired test needs every model evaluated on the same split"
+            )
+    by_model: dict[str, list[np.ndarray]] = {}
+    for (model, _), frame in zip(tables, frames):
+        by_model.setdefault(model, []).append(frame["ndcg@100"].to_numpy())
+    return by_model, frames[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # Tables
 
@@ -133,45 +170,11 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     """
     if not summaries:
         raise RactError("metrics table: no evaluation summaries given")
-    rows, metric_names, seen = [], [], set()
+    rows, metric_names = [], {}  # a dict: the metrics in the order they first appear
     for i, summary in enumerate(summaries):
-        where = _summary_name(summary, i)
-        if not isinstance(summary, Mapping):
-            raise RactError(
-                f"evaluation summary {where}: expected a dict, got {type(summary).__name__}"
-            )
-        failed = summary.get("status") == "failed"
-        for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
-            if key not in summary:
-                raise RactError(f"evaluation summary {where}: missing key '{key}'")
-        metrics = {} if failed else summary["metrics"]
-        if not failed and (not isinstance(metrics, Mapping) or not metrics):
-            raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
-        try:
-            seed = int(summary["seed"])
-        except (TypeError, ValueError):
-            raise RactError(
-                f"evaluation summary {where}: seed must be an integer, got {summary['seed']!r}"
-            ) from None
-        users = summary.get("n_users_evaluated", summary.get("n_users"))
-        row = {
-            "variant": str(summary["variant"]),
-            "model": str(summary["model"]),
-            "seed": seed,
-            "split": str(summary["split"]),
-            "epoch": summary.get("epoch"),
-            "users": users,
-            "status": "failed" if failed else "ok",
-        }
-        for name, value in metrics.items():
-            if not isinstance(value, Mapping) or "mean" not in value:
-                raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
-            if name not in seen:
-                seen.add(name)
-                metric_names.append(name)
-            row[name] = _as_float(value["mean"])
-            row[f"{name}_se"] = _as_float(value.get("se"))
+        row, names = _summary_row(summary, _summary_name(summary, i))
         rows.append(row)
+        metric_names.update(dict.fromkeys(names))
     columns = list(KEY_COLUMNS) + [c for m in metric_names for c in (m, f"{m}_se")]
     table = pd.DataFrame(rows).reindex(columns=columns)
     dup = table.duplicated(subset=["variant", "split", "model", "seed"], keep=False)
@@ -188,6 +191,43 @@ def metrics_table(summaries: Sequence[Mapping]) -> pd.DataFrame:
     table["epoch"] = pd.array(table["epoch"], dtype="Int64")
     table["users"] = pd.array(table["users"], dtype="Int64")
     return table
+
+
+def _summary_row(summary: Mapping, where: str) -> tuple[dict, list[str]]:
+    """One summary's row of `metrics_table` and the names of its metrics; a summary without a
+    needed key, or with a metric without a mean, is refused (`where` names it)."""
+    if not isinstance(summary, Mapping):
+        raise RactError(
+            f"evaluation summary {where}: expected a dict, got {type(summary).__name__}"
+        )
+    failed = summary.get("status") == "failed"
+    for key in ("variant", "model", "seed", "split") + (() if failed else ("metrics",)):
+        if key not in summary:
+            raise RactError(f"evaluation summary {where}: missing key '{key}'")
+    metrics = {} if failed else summary["metrics"]
+    if not failed and (not isinstance(metrics, Mapping) or not metrics):
+        raise RactError(f"evaluation summary {where}: 'metrics' must be a non-empty object")
+    try:
+        seed = int(summary["seed"])
+    except (TypeError, ValueError):
+        raise RactError(
+            f"evaluation summary {where}: seed must be an integer, got {summary['seed']!r}"
+        ) from None
+    row = {
+        "variant": str(summary["variant"]),
+        "model": str(summary["model"]),
+        "seed": seed,
+        "split": str(summary["split"]),
+        "epoch": summary.get("epoch"),
+        "users": summary.get("n_users_evaluated", summary.get("n_users")),
+        "status": "failed" if failed else "ok",
+    }
+    for name, value in metrics.items():
+        if not isinstance(value, Mapping) or "mean" not in value:
+            raise RactError(f"evaluation summary {where}: metric '{name}' has no 'mean'")
+        row[name] = _as_float(value["mean"])
+        row[f"{name}_se"] = _as_float(value.get("se"))
+    return row, list(metrics)
 
 
 def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS) -> pd.DataFrame:
@@ -234,6 +274,35 @@ def aggregate_table(table: pd.DataFrame, metrics: Sequence[str] = PAPER_METRICS)
         c for m in metrics for c in (m, f"{m}_se", f"{m}_user_se")
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+def critic_table(histories: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """The critic's fit per seed, from each run's history (`read_histories`): its training
+    steps, the epoch its checkpoint kept, the best validation r with its epoch, and the fit
+    numbers at the kept epoch (`CRITIC_FIT`)."""
+    return pd.DataFrame([_critic_row(seed, history) for seed, history in histories.items()])
+
+
+def _critic_row(seed, history: pd.DataFrame) -> dict:
+    critic = history[history["stage"] == "critic_pretrain"]
+    validated = critic.dropna(subset=["val_critic_r"])
+    if "kept" in critic:  # the epoch its checkpoint holds
+        kept = critic[critic["kept"].astype(bool)].iloc[-1]
+    else:  # a history written before `kept` existed: the critic stage kept its last epoch
+        kept = critic.iloc[-1]
+    best = (
+        f"{validated['val_critic_r'].max():.3f} "
+        f"({int(validated.loc[validated['val_critic_r'].idxmax(), 'epoch'])})"
+        if len(validated)
+        else "n/a"
+    )
+    return {
+        "seed": seed,
+        "critic steps": int(critic["steps"].iloc[-1]),
+        "kept epoch": int(kept["epoch"]),
+        "best r (epoch)": best,
+        **{label: kept[column] for column, label in CRITIC_FIT.items()},
+    }
 
 
 def markdown_table(
@@ -318,73 +387,108 @@ class Table:
     floatfmt: str = ".4f"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """What the comparison page reports, computed from the study's files.
+
+    `table`: per seed (`metrics_table`); `aggregate`: over seeds (`aggregate_table`); `tests`:
+    the paired tests (`ract.stats.paired_tests`); `failed`: runs recorded as failed
+    (`failures`); `groups`: the first test's difference by user activity (`gain_of_test`);
+    `critic`: the critic's fit per seed (`critic_table`); `fit_r`: its pooled r over all
+    users and seeds (`plot_critic_fit`)."""
+
+    table: pd.DataFrame
+    aggregate: pd.DataFrame
+    tests: Sequence[Mapping]
+    failed: Sequence[Mapping]
+    groups: pd.DataFrame
+    critic: pd.DataFrame
+    fit_r: Mapping[str, float]
+
+
 def comparison_document(
-    table: pd.DataFrame,
-    aggregate: pd.DataFrame,
-    tests: Sequence[Mapping],
+    study: Comparison,
     *,
     metrics: Sequence[str],
     starts: Mapping[str, str],
-    failed: Sequence[Mapping],
-    groups: pd.DataFrame,
-    critic: pd.DataFrame,
-    fit_r: Mapping[str, float],
     paper: str | None = None,
 ) -> list:
-    """The study's comparison: every model's metrics (`aggregate`, from `aggregate_table`),
-    the paired `tests` (`ract.stats.paired_test_over_seeds` plus `a`, `b`) with their verdicts,
-    finetuned models that kept their starting actor (`starts`: name -> starting model's name),
-    `failed` runs (`failures`), the per-seed `table` (`metrics_table`), the first test's
-    difference by user activity (`gain_by_activity`), the `critic` fit per seed with the pooled
-    `fit_r` (`plot_critic_fit`) and, when `paper` names a data set the paper reports, its
+    """The study's comparison page: every model's `metrics`, the paired tests with their
+    verdicts, finetuned models that kept their starting actor (`starts`: name -> starting
+    model's name), failed runs, the metrics per seed, the first test's difference by user
+    activity, the critic's fit and, when `paper` names a data set the paper reports, its
     numbers beside ours."""
-    first = tests[0]
-    doc = [
+    return [
+        *_headline(study, metrics),
+        *_kept_and_failed(study, starts),
+        *_details(study, metrics),
+        *(_against_the_paper(study, paper) if paper else []),
+    ]
+
+
+def _headline(study: Comparison, metrics: Sequence[str]) -> list:
+    """Every model's metrics over seeds, and the verdict of every paired test."""
+    columns = ["split", "model", "seeds", "failed", *metrics]
+    return [
         "Mean over seeds ± standard error across seeds; † one seed (or a deterministic "
         "model): ± is the standard error over users.",
-        Table(_mean_cells(aggregate, metrics), ["split", "model", "seeds", "failed", *metrics]),
+        Table(_mean_cells(study.aggregate, metrics), columns),
         "Does the critic help? Paired tests on test users; the verdict is read from the 95% "
         "paired bootstrap interval of the mean difference (10,000 resamples of users), never "
         "from a p-value alone. RaCT against the NLL finetune control is the critic's own "
         "contribution: both continue the same Mult-VAE with the same schedule, batches, "
         "dropout masks and noise, one on the critic's score, one on the likelihood.",
-        [verdict_line(t) for t in tests],
+        [verdict_line(t) for t in study.tests],
     ]
-    kept = kept_pretrained(table[table["split"] == "test"], starts)
+
+
+def _kept_and_failed(study: Comparison, starts: Mapping[str, str]) -> list:
+    """Finetuned models that are their starting model, and models recorded as failed."""
+    blocks = []
+    kept = kept_pretrained(study.table[study.table["split"] == "test"], starts)
     if kept:
-        doc.append(kept)
-    if failed:
-        doc += [
+        blocks.append(kept)
+    if study.failed:
+        blocks += [
             "Models recorded as failed (no results; fix the setting named and rerun):",
-            [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in failed],
+            [f"{f['model']}, seed {f['seed']}, {f['split']}: {f['error']}" for f in study.failed],
         ]
-    doc += [
+    return blocks
+
+
+def _details(study: Comparison, metrics: Sequence[str]) -> list:
+    """The metrics per seed, the first test by user activity and the critic's fit."""
+    first, fit_r = study.tests[0], study.fit_r
+    return [
         "Per seed:",
-        Table(table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
+        Table(study.table, ["split", "model", "seed", "epoch", "users", "status", *metrics]),
         f"{first['b']} - {first['a']} test NDCG@100 by user activity (items known per user):",
-        Table(groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
+        Table(study.groups, ["group", "min_items", "max_items", "users", "mean_diff", "se"]),
         "Critic fit at the kept critic epoch (best: the highest validation r of any validated "
         "epoch):",
-        Table(critic, floatfmt=".3f"),
+        Table(study.critic, floatfmt=".3f"),
         f"Over all validation users and seeds ({fit_r['users']}), Pearson r with the true "
         f"NDCG@100: critic {fit_r['critic']:+.3f}, NLL {fit_r['nll']:+.3f} (paper, ML-20M: "
         "about 0.49 and 0.05).",
     ]
-    if paper:
-        cells, note = paper_table(paper_comparison(aggregate, paper))
-        doc += [
-            f"Against the paper ({paper}, test users; ours: mean over seeds):",
-            Table(cells),
-            note,
-        ]
-        if paper in CRITIC_CORRELATION:
-            ref = CRITIC_CORRELATION[paper]
-            doc.append(
-                f"Pearson r with the true NDCG@100, ours on validation users / paper on "
-                f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
-                f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."
-            )
-    return doc
+
+
+def _against_the_paper(study: Comparison, paper: str) -> list:
+    """The paper's numbers for its data set `paper` beside ours."""
+    cells, note = paper_table(paper_comparison(study.aggregate, paper))
+    blocks = [
+        f"Against the paper ({paper}, test users; ours: mean over seeds):",
+        Table(cells),
+        note,
+    ]
+    if paper in CRITIC_CORRELATION:
+        ref, fit_r = CRITIC_CORRELATION[paper], study.fit_r
+        blocks.append(
+            f"Pearson r with the true NDCG@100, ours on validation users / paper on "
+            f"test users: critic {fit_r['critic']:+.3f} / {ref['critic']:+.2f}, NLL "
+            f"{fit_r['nll']:+.3f} / {ref['nll']:+.2f}."
+        )
+    return blocks
 
 
 def markdown_document(doc: Sequence) -> str:
@@ -517,9 +621,35 @@ def plot_training_curves(
     drawn dotted in the fine-tuning panel, in their seed's colour: where RaCT's line leaves
     its control's is what the critic did.
     """
+    runs = _checked_histories(histories)
+    stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
+    has_r = any(
+        _stage_rows(f, s, CRITIC_R_COLUMN) is not None
+        for f in runs.values()
+        for s in stages
+        if s != "actor_pretrain"
+    )
+    nrows = 2 if has_r else 1
+    colors = {seed: _color(i) for i, seed in enumerate(sorted(runs, key=_seed_key))}
+
+    fig = Figure(figsize=(max(4.0, 3.8 * len(stages)), 3.4 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(nrows, len(stages), height_ratios=[1.3, 1][:nrows])
+    top, bottom, zoom_ref = _stage_axes(fig, grid, stages, has_r)
+    for stage, span in _stage_spans(runs, stages).items():
+        lines = {seed: (runs[seed], (controls or {}).get(seed)) for seed in colors}
+        _draw_stage(top[stage], bottom.get(stage), stage, span, lines, colors)
+    _label_stage_axes(top, bottom, zoom_ref, stages)
+    _curves_legend(fig, grid, top[stages[0]], stages, has_r, controls)
+    fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
+    fig.suptitle("Validation NDCG@100 through training", fontsize=12)
+    _save(fig, path_png, path_pdf)
+
+
+def _checked_histories(histories: Mapping[int, pd.DataFrame]) -> dict[int, pd.DataFrame]:
+    """`histories`, refused when empty, without a needed column or with an unknown stage."""
     if not histories:
         raise RactError("training curves: no training histories given")
-    runs = {}
     for seed, frame in histories.items():
         if not isinstance(frame, pd.DataFrame) or frame.empty:
             raise RactError(f"training curves: history of seed {seed} is empty")
@@ -532,38 +662,38 @@ def plot_training_curves(
                 f"training curves: history of seed {seed} has unknown stage(s) "
                 f"{unknown}; expected {list(STAGES)}"
             )
-        runs[seed] = frame
-    stages = [s for s in STAGES if any((f["stage"] == s).any() for f in runs.values())]
+    return dict(histories)
 
-    # Cumulative offset of each stage: the epochs of all earlier stages (longest run).
-    offsets, total = {}, 0
+
+def _stage_spans(runs: Mapping, stages: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """{stage: (first, last) epoch on the cumulative axis}: a stage starts where the one before
+    it ends, each as long as its longest run."""
+    spans, total = {}, 0
     for stage in stages:
-        offsets[stage] = total
-        total += max(
+        length = max(
             int(f.loc[f["stage"] == stage, "epoch"].max())
             for f in runs.values()
             if (f["stage"] == stage).any()
         )
+        spans[stage] = (total, total + length)
+        total += length
+    return spans
 
-    def stage_rows(frame, stage, column):
-        rows = frame.loc[frame["stage"] == stage, ["epoch", column]] if column in frame else None
-        if rows is None:
-            return None
-        rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
-        rows = rows.dropna().sort_values("epoch")
-        return rows if len(rows) else None
 
-    critic_stages = [s for s in stages if s != "actor_pretrain"]
-    has_r = any(
-        stage_rows(f, s, CRITIC_R_COLUMN) is not None for f in runs.values() for s in critic_stages
-    )
-    nrows = 2 if has_r else 1
-    seeds = sorted(runs, key=_seed_key)
-    colors = {seed: _color(i) for i, seed in enumerate(seeds)}
+def _stage_rows(frame: pd.DataFrame, stage: str, column: str) -> pd.DataFrame | None:
+    """(epoch, `column`) of one stage's epochs with a value, by epoch; None when there are none."""
+    if column not in frame:
+        return None
+    rows = frame.loc[frame["stage"] == stage, ["epoch", column]]
+    rows = rows.assign(**{column: pd.to_numeric(rows[column], errors="coerce")})
+    rows = rows.dropna().sort_values("epoch")
+    return rows if len(rows) else None
 
-    fig = Figure(figsize=(max(4.0, 3.8 * len(stages)), 3.4 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(nrows, len(stages), height_ratios=[1.3, 1][:nrows])
+
+def _stage_axes(fig: Figure, grid, stages: Sequence[str], has_r: bool) -> tuple:
+    """The panels: `top` (NDCG, stage -> axes; the critic and finetune stages share the zoomed
+    y scale of `zoom_ref`, the first of them) and, with critic r values, `bottom` (r, for the
+    stages with a critic)."""
     top, bottom = {}, {}
     zoom_ref = None
     for j, stage in enumerate(stages):
@@ -575,68 +705,66 @@ def plot_training_curves(
             ax = fig.add_subplot(grid[0, j], sharey=zoom_ref)
             ax.tick_params(labelleft=False)
         top[stage] = ax
-        if has_r and stage in critic_stages:
+        if has_r and stage != "actor_pretrain":
             bottom[stage] = fig.add_subplot(
                 grid[1, j], sharex=ax, sharey=next(iter(bottom.values()), None)
             )
             ax.tick_params(labelbottom=False)
             if len(bottom) > 1:
                 bottom[stage].tick_params(labelleft=False)
+    return top, bottom, zoom_ref
 
-    for stage in stages:
-        off = offsets[stage]
-        for seed in seeds:
-            rows = stage_rows(runs[seed], stage, NDCG_COLUMN)
-            if rows is not None:
-                top[stage].plot(
-                    rows["epoch"] + off,
-                    rows[NDCG_COLUMN],
-                    color=colors[seed],
-                    lw=1.4,
-                    label=f"seed {seed}",
-                )
-            control = (controls or {}).get(seed)
-            rows = (
-                stage_rows(control, stage, NDCG_COLUMN)
-                if control is not None and stage == "finetune"
-                else None
+
+def _draw_stage(top, bottom, stage: str, span: tuple[int, int], lines: Mapping, colors) -> None:
+    """One stage's panels: each seed's NDCG (`lines`: seed -> (its history, its control's
+    history or None); the control dotted, in the finetune panel) and critic r, the x range
+    and the line where the stage starts."""
+    off, end = span
+    for seed, (run, control) in lines.items():
+        rows = _stage_rows(run, stage, NDCG_COLUMN)
+        if rows is not None:
+            top.plot(
+                rows["epoch"] + off,
+                rows[NDCG_COLUMN],
+                color=colors[seed],
+                lw=1.4,
+                label=f"seed {seed}",
             )
-            if rows is not None:
-                top[stage].plot(
-                    rows["epoch"] + off,
-                    rows[NDCG_COLUMN],
-                    color=colors[seed],
-                    lw=1.2,
-                    ls=":",
-                    label=f"seed {seed}, NLL control",
-                )
-            if stage in bottom:
-                rows = stage_rows(runs[seed], stage, CRITIC_R_COLUMN)
-                if rows is not None:
-                    bottom[stage].plot(
-                        rows["epoch"] + off,
-                        rows[CRITIC_R_COLUMN],
-                        color=colors[seed],
-                        lw=1.0,
-                        alpha=0.85,
-                    )
-        end = off + max(
-            int(f.loc[f["stage"] == stage, "epoch"].max())
-            for f in runs.values()
-            if (f["stage"] == stage).any()
+        rows = (
+            _stage_rows(control, stage, NDCG_COLUMN)
+            if control is not None and stage == "finetune"
+            else None
         )
-        span = max(end - off, 1)
-        for ax in (top[stage], bottom.get(stage)):
-            if ax is None:
-                continue
-            # A small margin on both sides keeps the stage-start line off the axis spine.
-            ax.set_xlim(off - 0.03 * span, end + 0.03 * span)
-            ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=9)
-            if off > 0:  # stage boundary: this stage starts from the previous stage's model
-                ax.axvline(off, color="0.35", ls="--", lw=1.0)
-        top[stage].set_title(f"{STAGE_TITLES[stage]}\nepochs {off}\u2013{end}", fontsize=10)
+        if rows is not None:
+            top.plot(
+                rows["epoch"] + off,
+                rows[NDCG_COLUMN],
+                color=colors[seed],
+                lw=1.2,
+                ls=":",
+                label=f"seed {seed}, NLL control",
+            )
+        rows = _stage_rows(run, stage, CRITIC_R_COLUMN) if bottom is not None else None
+        if rows is not None:
+            bottom.plot(
+                rows["epoch"] + off, rows[CRITIC_R_COLUMN], color=colors[seed], lw=1.0, alpha=0.85
+            )
+    width = max(end - off, 1)
+    for ax in (top, bottom):
+        if ax is None:
+            continue
+        # A small margin on both sides keeps the stage-start line off the axis spine.
+        ax.set_xlim(off - 0.03 * width, end + 0.03 * width)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=9)
+        if off > 0:  # stage boundary: this stage starts from the previous stage's model
+            ax.axvline(off, color="0.35", ls="--", lw=1.0)
+    top.set_title(f"{STAGE_TITLES[stage]}\nepochs {off}\u2013{end}", fontsize=10)
 
+
+def _label_stage_axes(top: Mapping, bottom: Mapping, zoom_ref, stages: Sequence[str]) -> None:
+    """The y labels, the zero line of r, and in the actor panel the band the zoomed panels
+    cover."""
     first = top[stages[0]]
     if zoom_ref is not None and "actor_pretrain" in top:
         # Show in the actor panel which NDCG range the zoomed panels cover.
@@ -650,45 +778,30 @@ def plot_training_curves(
         for ax in bottom.values():
             ax.axhline(0.0, color="0.6", lw=0.8)
 
+
+def _curves_legend(fig: Figure, grid, first, stages: Sequence[str], has_r: bool, controls):
+    """The seeds' legend: in the free panel below the actor's (which has no critic) with a
+    note on the line styles, else beside the panels."""
     handles, labels = first.get_legend_handles_labels()
-    if has_r and "actor_pretrain" in stages:
-        # The actor stage has no critic: use the free panel below it for the legend and a note.
-        spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
-        spare.axis("off")
-        spare.legend(
-            handles,
-            labels,
-            loc="upper center",
-            fontsize=9,
-            title="run",
-            title_fontsize=9,
-            frameon=False,
-        )
-        spare.text(
-            0.5,
-            0.08,
-            "no critic during actor pre-training\ndashed lines: start of a stage\n"
-            "grey band: y range of the zoomed panels"
-            + ("\ndotted: the NLL finetune control" if controls else ""),
-            ha="center",
-            va="bottom",
-            fontsize=8.5,
-            color="0.3",
-            transform=spare.transAxes,
-        )
-    else:
-        fig.legend(
-            handles,
-            labels,
-            loc="outside right center",
-            fontsize=9,
-            title="run",
-            title_fontsize=9,
-            frameon=False,
-        )
-    fig.supxlabel("epoch (cumulative over stages)", fontsize=10)
-    fig.suptitle("Validation NDCG@100 through training", fontsize=12)
-    _save(fig, path_png, path_pdf)
+    legend = {"fontsize": 9, "title": "run", "title_fontsize": 9, "frameon": False}
+    if not (has_r and "actor_pretrain" in stages):
+        fig.legend(handles, labels, loc="outside right center", **legend)
+        return
+    spare = fig.add_subplot(grid[1, stages.index("actor_pretrain")])
+    spare.axis("off")
+    spare.legend(handles, labels, loc="upper center", **legend)
+    spare.text(
+        0.5,
+        0.08,
+        "no critic during actor pre-training\ndashed lines: start of a stage\n"
+        "grey band: y range of the zoomed panels"
+        + ("\ndotted: the NLL finetune control" if controls else ""),
+        ha="center",
+        va="bottom",
+        fontsize=8.5,
+        color="0.3",
+        transform=spare.transAxes,
+    )
 
 
 def plot_metric_bars(
@@ -706,6 +819,34 @@ def plot_metric_bars(
     standard error (`<metric>_user_se`) is drawn instead and the legend says so. `metrics`
     defaults to every metric in the aggregate.
     """
+    frame, metrics = _bar_rows(aggregate, split, metrics)
+    several_variants = frame["variant"].nunique() > 1
+    series = frame.to_dict("records")
+    n = len(series)
+    fig = Figure(
+        figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
+        layout="constrained",
+    )
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = 0.0
+    for i, row in enumerate(series):
+        top = max(top, _draw_bars(ax, i, n, row, metrics, several_variants))
+    ax.set_xticks(np.arange(len(metrics)), metrics, fontsize=10)
+    ax.set_ylabel("mean metric value over seeds", fontsize=10)
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
+    fig.legend(loc="outside lower center", ncols=min(n, 2), fontsize=9, frameon=False)
+    _save(fig, path_png, path_pdf)
+
+
+def _bar_rows(
+    aggregate: pd.DataFrame, split: str, metrics: Sequence[str] | None
+) -> tuple[pd.DataFrame, list[str]]:
+    """The aggregate's rows of `split` (`failed` 0 where the column is missing) and the metrics
+    to draw (by default every metric in it); refused when either is missing."""
     if aggregate is None or len(aggregate) == 0:
         raise RactError("metric bars: the aggregate table is empty")
     missing = [c for c in (*GROUP_COLUMNS, "seeds") if c not in aggregate.columns]
@@ -728,76 +869,52 @@ def plot_metric_bars(
     absent = [m for m in metrics if m not in frame.columns]
     if not metrics or absent:
         raise RactError(f"metric bars: metric(s) {absent or metrics} not in the aggregate table")
+    return frame, metrics
 
-    several_variants = frame["variant"].nunique() > 1
-    series = frame.to_dict("records")
-    n = len(series)
+
+def _draw_bars(ax, i: int, n: int, row: Mapping, metrics: list[str], several_variants) -> float:
+    """The bars of row `i` of `n` (one model), each metric's value with its error bar, and its
+    number above it (when there are at most 4 bars per metric) or "failed" / "missing" in its
+    place. Returns the highest bar top (with its error bar), -inf if none."""
     width = 0.8 / n
-    x = np.arange(len(metrics))
-    fig = Figure(
-        figsize=(max(7.0, 1.1 + len(metrics) * (0.5 + 0.45 * n)), 4.2 + 0.25 * (n // 2)),
-        layout="constrained",
+    single = int(row["seeds"]) < 2
+    heights = np.array([_as_float(row[m]) for m in metrics])
+    err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
+    errors = np.array([_as_float(row.get(c)) for c in err_cols])
+    yerr = np.where(np.isfinite(errors), errors, 0.0)
+    bars = ax.bar(
+        np.arange(len(metrics)) - 0.4 + width * (i + 0.5),
+        heights,
+        width * 0.92,
+        color=_color(i),
+        label=_bar_label(row, several_variants, single),
+        yerr=yerr,
+        capsize=3,
+        error_kw={"lw": 1.0, "ecolor": "0.2"},
     )
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    top = 0.0
-    for i, row in enumerate(series):
-        heights = np.array([_as_float(row[m]) for m in metrics])
-        single = int(row["seeds"]) < 2
-        err_cols = [f"{m}_user_se" if single else f"{m}_se" for m in metrics]
-        errors = np.array([_as_float(row.get(c)) for c in err_cols])
-        label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
-        if row["seeds"] == 0:
-            label += " (failed: no results)"
-        else:
-            label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
-            label += f", {row['failed']} failed" if row["failed"] else ""
-            label += ", per-user SE)" if single else ")"
-        pos = x - 0.4 + width * (i + 0.5)
-        yerr = np.where(np.isfinite(errors), errors, 0.0)
-        bars = ax.bar(
-            pos,
-            heights,
-            width * 0.92,
-            color=_color(i),
-            label=label,
-            yerr=yerr,
-            capsize=3,
-            error_kw={"lw": 1.0, "ecolor": "0.2"},
-        )
-        for bar, h, e in zip(bars, heights, yerr):
-            if not np.isfinite(h):  # a model without results keeps its place, marked
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    0,
-                    " failed" if row["failed"] else " missing",
-                    rotation=90,
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                    color=_color(i),
-                )
-            elif n <= 4:
-                ax.text(
-                    bar.get_x() + bar.get_width() / 2,
-                    h + e,
-                    f"{h:.3f}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                )
-        finite = heights + yerr
-        finite = finite[np.isfinite(finite)]
-        if len(finite):
-            top = max(top, float(finite.max()))
-    ax.set_xticks(x, metrics, fontsize=10)
-    ax.set_ylabel("mean metric value over seeds", fontsize=10)
-    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_axisbelow(True)
-    ax.set_title(f"{split} split: mean over seeds \u00b1 standard error", fontsize=11)
-    fig.legend(loc="outside lower center", ncols=min(n, 2), fontsize=9, frameon=False)
-    _save(fig, path_png, path_pdf)
+    for bar, h, e in zip(bars, heights, yerr):
+        middle = bar.get_x() + bar.get_width() / 2
+        if not np.isfinite(h):  # a model without results keeps its place, marked
+            note = " failed" if row["failed"] else " missing"
+            ax.text(
+                middle, 0, note, rotation=90, ha="center", va="bottom", fontsize=8, color=_color(i)
+            )
+        elif n <= 4:
+            ax.text(middle, h + e, f"{h:.3f}", ha="center", va="bottom", fontsize=8)
+    finite = heights + yerr
+    finite = finite[np.isfinite(finite)]
+    return float(finite.max()) if len(finite) else -math.inf
+
+
+def _bar_label(row: Mapping, several_variants: bool, single: bool) -> str:
+    """A model's legend entry: its name (and variant), its seeds, failed seeds, and whether its
+    error bars are over users."""
+    label = f"{row['model']} [{row['variant']}]" if several_variants else str(row["model"])
+    if row["seeds"] == 0:
+        return label + " (failed: no results)"
+    label += f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''}"
+    label += f", {row['failed']} failed" if row["failed"] else ""
+    return label + (", per-user SE)" if single else ")")
 
 
 def plot_critic_fit(
@@ -908,6 +1025,14 @@ def gain_by_activity(activity, a, b, n_groups: int = 4) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def gain_of_test(test: Mapping, ndcg: Mapping, users: pd.DataFrame) -> pd.DataFrame:
+    """`gain_by_activity` of a paired test's b - a: each user's test NDCG@100 averaged over
+    seeds (`ndcg`, from `per_user_ndcg`), users grouped by the items known of them (`users`,
+    its first table)."""
+    mean_a, mean_b = (np.nanmean(ndcg[test[k]], axis=0) for k in ("a", "b"))
+    return gain_by_activity(users["n_input"] + users["n_holdout"], mean_a, mean_b)
 
 
 def plot_gain_by_activity(

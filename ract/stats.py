@@ -166,3 +166,19 @@ def paired_test_over_seeds(a_by_seed, b_by_seed) -> dict:
             )
         means.append(np.stack(arrays).mean(axis=0))
     return paired_test(*means)
+
+
+def paired_tests(by_model, pairs, *, metric: str = "ndcg@100", split: str = "test") -> list[dict]:
+    """`paired_test_over_seeds` for each (a, b) of `pairs`, on `by_model` ({model name: [the
+    per-user metric of each seed]}): one record per pair, the metric, split and both names
+    first."""
+    return [
+        {
+            "metric": metric,
+            "split": split,
+            "a": a,
+            "b": b,
+            **paired_test_over_seeds(by_model[a], by_model[b]),
+        }
+        for a, b in pairs
+    ]

@@ -370,16 +370,17 @@ def test_comparison_document_gives_the_same_table_and_verdicts_in_markdown_and_h
             "se": [0.01],
         }
     )
-    doc = report.comparison_document(
+    study = report.Comparison(
         table,
         aggregate,
-        [test],
-        metrics=("recall@20", "ndcg@100"),
-        starts={"RaCT": "Mult-VAE"},
+        tests=[test],
         failed=[{"model": "EASE", "seed": 0, "split": "test", "error": "a <b> & c"}],
         groups=groups,
         critic=pd.DataFrame({"seed": [1], "r": [0.51234]}),
         fit_r={"users": 9, "critic": 0.5, "nll": 0.1},
+    )
+    doc = report.comparison_document(
+        study, metrics=("recall@20", "ndcg@100"), starts={"RaCT": "Mult-VAE"}
     )
     md = report.markdown_document(doc)
     page = report.html_document(doc, "ml-100k: the models compared")
@@ -393,3 +394,45 @@ def test_comparison_document_gives_the_same_table_and_verdicts_in_markdown_and_h
     assert "a &lt;b&gt; &amp; c" in page and "<b>" not in page  # cells and text are escaped
     assert '<td class="num">0.512</td>' in page  # the table's own float format
     assert "<script" not in page and page.startswith("<!DOCTYPE html>")
+
+
+def test_histories_are_read_by_seed_in_the_order_given(tmp_path):
+    full = history(1)
+    for stage in ("actor_pretrain", "critic_pretrain", "finetune"):
+        full[full["stage"] == stage].to_csv(tmp_path / f"{stage}.csv", index=False)
+    files = [(1, tmp_path / f"{s}.csv") for s in ("actor_pretrain", "critic_pretrain")]
+    files += [(2, tmp_path / "finetune.csv"), (1, tmp_path / "finetune.csv")]
+    runs = report.read_histories(files)
+    assert list(runs) == [1, 2]
+    pd.testing.assert_frame_equal(runs[1], full)
+    assert set(runs[2]["stage"]) == {"finetune"}
+    assert report.read_histories([]) == {}
+
+
+def test_critic_table_reads_the_kept_epoch_and_the_best_r():
+    run = history(1).assign(steps=range(23), critic_r_train=0.5, val_nll_r=0.1)
+    run = run.assign(val_nll_slope_negative=0.9, kept=run["epoch"] == 3)
+    critic = run[run["stage"] == "critic_pretrain"]
+    best = critic.loc[critic["val_critic_r"].idxmax()]
+    row = report.critic_table({1: run}).iloc[0]
+    assert (row["seed"], row["critic steps"], row["kept epoch"]) == (1, 17, 3)
+    assert row["best r (epoch)"] == f"{best['val_critic_r']:.3f} ({int(best['epoch'])})"
+    assert row["critic r (validation users)"] == critic.iloc[3]["val_critic_r"]
+    # a history written before `kept` existed: the stage kept its last epoch
+    assert report.critic_table({1: run.drop(columns="kept")}).iloc[0]["kept epoch"] == 10
+
+
+def test_per_user_tables_must_cover_the_same_users(tmp_path):
+    users = pd.DataFrame({"user": list("6789"), "n_input": [1, 2, 3, 4], "n_holdout": 1})
+    for name, ndcg in (("a1", [0.1, 0.2, 0.3, 0.4]), ("a2", [0.3, 0.2, 0.1, 0]), ("b1", 0.5)):
+        users.assign(**{"ndcg@100": ndcg}).to_csv(tmp_path / f"{name}.csv", index=False)
+    tables = [("A", tmp_path / "a1.csv"), ("A", tmp_path / "a2.csv"), ("B", tmp_path / "b1.csv")]
+    ndcg, first = report.per_user_ndcg(tables)
+    assert [len(ndcg["A"]), len(ndcg["B"])] == [2, 1] and first["user"].tolist() == list("6789")
+    groups = report.gain_of_test({"a": "A", "b": "B"}, ndcg, first)
+    # b - a per user, a averaged over its seeds; users grouped by items known (2 to 5)
+    assert groups["min_items"].tolist() == [2, 3, 4, 5]
+    np.testing.assert_allclose(groups["mean_diff"], [0.3, 0.3, 0.3, 0.3])
+    users.iloc[::-1].assign(**{"ndcg@100": 0.5}).to_csv(tmp_path / "b1.csv", index=False)
+    with pytest.raises(RactError, match="b1.csv: its test users differ from those of .*a1.csv"):
+        report.per_user_ndcg(tables)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ract.errors import RactError
-from ract.stats import paired_test, paired_test_over_seeds
+from ract.stats import paired_test, paired_test_over_seeds, paired_tests
 
 
 def test_known_effect_is_detected():
@@ -112,6 +112,23 @@ def test_over_seeds_averages_per_user_first():
     assert r == paired_test(a_mean, b_mean)
     assert r["n"] == 99  # users, not users x seeds
     assert r["t_pvalue"] < 1e-6
+
+
+def test_paired_tests_one_record_per_pair_in_order():
+    rng = np.random.default_rng(4)
+    by_model = {m: [rng.uniform(0, 1, 30) for _ in range(2)] for m in ("A", "B", "C")}
+    records = paired_tests(by_model, [("A", "B"), ("C", "B")])
+    assert [(r["metric"], r["split"], r["a"], r["b"]) for r in records] == [
+        ("ndcg@100", "test", "A", "B"),
+        ("ndcg@100", "test", "C", "B"),
+    ]
+    assert records[1] == {
+        "metric": "ndcg@100",
+        "split": "test",
+        "a": "C",
+        "b": "B",
+        **paired_test_over_seeds(by_model["C"], by_model["B"]),
+    }
 
 
 def test_over_seeds_errors():

@@ -334,22 +334,59 @@ def mult_dae_settings():
     )
 
 
-def compared(dataset):
-    """(summary path, model name, seed) of every model compared on a data set; the
-    deterministic EASE and popularity are fitted once (seed 0)."""
-    rows = [
-        (per_seed_eval(dataset, seed, model, split, "summary.json"), NAMES[model], seed)
-        for seed in SEEDS
-        for model in seeded_models()
-        for split in SPLITS
-    ]
-    rows += [
-        (f"results/{dataset}/baselines/eval/{kind}_{split}_summary.json", BASELINES[kind], 0)
-        for kind in ("ease", "popularity")
-        if kind in config["models"]
-        for split in SPLITS
-    ]
-    return rows
+def comparison_files(dataset):
+    """Every file the compare rule reads, each under an input name that says what it is, as
+    {name: {"path": ..., "kind": ..., and the model, seed, split or stage it belongs to}}:
+      summary     every model compared, each split (EASE and popularity: fitted once, seed 0)
+      per_user    test metrics per user of each model in a paired test, seed by seed
+      history     each seed's stages, in training order
+      control     the NLL finetune control's history, per seed (when that model runs)
+      critic_fit  the critic's fit on validation users, per seed
+    The rule's input and its `files` param both come from here, so that a file and what it is
+    cannot drift apart."""
+    files = {}
+
+    def add(name, path, **about):
+        files[name] = {"path": path, **about}
+
+    for seed, model, split in itertools.product(SEEDS, seeded_models(), SPLITS):
+        path = per_seed_eval(dataset, seed, model, split, "summary.json")
+        name = f"summary_{model}_seed{seed}_{split}"
+        add(name, path, kind="summary", model=NAMES[model], seed=seed, split=split)
+    for baseline, split in itertools.product(("ease", "popularity"), SPLITS):
+        if baseline in config["models"]:
+            path = f"results/{dataset}/baselines/eval/{baseline}_{split}_summary.json"
+            name, model = f"summary_{baseline}_{split}", BASELINES[baseline]
+            add(name, path, kind="summary", model=model, seed=0, split=split)
+    for model, seed in paired_runs():
+        path = per_seed_eval(dataset, seed, model, "test", "per_user.csv")
+        name = f"per_user_{model}_seed{seed}_test"
+        add(name, path, kind="per_user", model=NAMES[model], seed=seed, split="test")
+    for seed, stage in itertools.product(SEEDS, STAGES):
+        path = history(dataset, "main", seed, stage)
+        add(f"history_seed{seed}_{stage}", path, kind="history", seed=seed, stage=stage)
+    for seed in SEEDS if "nll_finetune" in config["models"] else []:
+        path = f"{run_dir(dataset, 'main', seed)}/nll_finetune_history.csv"
+        add(f"control_seed{seed}", path, kind="control", seed=seed)
+    for seed in SEEDS:
+        path = f"{run_dir(dataset, 'main', seed)}/eval/critic_pretrain_validation_critic_fit.csv"
+        add(f"critic_fit_seed{seed}", path, kind="critic_fit", seed=seed)
+    return files
+
+
+def comparison_inputs(w):
+    """Input function (compare): the path of every file compared, by its input name."""
+    return {name: f["path"] for name, f in comparison_files(w.dataset).items()}
+
+
+def comparison_descriptions(w):
+    """Params function (compare): what each input is, by its input name. Without the paths: a
+    job reads its files from its input, where Snakemake put them (a storage provider's local
+    copies, say)."""
+    return {
+        name: {key: value for key, value in f.items() if key != "path"}
+        for name, f in comparison_files(w.dataset).items()
+    }
 
 
 def eval_outputs(prefix):

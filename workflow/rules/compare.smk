@@ -1,24 +1,8 @@
 rule compare:
     input:
-        summaries=lambda w: [path for path, _, _ in compared(w.dataset)],
-        # per-user test metrics of every model in a paired test, seed by seed
-        paired=lambda w: [
-            per_seed_eval(w.dataset, seed, model, "test", "per_user.csv")
-            for model, seed in paired_runs()
-        ],
-        histories=lambda w: [
-            history(w.dataset, "main", seed, stage) for seed in SEEDS for stage in STAGES
-        ],
-        controls=lambda w: (
-            [f"{run_dir(w.dataset, 'main', seed)}/nll_finetune_history.csv" for seed in SEEDS]
-            if "nll_finetune" in config["models"]
-            else []
-        ),
-        critic_fits=lambda w: [
-            f"{run_dir(w.dataset, 'main', seed)}/eval/"
-            "critic_pretrain_validation_critic_fit.csv"
-            for seed in SEEDS
-        ],
+        # every file compared, by a name that says what it is, e.g. summary_finetune_seed1_test
+        # (`comparison_files` in common.smk)
+        unpack(comparison_inputs),
     output:
         # in `snakemake --report`: the page inline, the rest as downloads, each under a label
         html=report(
@@ -72,15 +56,11 @@ rule compare:
         "logs/{dataset}/compare.log",
     localrule: True
     params:
-        # what each input file is, in input order: (seed, model) of each summary, (model name,
-        # seed) of each per-user table, the seed of each history and control history
-        summaries=lambda w: [(seed, model) for _, model, seed in compared(w.dataset)],
-        paired=lambda w: [(NAMES[model], seed) for model, seed in paired_runs()],
+        # what each input is, by its input name: {"kind": "summary", "model": "RaCT", "seed": 1,
+        # "split": "test"}, {"kind": "history", "seed": 1, "stage": "finetune"}, ...
+        files=comparison_descriptions,
         pairs=lambda w: [(NAMES[a], NAMES[b]) for a, b in pairs()],
         starts={NAMES[model]: NAMES[start] for model, start in STARTS.items()},
-        histories=[seed for seed in SEEDS for _ in STAGES],
-        controls=lambda w: SEEDS if "nll_finetune" in config["models"] else [],
-        critic_seeds=SEEDS,
         paper=lambda w: config["datasets"][w.dataset]["paper"],  # the paper's numbers beside ours
         code=code_hash("compare"),
     threads: 1
