@@ -18,14 +18,15 @@ returned) over the data already loaded. *Estimate* is that code's own
 `ease_fit_bytes(n_items)`. *s/lambda* is the grid's time after the Gram matrix over the number
 of lambdas (validation and any final refit included).
 
-`--kernels` measures the ways to get B from a Gram matrix already built, without validation:
-peak over the process holding the Gram matrix, in n x n matrices of its dtype, and seconds per
-lambda. The schemes: `cholesky_solve` (a copy of the Gram matrix, its Cholesky factor,
-`cholesky_solve` of the identity: the code of 7950370), `potri_torch` (Cholesky factor and
-inverse in place in one work matrix, LAPACK potrf + potri through torch), `potri_scipy` (the
-same through scipy's LAPACK, OpenBLAS, and a blockwise mirror of the triangle) and `eigh`
-(one symmetric eigendecomposition for all lambdas, then P = V diag(1/(s + lambda)) V^T per
-lambda, a block of columns at a time; V replaces the Gram matrix).
+`--kernels` measures the ways to get B from a Gram matrix already built, without validation,
+with glibc returning freed blocks as in `select_ease_lambda`: peak over the process holding
+the Gram matrix, in n x n matrices of its dtype, and seconds per lambda. The schemes:
+`cholesky_solve` (a copy of the Gram matrix, its Cholesky factor, `cholesky_solve` of the
+identity: the code of 7950370), `potri_torch` (Cholesky factor and inverse in place in one
+work matrix, LAPACK potrf + potri through torch), `potri_scipy` (the same through scipy's
+LAPACK, OpenBLAS, and a blockwise mirror of the triangle) and `eigh` (one symmetric
+eigendecomposition for all lambdas, then P = V diag(1/(s + lambda)) V^T per lambda, a block of
+columns at a time; V replaces the Gram matrix, the setup column is its time).
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ print(json.dumps({{
 CHILD_KERNEL = (
     CHILD_COMMON
     + """
+from ract.runtime import return_freed_memory
+return_freed_memory()  # as select_ease_lambda does: resident memory follows what is in use
 G = baselines.gram_matrix(train)
 del train
 method = {method!r}
