@@ -25,6 +25,7 @@ from .errors import ModelFailure, RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
 from .formats import CHECKPOINT_FORMAT_VERSION
 from .io import atomic_path
+from .runtime import return_freed_memory
 
 log = logging.getLogger("ract.baselines")
 
@@ -37,7 +38,19 @@ DEFAULT_LAMBDAS = (50, 100, 200, 500, 1000, 2000, 5000)
 # it in float32, which halves memory (20k items: 1.6 GB per matrix) and is accurate enough
 # because lambda * I keeps the matrix well conditioned.
 FLOAT64_MAX_ITEMS = 5000
+# X^T X is built this many item columns at a time, and at most a quarter of the items, so
+# that the sparse block product (12 bytes per cell) stays below one float32 matrix.
 GRAM_BLOCK = 2048
+# Bytes per (user, item) cell of a batch of validation users while it is scored
+# (`ract.evaluate.evaluate_model`), at most: while a batch is built, the previous batch's
+# fold-in, held-out and excluded rows as dense float32 and its scores (16) and the new rows
+# (12); while it is scored, its rows (12), the previous scores, the new scores and the masked
+# scores (12) and two boolean masks (2).
+EVAL_CELL_BYTES = 28
+# What a fit's process takes on the first use of LAPACK, OpenMP threads and the evaluation's
+# code, whatever the size: measured 6-10 MiB for MKL's potrf and potri, 2-3 MiB for the first
+# Gram matrix (benchmarks/ease_memory.py).
+EASE_FIXED_BYTES = 16 * 2**20
 
 
 class Popularity(nn.Module):
@@ -86,24 +99,12 @@ class EASE(nn.Module):
 
     @classmethod
     def from_gram(cls, gram: torch.Tensor, lam: float) -> EASE:
-        """Fit from a precomputed X^T X (left unchanged), so a lambda grid builds it once."""
+        """Fit from a precomputed X^T X (left unchanged), so a lambda grid builds it once.
+
+        Needs one more matrix like `gram` (see `ease_weights_`), and in float64 the float32
+        copy that becomes the model."""
         lam = _check_lambda(lam)
-        G = gram.clone()
-        G.diagonal().add_(lam)
-        try:
-            L = torch.linalg.cholesky(G)
-        except torch.linalg.LinAlgError:
-            raise ModelFailure(
-                f"EASE: X^T X + {lam:g} I is not positive definite in "
-                f"{gram.dtype}; use a larger lambda"
-            ) from None
-        # P = G^-1 by solving G P = I: on CPU this is several times faster than
-        # torch.cholesky_inverse (LAPACK potri) and as accurate. G's storage becomes I.
-        G.zero_().diagonal().fill_(1.0)
-        P = torch.cholesky_solve(G, L)
-        del G, L
-        B = P.div_(-P.diagonal().clone())  # column j divided by -P_jj, in place to save memory
-        B.diagonal().zero_()
+        B = ease_weights_(torch.empty_like(gram, memory_format=torch.contiguous_format), gram, lam)
         return cls(B.to(device="cpu", dtype=torch.float32), lam)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -113,20 +114,57 @@ class EASE(nn.Module):
 def gram_matrix(train: sp.spmatrix, *, device="cpu") -> torch.Tensor:
     """Dense X^T X (n_items, n_items), float64 up to FLOAT64_MAX_ITEMS items, else float32.
 
-    Built from the sparse matrix in blocks of item columns, so the sparse intermediate never
-    holds more than a block of the (possibly nearly dense) product.
+    Built from the sparse matrix in blocks of item columns (GRAM_BLOCK, at most a quarter of
+    the items), so the sparse intermediate never holds more than a block of the (possibly
+    nearly dense) product: its data, indices and dense copy take 12 bytes per cell, under
+    3 n_items^2 bytes in all.
     """
     X = sp.csr_matrix(train, dtype=np.float32)
     n = X.shape[1]
     dtype = torch.float64 if n <= FLOAT64_MAX_ITEMS else torch.float32
+    block_items = max(1, min(GRAM_BLOCK, -(-n // 4)))
     Xt = X.T.tocsr()
     Xc = X.tocsc()
     G = torch.empty((n, n), dtype=dtype, device=device)
-    for start in range(0, n, GRAM_BLOCK):
-        stop = min(start + GRAM_BLOCK, n)
+    for start in range(0, n, block_items):
+        stop = min(start + block_items, n)
         block = (Xt @ Xc[:, start:stop]).toarray()  # integer counts, exact in float32
-        G[:, start:stop] = torch.from_numpy(block).to(device=device, dtype=dtype)
+        # copy_ converts to G's dtype as it copies: no converted copy of the block
+        G[:, start:stop].copy_(torch.from_numpy(block).to(device))
+        del block
     return G
+
+
+def ease_weights_(out: torch.Tensor, gram: torch.Tensor, lam: float) -> torch.Tensor:
+    """Write EASE's B for `lam` into `out` and return it, using no other (n, n) memory.
+
+    `out` is a contiguous matrix of `gram`'s shape, dtype and device, not `gram` itself, which is
+    left unchanged.
+    out = gram + lam I; then, in place on its column-major view (`out.mT`, the same matrix as
+    it is symmetric), the Cholesky factor (LAPACK potrf) and from it P = (gram + lam I)^-1
+    (potri, whose triangle torch mirrors into the other); then B = -P / diag(P) column by
+    column, with a zero diagonal. On CPU this is about twice as fast as solving G P = I with
+    `cholesky_solve`, which also copies the factor and the identity (benchmarks/ease_memory.py,
+    `--kernels`). Raises ModelFailure when gram + lam I is not positive definite.
+
+    MKL's multithreaded potri is several times slower while other processes load the cores
+    and OpenMP threads spin: the workflow's jobs and the ract command set
+    OMP_WAIT_POLICY=PASSIVE before torch loads, as should other callers on a shared machine.
+    """
+    out.copy_(gram)
+    out.diagonal().add_(lam)
+    F = out.mT  # Fortran order: LAPACK works on it in place
+    info = torch.empty((), dtype=torch.int32, device=out.device)
+    torch.linalg.cholesky_ex(F, out=(F, info))
+    if info.item() != 0:
+        raise ModelFailure(
+            f"EASE: X^T X + {lam:g} I is not positive definite in "
+            f"{gram.dtype}; use a larger lambda"
+        )
+    torch.cholesky_inverse(F, out=F)
+    out.div_(out.diagonal().clone().neg_())  # column j divided by -P_jj
+    out.diagonal().zero_()
+    return out
 
 
 def _check_lambda(lam) -> float:
@@ -160,11 +198,29 @@ def mean_ndcg(
     return ndcg[ok].mean().item()
 
 
-def ease_fit_bytes(n_items: int) -> int:
-    """Peak memory of an EASE fit: the Gram matrix, its regularised copy, the Cholesky factor
-    and the solution, each (n_items, n_items)."""
+def ease_fit_bytes(n_items: int, eval_rows: int = EVAL_BATCH_SIZE) -> int:
+    """Peak memory of `select_ease_lambda` on `n_items` items, over the data already loaded.
+
+    With s = 8 bytes up to FLOAT64_MAX_ITEMS items (float64), else 4 (float32), the sum of:
+
+    - s n_items^2: X^T X, kept for the whole grid;
+    - s n_items^2: the one work matrix that every lambda's fit overwrites: X^T X + lam I, its
+      Cholesky factor, the inverse and B, each in place (`ease_weights_`). The lambda chosen
+      is fitted into it again at the end rather than kept in a matrix of its own;
+    - 4 n_items^2, in float64 only: B as float32, the model scored on the validation users and
+      the one returned (in float32 the model is the work matrix itself);
+    - EVAL_CELL_BYTES (28) x `eval_rows` x n_items: scoring a batch of validation users
+      (`eval_rows`: the batch size, or the number of validation users if fewer);
+    - EASE_FIXED_BYTES (16 MiB): libraries' first use, whatever the size.
+
+    Building X^T X needs less (X^T X and under 3 n_items^2 bytes of block product), and so
+    does the end (the work matrix, and in float64 the float32 model). Measured against this
+    in benchmarks/results/ease_memory.md.
+    """
     itemsize = 8 if n_items <= FLOAT64_MAX_ITEMS else 4
-    return 4 * n_items * n_items * itemsize
+    cells = n_items * n_items
+    matrices = 2 * itemsize * cells + (4 * cells if itemsize == 8 else 0)
+    return matrices + EVAL_CELL_BYTES * eval_rows * n_items + EASE_FIXED_BYTES
 
 
 def select_ease_lambda(
@@ -184,30 +240,35 @@ def select_ease_lambda(
     lambdas = [_check_lambda(lam) for lam in lambdas]
     if not lambdas:
         raise RactError("setting lambdas: expected at least one value")
-    need = ease_fit_bytes(data.n_items)
+    n = data.n_items
+    need = ease_fit_bytes(n, min(EVAL_BATCH_SIZE, data.validation.input.shape[0]))
+    log.info(
+        "EASE: %d items, %d lambdas; estimated peak memory %.2f GiB (ease_fit_bytes)",
+        n,
+        len(lambdas),
+        need / 2**30,
+    )
     if max_bytes is not None and need > max_bytes:
         raise ModelFailure(
-            f"EASE on {data.n_items} items needs about {need / 2**30:.1f} GiB, "
+            f"EASE on {n} items needs about {need / 2**30:.1f} GiB, "
             f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
             "fit_ease job's mem_mb or leave ease out of `models`"
         )
+    return_freed_memory()  # so that the resident peak is the estimate's
     start = time.perf_counter()
     gram = gram_matrix(data.train, device=device)
-    log.info(
-        "EASE: X^T X of %d items in %.1fs; %d lambdas to fit",
-        data.n_items,
-        time.perf_counter() - start,
-        len(lambdas),
-    )
-    best, best_score, rows = None, -math.inf, []
-    for i, lam in enumerate(lambdas, 1):
+    log.info("EASE: X^T X of %d items in %.1fs", n, time.perf_counter() - start)
+    work = torch.empty_like(gram)  # every lambda's B in turn, and in the end the model's
+    best, best_score, rows = 0, -math.inf, []
+    for i, lam in enumerate(lambdas):
         start = time.perf_counter()
-        model = EASE.from_gram(gram, lam).to(device)
+        model = EASE(ease_weights_(work, gram, lam), lam)  # in float32, B is `work` itself
         score = mean_ndcg(model, data.validation, k, device=device)
+        del model
         rows.append({"lam": lam, f"val_ndcg@{k}": score})
         log.info(
             "EASE %d/%d: lambda %g: validation NDCG@%d %.4f (%.1fs)",
-            i,
+            i + 1,
             len(lambdas),
             lam,
             k,
@@ -215,9 +276,15 @@ def select_ease_lambda(
             time.perf_counter() - start,
         )
         if score > best_score:
-            best, best_score = model, score
-    log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", best.lam, k, best_score)
-    return best.cpu(), rows
+            best, best_score = i, score
+    lam = lambdas[best]
+    if best != len(lambdas) - 1:  # refit rather than keep a third matrix through the grid
+        start = time.perf_counter()
+        ease_weights_(work, gram, lam)
+        log.info("EASE: fitted lambda %g again (%.1fs)", lam, time.perf_counter() - start)
+    del gram
+    log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", lam, k, best_score)
+    return EASE(work.to(device="cpu", dtype=torch.float32), lam), rows
 
 
 def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None = None) -> None:

@@ -11,7 +11,9 @@ import torch
 from .errors import RactError
 
 _M_TRIM_THRESHOLD = -1  # glibc mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536  # glibc's own
 
 
 def resolve_device(name: str) -> torch.device:
@@ -38,12 +40,37 @@ def reuse_freed_memory() -> None:
     does anyway. Called by `ract.train.train_stage` and `ract.evaluate.evaluate_to_frames`;
     does nothing where the C library is not glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return
     mallopt(_M_MMAP_MAX, 0)
     mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+def return_freed_memory(threshold: int = 1 << 20) -> None:
+    """Give every block of `threshold` bytes or more a mapping of its own, returned to the
+    kernel as soon as it is freed, so that resident memory follows the memory in use.
+
+    By default glibc raises its mmap threshold, up to 32 MiB, each time such a block is freed,
+    then serves blocks below it from its heap, which keeps what is freed in between: in an
+    EASE lambda grid (benchmarks/ease_memory.py) that left the resident peak 20-45% above the
+    memory in use, and above `ract.baselines.ease_fit_bytes`. Setting the threshold stops
+    that. Undoes `reuse_freed_memory`. Called by `ract.baselines.select_ease_lambda`; does
+    nothing where the C library is not glibc.
+    """
+    mallopt = _mallopt()
+    if mallopt is None:
+        return
+    mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    mallopt(_M_MMAP_THRESHOLD, threshold)
+    mallopt(_M_TRIM_THRESHOLD, 2 * threshold)
+
+
+def _mallopt():
+    """glibc's mallopt, or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None

@@ -1,5 +1,6 @@
 """Popularity and EASE baselines: hand-checked closed forms, lambda selection, checkpoints."""
 
+import logging
 import math
 
 import numpy as np
@@ -94,6 +95,58 @@ def test_ease_float32_path(monkeypatch):
     torch.testing.assert_close(EASE.fit(X, 10.0).B, ref, rtol=1e-4, atol=1e-6)
 
 
+def ease_reference(G, lam):
+    """B = I - P diag(1/diag(P)) with P = (G + lam I)^-1 by a dense solve, in float64; its
+    diagonal is 1 - 1, set to exactly 0."""
+    G = np.asarray(G, dtype=np.float64)
+    P = np.linalg.solve(G + lam * np.eye(len(G)), np.eye(len(G)))
+    B = np.eye(len(G)) - P / np.diag(P)[None, :]
+    np.fill_diagonal(B, 0.0)
+    return B
+
+
+def skewed(seed, users=90, items=24):
+    """Random 0/1 rows with item densities from 3% to 70%: X^T X is far from a multiple of I,
+    so B is not symmetric and a transposed result shows."""
+    rng = np.random.default_rng(seed)
+    return csr(rng.uniform(size=(users, items)) < rng.uniform(0.03, 0.7, size=items))
+
+
+@pytest.mark.parametrize("regime", ["float64", "float32"])
+def test_in_place_fit_equals_a_dense_solve(regime, monkeypatch):
+    if regime == "float32":
+        monkeypatch.setattr(baselines, "FLOAT64_MAX_ITEMS", 5)
+    X = skewed(3)
+    gram = gram_matrix(X)
+    assert gram.dtype == getattr(torch, regime)
+    before = gram.clone()
+    G = (X.T @ X).toarray()
+    tol = {"rtol": 1e-9, "atol": 1e-12} if regime == "float64" else {"rtol": 2e-4, "atol": 1e-6}
+    for lam in (0.5, 7.0, 300.0):
+        ref = ease_reference(G, lam)
+        assert np.abs(ref - ref.T).max() > 0.01 * np.abs(ref).max()  # B is not symmetric
+        out = torch.full_like(gram, float("nan"))  # nothing of a previous fit may leak in
+        B = baselines.ease_weights_(out, gram, lam)
+        assert B.data_ptr() == out.data_ptr()
+        np.testing.assert_allclose(B.numpy(), ref, **tol)
+        assert torch.all(B.diagonal() == 0)
+        model = EASE.from_gram(gram, lam)
+        assert model.B.dtype == torch.float32 and model.lam == lam
+        np.testing.assert_allclose(model.B.numpy(), ref, rtol=2e-4, atol=1e-6)
+    assert torch.equal(gram, before)  # the Gram matrix is left as it was
+
+
+def test_in_place_fit_reuses_one_work_matrix_across_lambdas():
+    X = skewed(4)
+    gram = gram_matrix(X)
+    work = torch.empty_like(gram)
+    for lam in (300.0, 1.0, 300.0):  # back to the first: nothing of the second remains
+        baselines.ease_weights_(work, gram, lam)
+        np.testing.assert_allclose(
+            work.numpy(), ease_reference((X.T @ X).toarray(), lam), rtol=1e-9, atol=1e-12
+        )
+
+
 @pytest.mark.parametrize("lam", [0, -1, float("nan"), "abc"])
 def test_ease_rejects_bad_lambda(lam):
     with pytest.raises(RactError, match="lambda"):
@@ -158,6 +211,47 @@ def test_lambda_selection_returns_grid_argmax():
     for lam, score in zip(grid, scores):
         assert mean_ndcg(EASE.fit(data.train, lam), data.validation, 20) == pytest.approx(score)
     torch.testing.assert_close(best.B, EASE.fit(data.train, best.lam).B)
+
+
+@pytest.mark.parametrize("regime", ["float64", "float32"])
+@pytest.mark.parametrize("chosen_last", [False, True])
+def test_grid_chooses_and_returns_what_independent_fits_would(regime, chosen_last, monkeypatch):
+    # The grid fits every lambda into one work matrix and fits the chosen one again at the
+    # end unless it was the last; each row and the model returned must still be those of a
+    # fit of that lambda alone.
+    if regime == "float32":
+        monkeypatch.setattr(baselines, "FLOAT64_MAX_ITEMS", 5)
+    data = taste_split(seed=2)
+    grid = [0.5, 5, 50, 500, 5000]
+    alone = {lam: EASE.fit(data.train, lam) for lam in grid}
+    scores = {lam: mean_ndcg(model, data.validation, 20) for lam, model in alone.items()}
+    expected = max(grid, key=lambda lam: (scores[lam], -grid.index(lam)))
+    assert expected != grid[-1]  # so that the refit is exercised
+    if chosen_last:
+        grid.remove(expected)
+        grid.append(expected)
+    best, rows = select_ease_lambda(data, lambdas=grid, k=20)
+    assert [r["lam"] for r in rows] == grid
+    assert [r["val_ndcg@20"] for r in rows] == pytest.approx([scores[lam] for lam in grid])
+    assert best.lam == expected
+    assert best.B.dtype == torch.float32
+    torch.testing.assert_close(best.B, alone[expected].B)
+
+
+def test_grid_logs_its_memory_estimate_once(caplog):
+    data = taste_split()  # 40 items, 60 validation users
+    with caplog.at_level(logging.INFO, logger="ract.baselines"):
+        select_ease_lambda(data, lambdas=(10, 100, 1000))
+    messages = [r.getMessage() for r in caplog.records]
+    need = baselines.ease_fit_bytes(40, 60) / 2**30
+    assert [m for m in messages if "estimated peak memory" in m] == [
+        f"EASE: 40 items, 3 lambdas; estimated peak memory {need:.2f} GiB (ease_fit_bytes)"
+    ]
+    assert [m.split(":")[0] for m in messages if ": lambda " in m] == [
+        "EASE 1/3",
+        "EASE 2/3",
+        "EASE 3/3",
+    ]
 
 
 def test_lambda_selection_refusals():
@@ -257,21 +351,35 @@ def test_load_refusals(tmp_path):
     assert isinstance(load_baseline(good, data_hash="h" * 20, n_items=3), EASE)
 
 
+def test_memory_estimate_is_the_documented_formula():
+    fixed, cell = 16 * 2**20, 28  # EASE_FIXED_BYTES, EVAL_CELL_BYTES
+    # float64 up to FLOAT64_MAX_ITEMS items: X^T X, the work matrix and the float32 model;
+    # float32 above: X^T X and the work matrix
+    for n, rows, per_cell in ((40, 60, 8 + 8 + 4), (5000, 1000, 8 + 8 + 4), (5001, 7, 4 + 4)):
+        assert baselines.ease_fit_bytes(n, rows) == per_cell * n * n + cell * rows * n + fixed
+    assert baselines.ease_fit_bytes(20_000) == baselines.ease_fit_bytes(20_000, 1000)
+
+    def matrices(n):
+        return baselines.ease_fit_bytes(n, 1000) - cell * 1000 * n - fixed
+
+    for n in (1000, 2000, 6000, 12_000):  # n and 2n in the same regime
+        assert matrices(2 * n) == 4 * matrices(n)
+
+
 def test_ease_larger_than_its_memory_budget_is_a_model_failure(tmp_path):
     from ract.checkpoint import save_failure
     from ract.load import load_model
     from ract.errors import ModelFailure
 
-    data = taste_split()  # 40 items: 4 matrices of 40 x 40 float64
-    assert baselines.ease_fit_bytes(40) == 4 * 40 * 40 * 8
-    assert baselines.ease_fit_bytes(20_000) == 4 * 20_000**2 * 4  # float32 above 5000 items
+    data = taste_split()  # 40 items, 60 validation users
+    need = baselines.ease_fit_bytes(40, 60)
     with pytest.raises(
         ModelFailure,
         match=r"EASE on 40 items needs about 0\.0 GiB, more than "
         r"its budget",
     ):
-        select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8 - 1)
-    best, _ = select_ease_lambda(data, lambdas=(10,), max_bytes=4 * 40 * 40 * 8)
+        select_ease_lambda(data, lambdas=(10,), max_bytes=need - 1)
+    best, _ = select_ease_lambda(data, lambdas=(10,), max_bytes=need)
     assert best.n_items == 40
     # the failure recorded in place of the checkpoint is reported when the model is loaded
     save_failure(tmp_path / "ease.pt", model="EASE", reason="too big", data_hash=data.content_hash)
