@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from levers import ract_of  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASES = ("2000", "4000", "4000:float32", "8000")
 LAMBDAS = (50, 100, 200, 500, 1000, 2000, 5000)  # ract.baselines.DEFAULT_LAMBDAS
@@ -266,12 +268,8 @@ def main() -> int:
     lambdas = tuple(args.lambdas)
 
     codes = {"this code": str(ROOT)}
-    old = tempfile.TemporaryDirectory(prefix="ract-baseline-")
+    old = ract_of(args.baseline)
     if args.baseline:
-        archive = subprocess.run(
-            ["git", "archive", args.baseline, "ract"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", old.name], input=archive, check=True)
         codes = {f"before ({args.baseline})": old.name, **codes}
 
     load = [os.getloadavg()[0]]

@@ -63,6 +63,18 @@ print(json.dumps(out))
 """
 
 
+def ract_of(revision: str | None) -> tempfile.TemporaryDirectory:
+    """A temporary folder holding the `ract` package of a git revision (empty without one),
+    to put on PYTHONPATH and compare that code with this one."""
+    folder = tempfile.TemporaryDirectory(prefix="ract-baseline-")
+    if revision:
+        archive = subprocess.run(
+            ["git", "archive", revision, "ract"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder.name], input=archive, check=True)
+    return folder
+
+
 def run_variant(
     code: str, split: Path, batches: int, epochs: int, threads: int, env: dict
 ) -> dict:
@@ -101,12 +113,8 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
     variants = {name: (code, env) for name, code in VARIANTS.items()}
-    old = tempfile.TemporaryDirectory(prefix="ract-baseline-")
+    old = ract_of(args.baseline)
     if args.baseline:
-        archive = subprocess.run(
-            ["git", "archive", args.baseline, "ract"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", old.name], input=archive, check=True)
         variants[f"code of {args.baseline}"] = ("", {**env, "PYTHONPATH": old.name})
     best: dict[str, dict] = {}
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
