@@ -127,15 +127,14 @@ def use_one_name(cfg):
     may hold both (config.yaml says `epochs`, the user's file `pretrain_epochs`): the last file
     that sets either wins; one file setting both is an error."""
     alias, name = ALIAS
-    files = [(f, yaml.safe_load(open(f)) or {}) for f in CONFIG_FILES]
     for path in ALIASED:
         d = cfg.get(path[0], {}).get(path[1])
         if not isinstance(d, dict) or alias not in d:
             continue
-        if name in d and d[name] != d[alias]:
+        if name in d and d[name] != d[alias]:  # only then are the files read again
             setting = [
                 sub
-                for _, data in files
+                for data in (yaml.safe_load(open(f)) or {} for f in CONFIG_FILES)
                 if isinstance(sub := (data.get(path[0]) or {}).get(path[1]), dict)
                 and {alias, name} & set(sub)
             ]
