@@ -38,3 +38,21 @@ def test_use_from_python_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "'stage': 'finetune'" in out and "val_ndcg@100" in out
     assert out.count("\n") >= 8  # info, five recommendations with a header, the kept epoch
+
+
+def test_every_script_and_result_the_docs_name_is_committed():
+    """A benchmark the README cites but .gitignore keeps out would vanish from every clone."""
+    import subprocess
+
+    root = README.parent
+    tracked = set(
+        subprocess.run(
+            ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    named = set()
+    for doc in (README, root / "benchmarks" / "README.md"):
+        named |= set(re.findall(r"\bbenchmarks/[\w./-]+\.(?:py|md|json|csv)\b", doc.read_text()))
+    assert named, "the docs name no benchmark files: the pattern is stale"
+    missing = sorted(p for p in named if p not in tracked)
+    assert not missing, f"named in the docs but not committed: {missing}"
