@@ -672,7 +672,42 @@ def summary_markdown(results: dict) -> str:
             f"| {rule} | {r['jobs']} | {r['seconds']:.0f} | {r['loop_seconds']:.0f} |"
             for rule, r in s["by_rule"].items()
         ]
+    lines += further_measurements(results["machine"], results.get("device", "cpu"))
     return "\n".join(lines) + "\n"
+
+
+# The other benchmarks' result pages, gathered under this one so that latest.md carries every
+# figure the README cites; each stays the output of its own script (named in its first lines).
+FURTHER = [
+    ("gpu.md", "GPU"),
+    ("precision-speed.md", "bf16 against fp32: speed"),
+    ("precision-quality.md", "bf16 against fp32: quality"),
+    ("memory.md", "Peak memory against RecBole"),
+    ("ease_memory.md", "EASE: estimate against measured peak"),
+    ("validate-every.md", "Validation cadence"),
+    ("peer.md", "End to end against RecBole"),
+]
+
+
+def further_measurements(machine: dict, device: str, out: Path = HERE / "results") -> list[str]:
+    lines = []
+    for name, title in FURTHER:
+        path = out / name
+        if path.exists():
+            body = path.read_text().strip().split("\n")
+            if body[0].startswith("# "):
+                body = body[1:]  # its own title: this page gives one
+            body = [("#" + line) if line.startswith("#") else line for line in body]
+            lines += ["", f"## {title} (from `benchmarks/results/{name}`)", *body]
+        elif name == "gpu.md" and not machine["gpu"] and device == "cpu":
+            lines += [
+                "",
+                "## GPU",
+                "",
+                "No GPU was available to these measurements, so no CUDA figures exist yet: the "
+                "CUDA path (`device: cuda`, the gpu profile) has not run.",
+            ]
+    return lines
 
 
 def dataset_table(results: dict) -> list[str]:
@@ -832,11 +867,21 @@ def main(argv=None) -> int:
         action="store_true",
         help="also run the default ml-100k study and measure its overhead",
     )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="only rewrite latest.md from latest.json and the other result pages",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
         child_main(args.phase, json.loads(args.spec))
+        return 0
+    if args.summary_only:
+        results = json.loads((args.out / "latest.json").read_text())
+        (args.out / "latest.md").write_text(summary_markdown(results))
+        print((args.out / "latest.md").read_text())
         return 0
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
