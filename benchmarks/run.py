@@ -189,11 +189,14 @@ def phase_train(spec: dict) -> dict:
     )
     total, cpu = time.perf_counter() - start, time.process_time() - cpu
     stage_peak_rss = _peak_rss()  # before the measurements below add to it
+    on_gpu = torch.device(spec["device"]).type == "cuda"
+    stage_peak_gpu = torch.cuda.max_memory_allocated() if on_gpu else None
     history = pd.read_csv(spec["history"])
     epochs = history[history["epoch"] > 0]
     out = {
         "seconds": total,
         "peak_rss_stage": stage_peak_rss,
+        "peak_gpu_memory_stage": stage_peak_gpu,  # torch's allocations on the GPU, bytes
         # busy share of the threads: below 1 from serial code, or other load on the machine
         "cpu_utilisation": cpu / (total * spec["threads"]),
         "epochs": len(epochs),
@@ -397,6 +400,14 @@ def bench_dataset(name: str, cfg: dict, args) -> dict:
         step_flops / (steps["actor_pretrain"] / 1e3 * math.ceil(step_users / batch)) / 1e9
     )
     per_batch = {s: train[s]["train_seconds"] / train[s]["batches"] for s in STAGES}
+    from ract.train import STAGE_DEFAULTS
+
+    # one seed of RaCT's three stages at the study's defaults: each stage's epochs, extended to
+    # its min_steps, at this run's seconds per epoch (validation included)
+    study_epochs = {
+        s: max(d["epochs"], math.ceil(d.get("min_steps", 0) / train[s]["batches"]))
+        for s, d in STAGE_DEFAULTS.items()
+    }
     return {
         "raw": raw,
         "prepare": prep,
@@ -418,6 +429,9 @@ def bench_dataset(name: str, cfg: dict, args) -> dict:
                 for s in STAGES
             },
             **{f"{s}_peak_rss": train[s]["peak_rss_stage"] for s in STAGES},
+            **{f"{s}_peak_gpu_memory": train[s].get("peak_gpu_memory_stage") for s in STAGES},
+            "one_seed_ract_hours": sum(study_epochs[s] * train[s]["epoch_seconds"] for s in STAGES)
+            / 3600,
             **{f"{s}_cpu_utilisation": train[s]["cpu_utilisation"] for s in STAGES},
             **{
                 f"{s}_validation_share": train[s]["validation_seconds"] / train[s]["epoch_seconds"]
@@ -635,10 +649,10 @@ def write_results(results: dict, out: Path) -> None:
     (out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = [{"dataset": name, **r["figures"]} for name, r in results["datasets"].items()]
     pd.DataFrame(rows).to_csv(out / "latest.csv", index=False)
-    (out / "latest.md").write_text(summary_markdown(results))
+    (out / "latest.md").write_text(summary_markdown(results, out))
 
 
-def summary_markdown(results: dict) -> str:
+def summary_markdown(results: dict, out: Path = HERE / "results") -> str:
     m = results["machine"]
     lines = [
         f"# Benchmark results ({results['date']})",
@@ -672,7 +686,7 @@ def summary_markdown(results: dict) -> str:
             f"| {rule} | {r['jobs']} | {r['seconds']:.0f} | {r['loop_seconds']:.0f} |"
             for rule, r in s["by_rule"].items()
         ]
-    lines += further_measurements(results["machine"], results.get("device", "cpu"))
+    lines += further_measurements(results["machine"], results.get("device", "cpu"), out)
     return "\n".join(lines) + "\n"
 
 
@@ -759,6 +773,17 @@ def dataset_table(results: dict) -> list[str]:
                 "{:.2f}",
                 fn=lambda n, s=stage: fig[n][s + "_peak_rss"] / gib,
             ),
+            *(
+                [
+                    row(
+                        f"{stage}: peak GPU memory GiB",
+                        "{:.2f}",
+                        fn=lambda n, s=stage: (fig[n].get(s + "_peak_gpu_memory") or 0) / gib,
+                    )
+                ]
+                if any(fig[n].get(stage + "_peak_gpu_memory") for n in names)
+                else []
+            ),
             row(
                 f"{stage}: CPU busy (of {results['threads']} threads)",
                 "{:.0%}",
@@ -821,6 +846,17 @@ def dataset_table(results: dict) -> list[str]:
             "{:.2f}",
             "evaluate_seconds_per_user_over_actor_step",
         ),
+        *(
+            [
+                row(
+                    "one seed of RaCT's 3 stages at the study's epochs: hours (estimate)",
+                    "{:.2f}",
+                    "one_seed_ract_hours",
+                )
+            ]
+            if all("one_seed_ract_hours" in fig[n] for n in names)
+            else []
+        ),
     ]
 
 
@@ -880,7 +916,7 @@ def main(argv=None) -> int:
         return 0
     if args.summary_only:
         results = json.loads((args.out / "latest.json").read_text())
-        (args.out / "latest.md").write_text(summary_markdown(results))
+        (args.out / "latest.md").write_text(summary_markdown(results, args.out))
         print((args.out / "latest.md").read_text())
         return 0
     results = {

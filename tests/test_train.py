@@ -23,7 +23,7 @@ def small_actor(n_items):
     return ActorConfig(n_items=n_items, latent_dimension=8, mlp_hidden_size=(32,))
 
 
-def run_all(split, out, seed=0, freeze=False, precision="fp32"):
+def run_all(split, out, seed=0, freeze=False, precision="fp32", device="cpu"):
     paths = {
         s: (out / f"{s}.pt", out / f"{s}.csv")
         for s in ("actor_pretrain", "critic_pretrain", "finetune")
@@ -42,6 +42,7 @@ def run_all(split, out, seed=0, freeze=False, precision="fp32"):
         out_checkpoint=paths["actor_pretrain"][0],
         history_path=paths["actor_pretrain"][1],
         actor_cfg=small_actor(split.n_items),
+        device=device,
     )
     summaries["critic_pretrain"] = train_stage(
         split,
@@ -58,6 +59,7 @@ def run_all(split, out, seed=0, freeze=False, precision="fp32"):
         history_path=paths["critic_pretrain"][1],
         critic_cfg=CriticConfig(critic_layers=(16, 8), metrics_k=10),
         pre_model_path=paths["actor_pretrain"][0],
+        device=device,
     )
     summaries["finetune"] = train_stage(
         split,
@@ -72,6 +74,7 @@ def run_all(split, out, seed=0, freeze=False, precision="fp32"):
         out_checkpoint=paths["finetune"][0],
         history_path=paths["finetune"][1],
         pre_model_path=paths["critic_pretrain"][0],
+        device=device,
     )
     return paths, summaries
 
