@@ -89,6 +89,15 @@ HELP = {
 }
 
 
+# Options of several commands, declared once
+def _add_data(p) -> None:
+    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+
+
+def _add_device(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+
+
 def _add_fetch_args(p, required: bool):
     from .data.sources import DATASETS
 
@@ -117,30 +126,26 @@ def _add_fetch_args(p, required: bool):
     )
 
 
-def _add_fetch(sub) -> None:
-    p = sub.add_parser(
-        "fetch",
-        help=HELP["fetch"],
-        description="Download (or take from the cache) a known data set and "
-        "print the raw file's path and reader format.",
+def _add_fetch(p) -> None:
+    p.description = (
+        "Download (or take from the cache) a known data set and "
+        "print the raw file's path and reader format."
     )
     _add_fetch_args(p, required=True)
 
 
-def _add_synthesize(sub) -> None:
+def _add_synthesize(p) -> None:
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
 
-    p = sub.add_parser(
-        "synthesize",
-        help=HELP["synthesize"],
-        description="Generate interactions with power-law item popularity and a "
+    p.description = (
+        "Generate interactions with power-law item popularity and a "
         "log-normal spread of items per user, and write them as a raw file that "
         "`ract prepare` reads (prints the file and its format). Presets: "
         + "; ".join(
             f"{k}: {v['n_users']:,} users, {v['n_items']:,} items, "
             f"{v['n_interactions']:,} positive interactions"
             for k, v in PRESETS.items()
-        ),
+        )
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="shape of a paper data set")
     p.add_argument(
@@ -168,17 +173,15 @@ def _add_synthesize(sub) -> None:
     p.add_argument("--out", required=True, help="folder to write the raw file into")
 
 
-def _add_prepare(sub) -> None:
+def _add_prepare(p) -> None:
     from .data.readers import FORMAT_HELP
 
-    p = sub.add_parser(
-        "prepare",
-        help=HELP["prepare"],
-        description="Read raw interactions, binarise, filter, split users, and "
-        "write sparse CSR split files, id maps and manifest.json to --out.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in FORMAT_HELP.items()),
+    p.description = (
+        "Read raw interactions, binarise, filter, split users, and "
+        "write sparse CSR split files, id maps and manifest.json to --out."
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in FORMAT_HELP.items())
     _add_prepare_input(p)
     p.add_argument("--out", required=True, help="output folder for the split files")
     _add_split_settings(p)
@@ -239,18 +242,16 @@ def _add_split_settings(p) -> None:
     setting("seed", "seed of the user shuffle and item splits")
 
 
-def _add_train(sub) -> None:
+def _add_train(p) -> None:
     from .formats import STAGES
     from .train import STAGE_DEFAULTS, StageConfig
 
-    p = sub.add_parser(
-        "train",
-        help=HELP["train"],
-        description="Run one RaCT train_stage and write its best checkpoint and "
+    p.description = (
+        "Run one RaCT train_stage and write its best checkpoint and "
         "per-epoch history. Defaults per stage: "
         + "; ".join(
             f"{s}: " + ", ".join(f"{k}={v}" for k, v in STAGE_DEFAULTS[s].items()) for s in STAGES
-        ),
+        )
     )
     p.add_argument(
         "--train-stage",
@@ -265,7 +266,7 @@ def _add_train(sub) -> None:
     setting = _settings(p, StageConfig)
     setting("save_step", "write a checkpoint to --checkpoint-dir every N epochs; 0 never")
     setting("seed", "seed of initialisation, shuffling, dropout and z")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    _add_device(p)
     p.add_argument(
         "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
     )
@@ -275,7 +276,7 @@ def _add_train(sub) -> None:
 
 def _add_train_paths(p) -> None:
     """What `ract train` reads and writes."""
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument("--out", required=True, help="checkpoint to write (best epoch)")
     p.add_argument("--history", required=True, help="per-epoch history CSV to write")
     p.add_argument(
@@ -424,19 +425,17 @@ def _add_critic_args(p) -> None:
     setting("metrics_k", "k of the NDCG the critic predicts")
 
 
-def _add_evaluate(sub) -> None:
+def _add_evaluate(p) -> None:
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
 
-    p = sub.add_parser(
-        "evaluate",
-        help=HELP["evaluate"],
-        description="Rank all items for each user of a split (known items "
+    p.description = (
+        "Rank all items for each user of a split (known items "
         "excluded) and write per-user metrics and a mean / standard-error "
         "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
-        "recall_recbole (/ held-out), mrr, hit, precision, at each k.",
+        "recall_recbole (/ held-out), mrr, hit, precision, at each k."
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint to evaluate")
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument(
         "--split",
         choices=("validation", "test"),
@@ -458,21 +457,19 @@ def _add_evaluate(sub) -> None:
         default=EVAL_BATCH_SIZE,
         help="users per batch (default: %(default)s)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    _add_device(p)
 
 
-def _add_recommend(sub) -> None:
-    p = sub.add_parser(
-        "recommend",
-        help=HELP["recommend"],
-        description="Top-N unseen items (original ids) for users given by "
+def _add_recommend(p) -> None:
+    p.description = (
+        "Top-N unseen items (original ids) for users given by "
         "original id, from their known history in the split folder; or, with "
         "--items, for a user who is not in the data, from the items they have "
         "(fold-in, as for the held-out users of strong generalisation). Item ids "
-        "the model does not know are reported and skipped.",
+        "the model does not know are reported and skipped."
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint to use")
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument("--users", nargs="+", help="original user ids")
     p.add_argument("--users-file", help="file with one original user id per line")
     p.add_argument("--items", nargs="+", help="a new user's items (original ids)")
@@ -485,16 +482,14 @@ def _add_recommend(sub) -> None:
         help="output format (default: %(default)s)",
     )
     p.add_argument("--out", help="file to write (default: standard output)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    _add_device(p)
 
 
-def _add_watch(sub) -> None:
-    p = sub.add_parser(
-        "watch",
-        help=HELP["watch"],
-        description="List the training stages under a results folder (running, "
+def _add_watch(p) -> None:
+    p.description = (
+        "List the training stages under a results folder (running, "
         "done, failed) with their epoch, validation metric, elapsed time and "
-        "ETA, from the progress file each stage keeps beside its history CSV.",
+        "ETA, from the progress file each stage keeps beside its history CSV."
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder to look in, recursively")
     p.add_argument("--follow", action="store_true", help="refresh until interrupted (Ctrl-C)")
@@ -534,11 +529,18 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
         ("recommend", _add_recommend),
         ("watch", _add_watch),
     ):
+        p = sub.add_parser(name, help=HELP[name])
         if name == asked:
-            add(sub)
-        else:
-            sub.add_parser(name, help=HELP[name])
+            add(p)
     return parser
+
+
+def _options_of(args, cls) -> dict:
+    """The parsed options named as fields of the settings dataclass `cls` (those `_settings`
+    declares, and the others of the same name)."""
+    return {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
 
 
 def cmd_fetch(args):
@@ -549,20 +551,9 @@ def cmd_fetch(args):
 
 
 def cmd_synthesize(args):
-    from .data.synthetic import synthetic_config, write_synthetic
+    from .data.synthetic import SyntheticConfig, synthetic_config, write_synthetic
 
-    cfg = synthetic_config(
-        args.preset,
-        args.scale,
-        n_users=args.n_users,
-        n_items=args.n_items,
-        n_interactions=args.n_interactions,
-        seed=args.seed,
-        format=args.format,
-        item_exponent=args.item_exponent,
-        user_sigma=args.user_sigma,
-        low_rating_share=args.low_rating_share,
-    )
+    cfg = synthetic_config(args.preset, args.scale, **_options_of(args, SyntheticConfig))
     path = write_synthetic(cfg, args.out)
     log.info(
         "wrote %s: %s users, %s items, %s rows (%s positive)",
@@ -581,15 +572,7 @@ def cmd_prepare(args):
     from .data.sources import check_cached, fetch_dataset
 
     cfg = PrepareConfig(
-        rating_threshold=args.rating_threshold,
-        min_user_count=args.min_user_count,
-        min_item_count=args.min_item_count,
-        protocol=args.protocol,
-        heldout_users=args.heldout_users,
-        heldout_proportion=args.heldout_proportion,
-        min_items_to_split=args.min_items_to_split,
-        weak_ratios=tuple(args.weak_ratios),
-        seed=args.seed,
+        **{**_options_of(args, PrepareConfig), "weak_ratios": tuple(args.weak_ratios)}
     )
     check_out_dir(args.out)
     if args.dataset and args.input:
@@ -622,27 +605,14 @@ def cmd_prepare(args):
 
 def _stage_config(args):
     """The stage's settings from `ract train`'s options (`ract.train.StageConfig`)."""
-    from .train import stage_defaults
+    from .train import StageConfig, stage_defaults
 
-    overrides = {
-        k: getattr(args, k)
-        for k in ("epochs", "learning_rate", "min_steps", "validate_every")
-        if getattr(args, k) is not None
-    }
+    # epochs, learning_rate, min_steps and validate_every are None unless given, leaving the
+    # stage's own default (STAGE_DEFAULTS)
+    given = {k: v for k, v in _options_of(args, StageConfig).items() if v is not None}
+    del given["train_stage"]
     cfg = stage_defaults(
-        args.train_stage,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        l2_penalty=args.l2_penalty,
-        critic_learning_rate=args.critic_learning_rate,
-        freeze_critic=args.freeze_critic,
-        objective=args.objective,
-        critic_keep=args.critic_keep,
-        carry_critic_optimizer=not args.fresh_critic_optimizer,
-        save_step=args.save_step,
-        seed=args.seed,
-        precision=args.precision,
-        **overrides,
+        args.train_stage, carry_critic_optimizer=not args.fresh_critic_optimizer, **given
     )
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
