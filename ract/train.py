@@ -744,8 +744,8 @@ def _metrics_of(row: dict) -> dict[str, float]:
     }
 
 
-# The history columns an epoch's log line leaves out: the counters the line names already, the
-# loss's parts, and what the history CSV alone keeps.
+# The history columns an epoch's log line leaves out: the stage and its counters, the parts of
+# the loss, and what only the history CSV keeps. It shows the others, in the CSV's order.
 _NOT_LOGGED = (
     "stage",
     "epoch",
