@@ -880,24 +880,14 @@ def main(argv=None) -> int:
         default=os.cpu_count(),
         help="torch threads in every phase (default: all cores)",
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=HERE / "data",
-        help="generated data, splits and checkpoints (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--cache",
-        type=Path,
-        default=ROOT / "data" / "raw",
-        help="download cache of the known data sets (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=HERE / "results",
-        help="where latest.json/.csv/.md go (default: %(default)s)",
-    )
+    for option, default, what in (  # the folders it reads and writes
+        ("--data-dir", HERE / "data", "generated data, splits and checkpoints"),
+        ("--cache", ROOT / "data" / "raw", "download cache of the known data sets"),
+        ("--out", HERE / "results", "where latest.json/.csv/.md go"),
+    ):
+        parser.add_argument(
+            option, type=Path, default=default, help=what + " (default: %(default)s)"
+        )
     parser.add_argument(
         "--study",
         action="store_true",

@@ -240,12 +240,32 @@ def select_ease_lambda(
     lambdas = [_check_lambda(lam) for lam in lambdas]
     if not lambdas:
         raise RactError("setting lambdas: expected at least one value")
+    _check_ease_memory(data, len(lambdas), max_bytes)
+    return_freed_memory()  # so that the resident peak is the estimate's
+    start = time.perf_counter()
+    gram = gram_matrix(data.train, device=device)
+    log.info("EASE: X^T X of %d items in %.1fs", data.n_items, time.perf_counter() - start)
+    work = torch.empty_like(gram)  # every lambda's B in turn, and in the end the model's
+    best, best_score, rows = _score_lambdas(work, gram, lambdas, data, k, device)
+    lam = lambdas[best]
+    if best != len(lambdas) - 1:  # refit rather than keep a third matrix through the grid
+        start = time.perf_counter()
+        ease_weights_(work, gram, lam)
+        log.info("EASE: fitted lambda %g again (%.1fs)", lam, time.perf_counter() - start)
+    del gram
+    log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", lam, k, best_score)
+    return EASE(work.to(device="cpu", dtype=torch.float32), lam), rows
+
+
+def _check_ease_memory(data: SplitData, n_lambdas: int, max_bytes: int | None) -> None:
+    """Log the estimated peak memory of the EASE grid; a ModelFailure if it is over
+    `max_bytes`."""
     n = data.n_items
     need = ease_fit_bytes(n, min(EVAL_BATCH_SIZE, data.validation.input.shape[0]))
     log.info(
         "EASE: %d items, %d lambdas; estimated peak memory %.2f GiB (ease_fit_bytes)",
         n,
-        len(lambdas),
+        n_lambdas,
         need / 2**30,
     )
     if max_bytes is not None and need > max_bytes:
@@ -254,11 +274,11 @@ def select_ease_lambda(
             f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
             "fit_ease job's mem_mb or leave ease out of `models`"
         )
-    return_freed_memory()  # so that the resident peak is the estimate's
-    start = time.perf_counter()
-    gram = gram_matrix(data.train, device=device)
-    log.info("EASE: X^T X of %d items in %.1fs", n, time.perf_counter() - start)
-    work = torch.empty_like(gram)  # every lambda's B in turn, and in the end the model's
+
+
+def _score_lambdas(work, gram, lambdas: list, data: SplitData, k: int, device):
+    """Fit each lambda into `work` in turn and score it on the validation users: (index of
+    the best, its score, one row per lambda); ties go to the earlier lambda."""
     best, best_score, rows = 0, -math.inf, []
     for i, lam in enumerate(lambdas):
         start = time.perf_counter()
@@ -277,14 +297,7 @@ def select_ease_lambda(
         )
         if score > best_score:
             best, best_score = i, score
-    lam = lambdas[best]
-    if best != len(lambdas) - 1:  # refit rather than keep a third matrix through the grid
-        start = time.perf_counter()
-        ease_weights_(work, gram, lam)
-        log.info("EASE: fitted lambda %g again (%.1fs)", lam, time.perf_counter() - start)
-    del gram
-    log.info("EASE: chose lambda %g (validation NDCG@%d %.4f)", lam, k, best_score)
-    return EASE(work.to(device="cpu", dtype=torch.float32), lam), rows
+    return best, best_score, rows
 
 
 def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None = None) -> None:

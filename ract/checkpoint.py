@@ -39,10 +39,14 @@ def save_checkpoint(
     epoch: int,
     models: dict,
     data_hash: str,
-    metrics: dict | None = None,
     extra: dict | None = None,
 ) -> None:
-    """Write `models` (from `model_states`) with the stage, epoch and data hash, atomically."""
+    """Write `models` (from `model_states`) with the stage, epoch and data hash, atomically.
+
+    `extra` adds fields, or replaces them: "metrics" (name -> value, as floats) is empty
+    unless given there."""
+    extra = dict(extra or {})
+    metrics = extra.pop("metrics", {})
     state = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "ract_version": __version__,
@@ -50,8 +54,8 @@ def save_checkpoint(
         "epoch": int(epoch),
         **models,
         "data": {"content_hash": data_hash, "n_items": models["actor_args"]["n_items"]},
-        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
-        **(extra or {}),
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        **extra,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)

@@ -22,8 +22,30 @@ from .errors import RactError, error_line
 log = logging.getLogger("ract")
 
 
-def _default(cls, name):
-    return {f.name: f.default for f in dataclasses.fields(cls)}[name]
+def _defaults(cls) -> dict:
+    """A settings dataclass's field defaults by name."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def _settings(p, cls):
+    """`add(name, help, **kwargs)`: adds to `p` the option `--<name>` (dashes for underscores)
+    of the settings dataclass `cls`'s field `name`, with the field's default (a tuple as
+    argparse's list) shown at the end of `help` and, for a whole number or a float, its type;
+    `kwargs` as for `add_argument`."""
+    defaults = _defaults(cls)
+
+    def add(name: str, help: str, **kwargs) -> None:
+        default = defaults[name]
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            kwargs.setdefault("type", type(default))
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            default=list(default) if isinstance(default, tuple) else default,
+            help=help + " (default: %(default)s)",
+            **kwargs,
+        )
+
+    return add
 
 
 def _anneal_steps(text: str):
@@ -67,6 +89,15 @@ HELP = {
 }
 
 
+# Options of several commands, declared once
+def _add_data(p) -> None:
+    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+
+
+def _add_device(p) -> None:
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+
+
 def _add_fetch_args(p, required: bool):
     from .data.sources import DATASETS
 
@@ -95,30 +126,26 @@ def _add_fetch_args(p, required: bool):
     )
 
 
-def _add_fetch(sub) -> None:
-    p = sub.add_parser(
-        "fetch",
-        help=HELP["fetch"],
-        description="Download (or take from the cache) a known data set and "
-        "print the raw file's path and reader format.",
+def _add_fetch(p) -> None:
+    p.description = (
+        "Download (or take from the cache) a known data set and "
+        "print the raw file's path and reader format."
     )
     _add_fetch_args(p, required=True)
 
 
-def _add_synthesize(sub) -> None:
+def _add_synthesize(p) -> None:
     from .data.synthetic import FORMATS as SYNTHETIC_FORMATS, PRESETS, SyntheticConfig
 
-    p = sub.add_parser(
-        "synthesize",
-        help=HELP["synthesize"],
-        description="Generate interactions with power-law item popularity and a "
+    p.description = (
+        "Generate interactions with power-law item popularity and a "
         "log-normal spread of items per user, and write them as a raw file that "
         "`ract prepare` reads (prints the file and its format). Presets: "
         + "; ".join(
             f"{k}: {v['n_users']:,} users, {v['n_items']:,} items, "
             f"{v['n_interactions']:,} positive interactions"
             for k, v in PRESETS.items()
-        ),
+        )
     )
     p.add_argument("--preset", choices=sorted(PRESETS), help="shape of a paper data set")
     p.add_argument(
@@ -133,48 +160,37 @@ def _add_synthesize(sub) -> None:
             type=int,
             help="required without --preset; overrides the preset",
         )
-    d = {f.name: f.default for f in dataclasses.fields(SyntheticConfig)}
-    p.add_argument(
-        "--seed", type=int, default=d["seed"], help="seed of the generator (default: %(default)s)"
-    )
+    setting = _settings(p, SyntheticConfig)
+    setting("seed", "seed of the generator")
     p.add_argument(
         "--format",
         choices=sorted(SYNTHETIC_FORMATS),
         help="raw format to write (default: the preset's, else ml-csv)",
     )
-    p.add_argument(
-        "--item-exponent",
-        type=float,
-        default=d["item_exponent"],
-        help="power-law exponent of item popularity (default: %(default)s)",
-    )
-    p.add_argument(
-        "--user-sigma",
-        type=float,
-        default=d["user_sigma"],
-        help="log-normal spread of items per user (default: %(default)s)",
-    )
-    p.add_argument(
-        "--low-rating-share",
-        type=float,
-        default=d["low_rating_share"],
-        help="extra rows rated <= 3.5 per positive interaction (default: %(default)s)",
-    )
+    setting("item_exponent", "power-law exponent of item popularity")
+    setting("user_sigma", "log-normal spread of items per user")
+    setting("low_rating_share", "extra rows rated <= 3.5 per positive interaction")
     p.add_argument("--out", required=True, help="folder to write the raw file into")
 
 
-def _add_prepare(sub) -> None:
-    from .data.prepare import PROTOCOLS, PrepareConfig
-    from .data.readers import FORMAT_HELP, FORMATS
+def _add_prepare(p) -> None:
+    from .data.readers import FORMAT_HELP
 
-    p = sub.add_parser(
-        "prepare",
-        help=HELP["prepare"],
-        description="Read raw interactions, binarise, filter, split users, and "
-        "write sparse CSR split files, id maps and manifest.json to --out.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in FORMAT_HELP.items()),
+    p.description = (
+        "Read raw interactions, binarise, filter, split users, and "
+        "write sparse CSR split files, id maps and manifest.json to --out."
     )
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "formats:\n" + "\n".join(f"  {k:10s} {v}" for k, v in FORMAT_HELP.items())
+    _add_prepare_input(p)
+    p.add_argument("--out", required=True, help="output folder for the split files")
+    _add_split_settings(p)
+
+
+def _add_prepare_input(p) -> None:
+    """What `ract prepare` reads: a raw file in a format, or a known data set."""
+    from .data.readers import FORMATS
+
     src = p.add_argument_group("input (either --input and --format, or --dataset)")
     src.add_argument("--input", help="raw interaction file (or Netflix folder)")
     src.add_argument("--format", choices=FORMATS, help="format of --input (see below)")
@@ -187,82 +203,55 @@ def _add_prepare(sub) -> None:
     src.add_argument("--sep", help="csv: field separator (default ',')")
     src.add_argument("--no-header", action="store_true", help="csv: the file has no header")
     _add_fetch_args(src, required=False)
-    d = PrepareConfig()
-    p.add_argument("--out", required=True, help="output folder for the split files")
-    p.add_argument(
-        "--rating-threshold",
+
+
+def _add_split_settings(p) -> None:
+    """How `ract prepare` binarises, filters and splits (`ract.data.prepare.PrepareConfig`)."""
+    from .data.prepare import PROTOCOLS, PrepareConfig
+
+    setting = _settings(p, PrepareConfig)
+    setting(
+        "rating_threshold",
+        "keep rows with rating > this; 'none' keeps every row (implicit data)",
         type=_threshold,
-        default=d.rating_threshold,
-        help="keep rows with rating > this; 'none' keeps every row (implicit data) "
-        "(default: %(default)s)",
     )
-    p.add_argument(
-        "--min-user-count",
-        type=int,
-        default=d.min_user_count,
-        help="drop users with fewer items, after item filtering (default: %(default)s)",
-    )
-    p.add_argument(
-        "--min-item-count",
-        type=int,
-        default=d.min_item_count,
-        help="drop items with fewer users, applied first (default: %(default)s)",
-    )
-    p.add_argument(
-        "--protocol",
+    setting("min_user_count", "drop users with fewer items, after item filtering")
+    setting("min_item_count", "drop items with fewer users, applied first")
+    setting(
+        "protocol",
+        "strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
+        "each user's items split train/valid/test (RecBole)",
         choices=PROTOCOLS,
-        default=d.protocol,
-        help="strong: disjoint held-out users with 80/20 fold-in (paper); weak: "
-        "each user's items split train/valid/test (RecBole) "
-        "(default: %(default)s)",
     )
-    p.add_argument(
-        "--heldout-users",
-        type=float,
-        default=d.heldout_users,
-        help="strong: validation and test users each, a fraction < 1 or a count "
-        "(default: %(default)s)",
+    setting(
+        "heldout_users",
+        "strong: validation and test users each, a fraction < 1 or a count",
     )
-    p.add_argument(
-        "--heldout-proportion",
-        type=float,
-        default=d.heldout_proportion,
-        help="strong: share of a held-out user's items to predict (default: %(default)s)",
+    setting("heldout_proportion", "strong: share of a held-out user's items to predict")
+    setting(
+        "min_items_to_split",
+        "strong: held-out users with fewer items keep all as fold-in",
     )
-    p.add_argument(
-        "--min-items-to-split",
-        type=int,
-        default=d.min_items_to_split,
-        help="strong: held-out users with fewer items keep all as fold-in (default: %(default)s)",
-    )
-    p.add_argument(
-        "--weak-ratios",
+    setting(
+        "weak_ratios",
+        "weak: per-user split ratios",
         type=float,
         nargs=3,
-        default=list(d.weak_ratios),
         metavar=("TRAIN", "VALID", "TEST"),
-        help="weak: per-user split ratios (default: %(default)s)",
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="seed of the user shuffle and item splits (default: %(default)s)",
-    )
+    setting("seed", "seed of the user shuffle and item splits")
 
 
-def _add_train(sub) -> None:
+def _add_train(p) -> None:
     from .formats import STAGES
     from .train import STAGE_DEFAULTS, StageConfig
 
-    p = sub.add_parser(
-        "train",
-        help=HELP["train"],
-        description="Run one RaCT train_stage and write its best checkpoint and "
+    p.description = (
+        "Run one RaCT train_stage and write its best checkpoint and "
         "per-epoch history. Defaults per stage: "
         + "; ".join(
             f"{s}: " + ", ".join(f"{k}={v}" for k, v in STAGE_DEFAULTS[s].items()) for s in STAGES
-        ),
+        )
     )
     p.add_argument(
         "--train-stage",
@@ -274,20 +263,10 @@ def _add_train(sub) -> None:
     )
     _add_train_paths(p)
     _add_stage_args(p)
-    p.add_argument(
-        "--save-step",
-        type=int,
-        default=_default(StageConfig, "save_step"),
-        help="write a checkpoint to --checkpoint-dir every N epochs; 0 never "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=_default(StageConfig, "seed"),
-        help="seed of initialisation, shuffling, dropout and z (default: %(default)s)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    setting = _settings(p, StageConfig)
+    setting("save_step", "write a checkpoint to --checkpoint-dir every N epochs; 0 never")
+    setting("seed", "seed of initialisation, shuffling, dropout and z")
+    _add_device(p)
     p.add_argument(
         "--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)"
     )
@@ -297,7 +276,7 @@ def _add_train(sub) -> None:
 
 def _add_train_paths(p) -> None:
     """What `ract train` reads and writes."""
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument("--out", required=True, help="checkpoint to write (best epoch)")
     p.add_argument("--history", required=True, help="per-epoch history CSV to write")
     p.add_argument(
@@ -322,8 +301,48 @@ def _add_train_paths(p) -> None:
 
 
 def _add_stage_args(p) -> None:
-    """The optimisation settings of a stage (`ract.train.StageConfig`)."""
-    from .train import CRITIC_KEEP, OBJECTIVES, PRECISIONS, STAGE_DEFAULTS, StageConfig
+    """The optimisation settings of a stage (`ract.train.StageConfig`): its schedule, then
+    what it optimises and how the critic takes part."""
+    from .train import CRITIC_KEEP, OBJECTIVES, PRECISIONS, StageConfig
+
+    setting = _settings(p, StageConfig)
+    _add_schedule_args(p, setting)
+    setting(
+        "objective",
+        "finetune: critic (RaCT), or likelihood: the control arm, the same "
+        "finetune on NLL + beta KL from the actor_pretrain checkpoint",
+        choices=OBJECTIVES,
+    )
+    setting(
+        "precision",
+        "bf16: the actor's matrix multiplies in training run in bfloat16 (softmax, "
+        "losses, weights, optimizer state and validation stay float32)",
+        choices=PRECISIONS,
+    )
+    setting(
+        "critic_keep",
+        "critic_pretrain: keep the last epoch, or the one with the best validation r",
+        choices=CRITIC_KEEP,
+    )
+    p.add_argument(
+        "--fresh-critic-optimizer",
+        action="store_true",
+        help="finetune: start the critic's Adam afresh; default carries its state "
+        "from critic_pretrain (original code)",
+    )
+    setting("critic_learning_rate", "finetune: learning rate of the critic's own steps")
+    p.add_argument(
+        "--freeze-critic",
+        action="store_true",
+        help="finetune: do not train the critic (RecBole); default keeps training it "
+        "(original code)",
+    )
+
+
+def _add_schedule_args(p, setting) -> None:
+    """How long a stage runs, in batches of what size, at what learning rate and penalty, and
+    how often it validates (`setting`: adds a StageConfig field's option)."""
+    from .train import STAGE_DEFAULTS
 
     p.add_argument(
         "--epochs",
@@ -333,24 +352,12 @@ def _add_stage_args(p) -> None:
         help="epochs (RecBole's pretrain_epochs); default per stage",
     )
     p.add_argument("--learning-rate", type=float, help="Adam learning rate; default per stage")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=_default(StageConfig, "batch_size"),
-        help="users per batch (default: %(default)s)",
-    )
-    p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=_default(StageConfig, "weight_decay"),
-        help="L2 penalty of the trained network (default: %(default)s)",
-    )
-    p.add_argument(
-        "--l2-penalty",
-        type=float,
-        default=_default(StageConfig, "l2_penalty"),
-        help="actor_pretrain: lam * sum of squared weights added to each batch's loss "
-        "(Mult-DAE in vae_cf: 0.01 / batch size) (default: %(default)s)",
+    setting("batch_size", "users per batch")
+    setting("weight_decay", "L2 penalty of the trained network")
+    setting(
+        "l2_penalty",
+        "actor_pretrain: lam * sum of squared weights added to each batch's loss "
+        "(Mult-DAE in vae_cf: 0.01 / batch size)",
     )
     p.add_argument(
         "--min-steps",
@@ -367,137 +374,68 @@ def _add_stage_args(p) -> None:
         f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for "
         "critic_pretrain, 0 otherwise)",
     )
-    p.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default=_default(StageConfig, "objective"),
-        help="finetune: critic (RaCT), or likelihood: the control arm, the same "
-        "finetune on NLL + beta KL from the actor_pretrain checkpoint "
-        "(default: %(default)s)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default=_default(StageConfig, "precision"),
-        help="bf16: the actor's matrix multiplies in training run in bfloat16 (softmax, "
-        "losses, weights, optimizer state and validation stay float32) (default: %(default)s)",
-    )
-    p.add_argument(
-        "--critic-keep",
-        choices=CRITIC_KEEP,
-        default=_default(StageConfig, "critic_keep"),
-        help="critic_pretrain: keep the last epoch, or the one with the best "
-        "validation r (default: %(default)s)",
-    )
-    p.add_argument(
-        "--fresh-critic-optimizer",
-        action="store_true",
-        help="finetune: start the critic's Adam afresh; default carries its state "
-        "from critic_pretrain (original code)",
-    )
-    p.add_argument(
-        "--critic-learning-rate",
-        type=float,
-        default=_default(StageConfig, "critic_learning_rate"),
-        help="finetune: learning rate of the critic's own steps (default: %(default)s)",
-    )
-    p.add_argument(
-        "--freeze-critic",
-        action="store_true",
-        help="finetune: do not train the critic (RecBole); default keeps training it "
-        "(original code)",
-    )
 
 
 def _add_actor_args(p) -> None:
     from .model import ActorConfig
 
-    a = ActorConfig(n_items=1)
     g = p.add_argument_group(
         "actor (new actor in actor_pretrain; otherwise read from the checkpoint)"
     )
-    g.add_argument(
-        "--latent-dimension",
-        type=int,
-        default=a.latent_dimension,
-        help="size of z; RecBole's 256 would be 128 here (default: %(default)s)",
-    )
+    setting = _settings(g, ActorConfig)
+    hidden = list(_defaults(ActorConfig)["mlp_hidden_size"])
+    setting("latent_dimension", "size of z; RecBole's 256 would be 128 here")
     g.add_argument(
         "--mlp-hidden-size",
         type=int,
         nargs="*",
         default=None,
-        help=f"hidden layer sizes (default: {list(a.mlp_hidden_size)}, or none with --dae)",
+        help=f"hidden layer sizes (default: {hidden}, or none with --dae)",
     )
-    g.add_argument(
-        "--dropout-prob",
-        type=float,
-        default=a.dropout_prob,
-        help="input dropout probability (default: %(default)s)",
-    )
+    setting("dropout_prob", "input dropout probability")
     g.add_argument(
         "--dae",
         action="store_true",
         help="train Mult-DAE instead of Mult-VAE: deterministic tanh code, no KL "
         "(with --mlp-hidden-size omitted: [n_items -> latent -> n_items])",
     )
-    g.add_argument(
-        "--anneal-cap",
-        type=float,
-        default=a.anneal_cap,
-        help="largest KL weight beta (default: %(default)s)",
-    )
-    g.add_argument(
-        "--total-anneal-steps",
+    setting("anneal_cap", "largest KL weight beta")
+    setting(
+        "total_anneal_steps",
+        "optimizer steps for beta to reach 1 before the cap, or auto: beta "
+        "reaches the cap after 85.5%% of the stage's updates, as vae_cf on ML-20M",
         type=_anneal_steps,
-        default=a.total_anneal_steps,
-        help="optimizer steps for beta to reach 1 before the cap, or auto: beta "
-        "reaches the cap after 85.5%% of the stage's updates, as vae_cf on "
-        "ML-20M (default: %(default)s)",
     )
 
 
 def _add_critic_args(p) -> None:
     from .model import CRITIC_NORMS, CriticConfig
 
-    c = CriticConfig()
     g = p.add_argument_group("critic (new critic in critic_pretrain)")
-    g.add_argument(
-        "--critic-layers",
-        type=int,
-        nargs="+",
-        default=list(c.critic_layers),
-        help="critic hidden layer sizes (default: %(default)s)",
-    )
+    setting = _settings(g, CriticConfig)
+    setting("critic_layers", "critic hidden layer sizes", type=int, nargs="+")
     g.add_argument(
         "--critic-input-norm",
         choices=CRITIC_NORMS,
-        default=c.input_norm,
+        default=_defaults(CriticConfig)["input_norm"],
         help="statistics of the critic's feature batch norm: fixed at their initial "
         "values as RaCT_CF runs, or running, updated by each critic step "
         "(default: %(default)s)",
     )
-    g.add_argument(
-        "--metrics-k",
-        type=int,
-        default=c.metrics_k,
-        help="k of the NDCG the critic predicts (default: %(default)s)",
-    )
+    setting("metrics_k", "k of the NDCG the critic predicts")
 
 
-def _add_evaluate(sub) -> None:
+def _add_evaluate(p) -> None:
     from .evaluate import DEFAULT_KS, EVAL_BATCH_SIZE
 
-    p = sub.add_parser(
-        "evaluate",
-        help=HELP["evaluate"],
-        description="Rank all items for each user of a split (known items "
+    p.description = (
+        "Rank all items for each user of a split (known items "
         "excluded) and write per-user metrics and a mean / standard-error "
         "summary. Metrics: ndcg, recall (paper: / min(k, held-out)), "
-        "recall_recbole (/ held-out), mrr, hit, precision, at each k.",
+        "recall_recbole (/ held-out), mrr, hit, precision, at each k."
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint to evaluate")
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument(
         "--split",
         choices=("validation", "test"),
@@ -519,21 +457,19 @@ def _add_evaluate(sub) -> None:
         default=EVAL_BATCH_SIZE,
         help="users per batch (default: %(default)s)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    _add_device(p)
 
 
-def _add_recommend(sub) -> None:
-    p = sub.add_parser(
-        "recommend",
-        help=HELP["recommend"],
-        description="Top-N unseen items (original ids) for users given by "
+def _add_recommend(p) -> None:
+    p.description = (
+        "Top-N unseen items (original ids) for users given by "
         "original id, from their known history in the split folder; or, with "
         "--items, for a user who is not in the data, from the items they have "
         "(fold-in, as for the held-out users of strong generalisation). Item ids "
-        "the model does not know are reported and skipped.",
+        "the model does not know are reported and skipped."
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint to use")
-    p.add_argument("--data", required=True, help="split folder written by `ract prepare`")
+    _add_data(p)
     p.add_argument("--users", nargs="+", help="original user ids")
     p.add_argument("--users-file", help="file with one original user id per line")
     p.add_argument("--items", nargs="+", help="a new user's items (original ids)")
@@ -546,16 +482,14 @@ def _add_recommend(sub) -> None:
         help="output format (default: %(default)s)",
     )
     p.add_argument("--out", help="file to write (default: standard output)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    _add_device(p)
 
 
-def _add_watch(sub) -> None:
-    p = sub.add_parser(
-        "watch",
-        help=HELP["watch"],
-        description="List the training stages under a results folder (running, "
+def _add_watch(p) -> None:
+    p.description = (
+        "List the training stages under a results folder (running, "
         "done, failed) with their epoch, validation metric, elapsed time and "
-        "ETA, from the progress file each stage keeps beside its history CSV.",
+        "ETA, from the progress file each stage keeps beside its history CSV."
     )
     p.add_argument("results_dir", metavar="RESULTS_DIR", help="folder to look in, recursively")
     p.add_argument("--follow", action="store_true", help="refresh until interrupted (Ctrl-C)")
@@ -595,11 +529,18 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
         ("recommend", _add_recommend),
         ("watch", _add_watch),
     ):
+        p = sub.add_parser(name, help=HELP[name])
         if name == asked:
-            add(sub)
-        else:
-            sub.add_parser(name, help=HELP[name])
+            add(p)
     return parser
+
+
+def _options_of(args, cls) -> dict:
+    """The parsed options named as fields of the settings dataclass `cls` (those `_settings`
+    declares, and the others of the same name)."""
+    return {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)
+    }
 
 
 def cmd_fetch(args):
@@ -610,20 +551,9 @@ def cmd_fetch(args):
 
 
 def cmd_synthesize(args):
-    from .data.synthetic import synthetic_config, write_synthetic
+    from .data.synthetic import SyntheticConfig, synthetic_config, write_synthetic
 
-    cfg = synthetic_config(
-        args.preset,
-        args.scale,
-        n_users=args.n_users,
-        n_items=args.n_items,
-        n_interactions=args.n_interactions,
-        seed=args.seed,
-        format=args.format,
-        item_exponent=args.item_exponent,
-        user_sigma=args.user_sigma,
-        low_rating_share=args.low_rating_share,
-    )
+    cfg = synthetic_config(args.preset, args.scale, **_options_of(args, SyntheticConfig))
     path = write_synthetic(cfg, args.out)
     log.info(
         "wrote %s: %s users, %s items, %s rows (%s positive)",
@@ -642,15 +572,7 @@ def cmd_prepare(args):
     from .data.sources import check_cached, fetch_dataset
 
     cfg = PrepareConfig(
-        rating_threshold=args.rating_threshold,
-        min_user_count=args.min_user_count,
-        min_item_count=args.min_item_count,
-        protocol=args.protocol,
-        heldout_users=args.heldout_users,
-        heldout_proportion=args.heldout_proportion,
-        min_items_to_split=args.min_items_to_split,
-        weak_ratios=tuple(args.weak_ratios),
-        seed=args.seed,
+        **{**_options_of(args, PrepareConfig), "weak_ratios": tuple(args.weak_ratios)}
     )
     check_out_dir(args.out)
     if args.dataset and args.input:
@@ -683,27 +605,14 @@ def cmd_prepare(args):
 
 def _stage_config(args):
     """The stage's settings from `ract train`'s options (`ract.train.StageConfig`)."""
-    from .train import stage_defaults
+    from .train import StageConfig, stage_defaults
 
-    overrides = {
-        k: getattr(args, k)
-        for k in ("epochs", "learning_rate", "min_steps", "validate_every")
-        if getattr(args, k) is not None
-    }
+    # epochs, learning_rate, min_steps and validate_every are None unless given, leaving the
+    # stage's own default (STAGE_DEFAULTS)
+    given = {k: v for k, v in _options_of(args, StageConfig).items() if v is not None}
+    del given["train_stage"]
     cfg = stage_defaults(
-        args.train_stage,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        l2_penalty=args.l2_penalty,
-        critic_learning_rate=args.critic_learning_rate,
-        freeze_critic=args.freeze_critic,
-        objective=args.objective,
-        critic_keep=args.critic_keep,
-        carry_critic_optimizer=not args.fresh_critic_optimizer,
-        save_step=args.save_step,
-        seed=args.seed,
-        precision=args.precision,
-        **overrides,
+        args.train_stage, carry_critic_optimizer=not args.fresh_critic_optimizer, **given
     )
     if cfg.save_step and not args.checkpoint_dir:
         raise RactError("setting save_step: needs --checkpoint-dir to write checkpoints to")
@@ -716,7 +625,7 @@ def _model_configs(args, n_items: int):
 
     hidden = args.mlp_hidden_size
     if hidden is None:
-        hidden = () if args.dae else _default(ActorConfig, "mlp_hidden_size")
+        hidden = () if args.dae else _defaults(ActorConfig)["mlp_hidden_size"]
     actor_cfg = ActorConfig(
         n_items=n_items,
         latent_dimension=args.latent_dimension,

@@ -126,26 +126,25 @@ def paper_comparison(
             f"({', '.join(r.model for r in reported)}) is in our table (models: "
             f"{', '.join(map(str, ours.index))})"
         )
-    out = []
-    for r in common:
-        row = ours.loc[r.model]
-        for m in metrics:
-            paper = r.values[PAPER_METRICS.index(m)]
-            value = float(row[m]) if pd.notna(row[m]) else math.nan
-            se = row.get(f"{m}_se", math.nan)
-            out.append(
-                {
-                    "model": r.model,
-                    "metric": m,
-                    "seeds": int(row["seeds"]),
-                    "ours": value,
-                    "ours_se": float(se) if pd.notna(se) else math.nan,
-                    "paper": paper,
-                    "difference": value - paper,
-                    "source": r.source,
-                }
-            )
+    out = [_side_by_side(r, ours.loc[r.model], m) for r in common for m in metrics]
     return pd.DataFrame(out, columns=list(COMPARISON_COLUMNS))
+
+
+def _side_by_side(reported: Reported, row: pd.Series, metric: str) -> dict:
+    """One row of the comparison: our aggregate `row` of a model beside the paper's number."""
+    paper = reported.values[PAPER_METRICS.index(metric)]
+    value = float(row[metric]) if pd.notna(row[metric]) else math.nan
+    se = row.get(f"{metric}_se", math.nan)
+    return {
+        "model": reported.model,
+        "metric": metric,
+        "seeds": int(row["seeds"]),
+        "ours": value,
+        "ours_se": float(se) if pd.notna(se) else math.nan,
+        "paper": paper,
+        "difference": value - paper,
+        "source": reported.source,
+    }
 
 
 def _our_rows(aggregate: pd.DataFrame, split: str, variant: str, metrics: list) -> pd.DataFrame:

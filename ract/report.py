@@ -721,29 +721,15 @@ def _draw_stage(top, bottom, stage: str, span: tuple[int, int], lines: Mapping, 
     and the line where the stage starts."""
     off, end = span
     for seed, (run, control) in lines.items():
-        rows = _stage_rows(run, stage, NDCG_COLUMN)
-        if rows is not None:
-            top.plot(
-                rows["epoch"] + off,
-                rows[NDCG_COLUMN],
-                color=colors[seed],
-                lw=1.4,
-                label=f"seed {seed}",
+        ndcg_lines = [(run, {"lw": 1.4, "label": f"seed {seed}"})]
+        if control is not None and stage == "finetune":
+            ndcg_lines.append(
+                (control, {"lw": 1.2, "ls": ":", "label": f"seed {seed}, NLL control"})
             )
-        rows = (
-            _stage_rows(control, stage, NDCG_COLUMN)
-            if control is not None and stage == "finetune"
-            else None
-        )
-        if rows is not None:
-            top.plot(
-                rows["epoch"] + off,
-                rows[NDCG_COLUMN],
-                color=colors[seed],
-                lw=1.2,
-                ls=":",
-                label=f"seed {seed}, NLL control",
-            )
+        for history, style in ndcg_lines:
+            rows = _stage_rows(history, stage, NDCG_COLUMN)
+            if rows is not None:
+                top.plot(rows["epoch"] + off, rows[NDCG_COLUMN], color=colors[seed], **style)
         rows = _stage_rows(run, stage, CRITIC_R_COLUMN) if bottom is not None else None
         if rows is not None:
             bottom.plot(
@@ -933,55 +919,15 @@ def plot_critic_fit(
     `nll`); users whose true value is undefined (nothing held out) are left out. Returns the
     pooled r shown in the titles, {"critic": r, "nll": r, "users": user-seeds}.
     """
-    if not fits:
-        raise RactError("critic fit: no per-user critic tables given")
-    for seed, frame in fits.items():
-        absent = [c for c in (metric, "critic", "nll") if c not in frame.columns]
-        if absent:
-            raise RactError(f"critic fit: table of seed {seed} has no column(s) {absent}")
-    seeds = sorted(fits, key=_seed_key)
-    clean = {
-        seed: fits[seed][[metric, "critic", "nll"]].apply(pd.to_numeric, errors="coerce").dropna()
-        for seed in seeds
-    }
-    if not any(len(f) for f in clean.values()):
-        raise RactError(f"critic fit: no user has a defined {metric}")
+    clean = _critic_fit_tables(fits, metric)
     pooled = pd.concat(clean.values(), ignore_index=True)
     label = metric.replace("ndcg", "NDCG").replace("recall", "Recall")
-    fig = Figure(figsize=(10, 4.6 + 0.2 * len(seeds)), layout="constrained")
+    fig = Figure(figsize=(10, 4.6 + 0.2 * len(clean)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
-    panels = (
-        ("critic", "critic prediction (sigmoid output)"),
-        ("nll", "actor's NLL feature (nats)"),
-    )
     pooled_r = {"users": len(pooled)}
-    for ax, (column, xlabel) in zip(axes, panels):
-        for i, seed in enumerate(seeds):
-            f = clean[seed]
-            ax.scatter(
-                f[column],
-                f[metric],
-                s=10,
-                alpha=0.6,
-                color=_color(i),
-                lw=0,
-                label=f"seed {seed} (r = {pearson(f[column], f[metric]):+.2f}, {len(f)} users)",
-            )
-        r = pooled_r[column] = pearson(pooled[column], pooled[metric])
-        name = "critic" if column == "critic" else "NLL"
-        ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
-        ax.set_xlabel(xlabel, fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=9)
-        # below the panel: inside it, the legend would hide points
-        ax.legend(
-            fontsize=8.5,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.15),
-            frameon=False,
-            markerscale=1.5,
-        )
+    for ax, column in zip(axes, _FIT_PANELS):
+        pooled_r[column] = _draw_fit_panel(ax, clean, pooled, metric, column)
     axes[0].set_ylabel(f"true {label} on held-out items", fontsize=10)
     fig.suptitle(
         f"How well the critic predicts {label} ({split} users, after critic pre-training)",
@@ -989,6 +935,60 @@ def plot_critic_fit(
     )
     _save(fig, path_png, path_pdf)
     return pooled_r
+
+
+def _critic_fit_tables(fits: Mapping[int, pd.DataFrame], metric: str) -> dict:
+    """seed -> its users' (`metric`, critic, nll), numeric and defined, in seed order."""
+    if not fits:
+        raise RactError("critic fit: no per-user critic tables given")
+    for seed, frame in fits.items():
+        absent = [c for c in (metric, "critic", "nll") if c not in frame.columns]
+        if absent:
+            raise RactError(f"critic fit: table of seed {seed} has no column(s) {absent}")
+    clean = {
+        seed: fits[seed][[metric, "critic", "nll"]].apply(pd.to_numeric, errors="coerce").dropna()
+        for seed in sorted(fits, key=_seed_key)
+    }
+    if not any(len(f) for f in clean.values()):
+        raise RactError(f"critic fit: no user has a defined {metric}")
+    return clean
+
+
+# the critic fit's panels, left to right: column -> (its name in the title, its x axis label)
+_FIT_PANELS = {
+    "critic": ("critic", "critic prediction (sigmoid output)"),
+    "nll": ("NLL", "actor's NLL feature (nats)"),
+}
+
+
+def _draw_fit_panel(ax, clean: Mapping, pooled: pd.DataFrame, metric: str, column: str) -> float:
+    """One panel of `plot_critic_fit`: `metric` against `column`, a colour per seed; returns
+    the pooled Pearson r shown in its title."""
+    for i, (seed, f) in enumerate(clean.items()):
+        ax.scatter(
+            f[column],
+            f[metric],
+            s=10,
+            alpha=0.6,
+            color=_color(i),
+            lw=0,
+            label=f"seed {seed} (r = {pearson(f[column], f[metric]):+.2f}, {len(f)} users)",
+        )
+    r = pearson(pooled[column], pooled[metric])
+    name, xlabel = _FIT_PANELS[column]
+    ax.set_title(f"{name}: Pearson r = {r:+.3f} ({len(pooled)} user-seeds)", fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=9)
+    # below the panel: inside it, the legend would hide points
+    ax.legend(
+        fontsize=8.5,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.15),
+        frameon=False,
+        markerscale=1.5,
+    )
+    return r
 
 
 # ----------------------------------------------------------------------------------------------

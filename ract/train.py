@@ -426,8 +426,8 @@ class _Run:
             epoch=epoch,
             models=models,
             data_hash=self.data.content_hash,
-            metrics=_metrics_of(row),
             extra={
+                "metrics": _metrics_of(row),
                 "updates": int(row["updates"]),  # at that epoch, for annealing
                 "stage_config": config_dict(self.cfg),
             },
@@ -620,20 +620,26 @@ def train_stage(
         _carry_critic_optimizer(run, init, pre_model_path)
     point = None
     if resume_path is not None:
-        settings = {
-            "stage": config_dict(cfg),
-            "actor": config_dict(actor.cfg),
-            "critic": config_dict(critic.cfg) if critic is not None else None,
-            "data": data.content_hash,
-            "device": dev.type,
-        }
-        point = ResumePoint(resume_path, fingerprint(settings, pre_model_path), resume_every)
+        point = ResumePoint(resume_path, _run_fingerprint(run, pre_model_path), resume_every)
     out = _Outputs(
         Path(out_checkpoint), Path(history_path), Path(checkpoint_dir) if checkpoint_dir else None
     )
     with sigterm_flag() as stopping:
         guard = StopAndResume(cfg.train_stage, point, stopping)
         return run.run(n_epochs(cfg, data.train.shape[0]), out, guard)
+
+
+def _run_fingerprint(run: _Run, pre_model_path) -> str:
+    """What a resume point must have been written by: the same settings, starting
+    checkpoint, data and kind of device."""
+    settings = {
+        "stage": config_dict(run.cfg),
+        "actor": config_dict(run.actor.cfg),
+        "critic": config_dict(run.critic.cfg) if run.critic is not None else None,
+        "data": run.data.content_hash,
+        "device": run.device.type,
+    }
+    return fingerprint(settings, pre_model_path)
 
 
 def _starting_checkpoint(data: SplitData, cfg: StageConfig, pre_model_path) -> dict | None:
@@ -738,17 +744,22 @@ def _metrics_of(row: dict) -> dict[str, float]:
     }
 
 
+# The history columns an epoch's log line leaves out: the stage and its counters, the parts of
+# the loss, and what only the history CSV keeps. It shows the others, in the CSV's order.
+_NOT_LOGGED = (
+    "stage",
+    "epoch",
+    "steps",
+    "updates",
+    "nll",
+    "kl",
+    "val_critic_mse",
+    "val_nll_r",
+    "kept",
+    "train_seconds",
+)
+
+
 def _fmt(row: dict) -> str:
-    keys = (
-        "loss",
-        "beta",
-        "critic_mse",
-        "critic_r_train",
-        "val_ndcg@100",
-        "val_recall@20",
-        "val_recall@50",
-        "val_critic_r",
-        "val_nll_slope_negative",
-        "seconds",
-    )
+    keys = [k for k in HISTORY_COLUMNS if k not in _NOT_LOGGED]
     return " ".join(f"{k}={row[k]:.4g}" for k in keys if k in row and row[k] is not None)

@@ -410,7 +410,13 @@ def prepare_split(
         "matrices": counts,
         "content_hash": content_hash(matrices, users, items),
     }
-    out_dir = Path(out_dir)
+    _write_split(Path(out_dir), matrices, users, items, manifest)
+    return manifest
+
+
+def _write_split(out_dir: Path, matrices: dict, users, items, manifest: dict) -> None:
+    """Write the split files to a temporary folder beside `out_dir`, then move them in, the
+    manifest last."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir.parent)
     with writing(out_dir):  # a full disk names the split folder, not a temporary file
@@ -432,4 +438,3 @@ def prepare_split(
                 f.replace(out_dir / f.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return manifest

@@ -301,13 +301,8 @@ def _layout_recbole(path, columns=None, **_):
         wanted = columns.get(role, default)
         if wanted is None:
             return None
-        if isinstance(wanted, (int, np.integer)) and not isinstance(wanted, bool):
-            if not 0 <= wanted < len(names):
-                raise RactError(
-                    f"{path}: {role} column {wanted} is out of range: the header has "
-                    f"{len(names)} fields (numbered from 0)"
-                )
-            return int(wanted)
+        if _is_number(wanted):
+            return _field_number(path, role, wanted, len(names), "the header has")
         if wanted not in names:
             raise RactError(
                 f"{path}: line {number}: RecBole header has no {wanted!r} field for the {role} "
@@ -320,13 +315,43 @@ def _layout_recbole(path, columns=None, **_):
     return layout
 
 
-def _layout_csv(path, columns=None, sep=None, header=None, **_):
+def _is_number(key) -> bool:
+    """Whether a column is given by its field number rather than its name."""
+    return isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+
+
+def _field_number(path, role: str, number, n_fields: int, fields_of: str) -> int:
+    """Field `number` for `role`, if the lines have that many fields."""
+    if not 0 <= number < n_fields:
+        raise RactError(
+            f"{path}: {role} column {number} is out of range: {fields_of} {n_fields} fields "
+            f"(numbered from 0)"
+        )
+    return int(number)
+
+
+def _csv_separator(sep: str | None) -> tuple[str, str]:
+    """The separator of a generic csv file (',' by default; '\\t' or 'tab' for a tab) and
+    its name in messages."""
     sep = "," if sep is None else sep
     sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(sep, sep)
     if len(sep) != 1 or sep in '"\r\n':
         raise RactError(f"sep must be a single character such as ',' or '\\t', got {sep!r}")
     words = {",": "comma", "\t": "tab", ";": "semicolon", " ": "space"}
-    sep_word = words.get(sep, repr(sep))
+    return sep, words.get(sep, repr(sep))
+
+
+def _headerless_layout(path, sep: str, sep_word: str) -> _Layout:
+    """The layout of a csv file without a header, as wide as its first data line."""
+    number, text = _first_lines(path, 1)[0]
+    width = len(next(csv.reader([text], delimiter=sep)))
+    layout = _Layout(path, sep, [""] * width, 0, 1, None, skip=number - 1, quoted=True)
+    layout.what = f"{width} {sep_word}-separated fields, as on line {number}"
+    return layout
+
+
+def _layout_csv(path, columns=None, sep=None, header=None, **_):
+    sep, sep_word = _csv_separator(sep)
     header = True if header is None else bool(header)
 
     if header:
@@ -337,26 +362,18 @@ def _layout_csv(path, columns=None, sep=None, header=None, **_):
                 columns["rating"] = "rating"
         where = f"line {number}: "
     else:
-        number, text = _first_lines(path, 1)[0]
-        width = len(next(csv.reader([text], delimiter=sep)))
-        names = [""] * width
-        layout = _Layout(path, sep, names, 0, 1, None, skip=number - 1, quoted=True)
-        layout.what = f"{width} {sep_word}-separated fields, as on line {number}"
+        layout = _headerless_layout(path, sep, sep_word)
+        names, number = layout.names, layout.skip + 1
         if columns is None:
-            columns = {"user": 0, "item": 1, "rating": 2 if width >= 3 else None}
+            columns = {"user": 0, "item": 1, "rating": 2 if len(names) >= 3 else None}
         where = ""
 
     def locate(role: str) -> int:
         key = columns[role]
         if isinstance(key, str) and not header and key.strip().isdigit():
             key = int(key)
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            if not 0 <= key < len(names):
-                raise RactError(
-                    f"{path}: {role} column {key} is out of range: lines have {len(names)} fields "
-                    f"(numbered from 0)"
-                )
-            return int(key)
+        if _is_number(key):
+            return _field_number(path, role, key, len(names), "lines have")
         if not header:
             raise RactError(
                 f"{path}: the file has no header, so columns[{role!r}] must be a field number "
@@ -425,25 +442,7 @@ def _parse(layout: _Layout, double_colon: bool, id_str: set[int]) -> tuple[pd.Da
     for logical in id_str:
         dtype[col(logical)] = "str"
     sep = ":" if double_colon else layout.sep
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            raw = pd.read_csv(
-                layout.path,
-                sep=sep,
-                header=None,
-                names=names,
-                dtype=dtype,
-                skiprows=layout.skip,
-                quoting=csv.QUOTE_MINIMAL if layout.quoted else csv.QUOTE_NONE,
-                **_PANDAS,
-            )
-    except (ValueError, UnicodeDecodeError, OverflowError, pd.errors.ParserWarning):
-        raise _Invalid from None  # ParserError and EmptyDataError are ValueErrors too
-    if len(raw) == 0:
-        raise RactError(f"{layout.path}: no interactions found (only a header or blank lines)")
-
+    raw = _read_fields(layout, sep, names, dtype)
     user, item = raw[col(layout.user)], raw[col(layout.item)]
     if user.isna().any() or item.isna().any():
         raise _Invalid
@@ -467,6 +466,30 @@ def _parse(layout: _Layout, double_colon: bool, id_str: set[int]) -> tuple[pd.Da
         if not (series.dtype == np.int64 or isinstance(series.dtype, pd.StringDtype))
     }
     return pd.DataFrame({"user": user, "item": item, "rating": rating}), retry
+
+
+def _read_fields(layout: _Layout, sep: str, names: list[str], dtype: dict) -> pd.DataFrame:
+    """The data lines' physical fields, read by pandas' C engine; raises _Invalid on any error
+    or parser warning."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            raw = pd.read_csv(
+                layout.path,
+                sep=sep,
+                header=None,
+                names=names,
+                dtype=dtype,
+                skiprows=layout.skip,
+                quoting=csv.QUOTE_MINIMAL if layout.quoted else csv.QUOTE_NONE,
+                **_PANDAS,
+            )
+    except (ValueError, UnicodeDecodeError, OverflowError, pd.errors.ParserWarning):
+        raise _Invalid from None  # ParserError and EmptyDataError are ValueErrors too
+    if len(raw) == 0:
+        raise RactError(f"{layout.path}: no interactions found (only a header or blank lines)")
+    return raw
 
 
 def _all_full_width(layout: _Layout, sep: str, width: int, rows: int) -> bool:

@@ -244,7 +244,15 @@ def fetch_dataset(
         if _cached_ok(path, expected):
             log.info("using cached %s (%s)", path, fmt)
             return path, fmt
+    return _try_routes(dataset, cache_root, offline, timeout)
 
+
+def _try_routes(
+    dataset: Dataset, cache_root: Path, offline: bool, timeout: float
+) -> tuple[Path, str]:
+    """Try the publisher's archive, then each offline route: (the file, its format), or a
+    RactError that lists every route tried and why it failed."""
+    folder = cache_root / dataset.name
     failures = []
     archive = folder / _archive_name(dataset.url)
     try:
