@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.splits import EvalSplit, SplitData, dense_rows
+from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows
 from .errors import RactError
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
 from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
@@ -28,16 +28,16 @@ def check_ks(ks) -> tuple[int, ...]:
 
 
 def eval_batches(split: EvalSplit, batch_size: int, device) -> Iterator[tuple]:
-    """(rows, input, holdout, exclude) per batch of users, dense only per batch."""
+    """(rows, input, holdout, exclude) per batch of users, dense only per batch: the input
+    float32, held-out and excluded items as bool masks (a quarter of the memory; the prepared
+    matrices hold ones). Where the excluded items are the input itself (the strong protocol),
+    exclude is the input tensor: callers only read them."""
     n = split.input.shape[0]
     for start in range(0, n, batch_size):
         rows = np.arange(start, min(start + batch_size, n))
-        yield (
-            rows,
-            dense_rows(split.input, rows, device),
-            dense_rows(split.holdout, rows, device),
-            dense_rows(split.exclude, rows, device),
-        )
+        x_in = dense_rows(split.input, rows, device)
+        exclude = x_in if split.exclude is split.input else dense_mask(split.exclude, rows, device)
+        yield rows, x_in, dense_mask(split.holdout, rows, device), exclude
 
 
 def masked_scores(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:

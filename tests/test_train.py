@@ -434,3 +434,18 @@ def test_running_critic_norm_on_one_training_user_refused(tmp_path):
             critic_cfg=CriticConfig(critic_layers=(4,), input_norm="running"),
             pre_model_path=tmp_path / "x.pt",
         )
+
+
+def test_eval_batches_share_input_and_exclude_when_they_are_one_matrix(split, tmp_path):
+    """Held-out and excluded items come as bool masks (a quarter of float32's memory), the
+    input's exclusion as the input itself."""
+    from ract.evaluate import eval_batches
+
+    for rows, x_in, holdout, exclude in eval_batches(split.validation, 10, "cpu"):
+        assert exclude is x_in  # strong protocol: the fold-in is what is excluded
+        assert torch.equal(holdout, torch.from_numpy(split.validation.holdout[rows].toarray() > 0))
+    prepare_split(make_interactions(), PrepareConfig(protocol="weak"), tmp_path / "weak")
+    weak = load_split(tmp_path / "weak").test  # excludes training and validation items
+    for rows, x_in, holdout, exclude in eval_batches(weak, 10, "cpu"):
+        assert exclude is not x_in
+        assert torch.equal(exclude, torch.from_numpy(weak.exclude[rows].toarray()))
