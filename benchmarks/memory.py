@@ -395,8 +395,9 @@ def main(argv=None) -> None:
             else:
                 with ract_of(args.baseline if side == "baseline" else None) as old:
                     code = Path(old) if side == "baseline" else ROOT
+                    name = f"baseline-{args.baseline}" if side == "baseline" else side
                     runs = [
-                        run_ract(args.work, shape, r, args.threads, code, side)
+                        run_ract(args.work, shape, r, args.threads, code, name)
                         for r in range(args.repeats)
                     ]
             # read again before writing: another invocation may have added its sides meanwhile

@@ -449,3 +449,28 @@ def test_eval_batches_share_input_and_exclude_when_they_are_one_matrix(split, tm
     for rows, x_in, holdout, exclude in eval_batches(weak, 10, "cpu"):
         assert exclude is not x_in
         assert torch.equal(exclude, torch.from_numpy(weak.exclude[rows].toarray()))
+
+
+@pytest.mark.parametrize("batch_size, rows", [(64, 100), (500, 500), (5000, 1000)])
+def test_training_validates_in_batches_of_its_own_size(
+    split, tmp_path, monkeypatch, batch_size, rows
+):
+    """Validation batches as large as the training batches (at least 100 users, at most
+    EVAL_BATCH_SIZE), so that their (B, n_items) tensors reuse the memory training frees."""
+    import ract.train
+
+    seen = []
+    validate = ract.train.validate
+    monkeypatch.setattr(
+        ract.train,
+        "validate",
+        lambda *args, batch_size, **kw: seen.append(batch_size) or validate(*args, **kw),
+    )
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=1, batch_size=batch_size),
+        out_checkpoint=tmp_path / "a.pt",
+        history_path=tmp_path / "a.csv",
+        actor_cfg=small_actor(split.n_items),
+    )
+    assert seen == [rows, rows]  # epoch 0 and epoch 1
