@@ -41,7 +41,7 @@ from .metrics import pearson
 from .model import ActorConfig, Critic, CriticConfig, MultVAE, critic_features, critic_target
 from .progress import Progress
 from .resume import DEFAULT_EVERY, ResumePoint, StopAndResume, cpu_copy, fingerprint, sigterm_flag
-from .runtime import resolve_device, reuse_freed_memory
+from .runtime import release_freed_memory, resolve_device, reuse_freed_memory
 
 log = logging.getLogger("ract.train")
 
@@ -372,7 +372,10 @@ class _Run:
         the matrix multiplies round differently by batch size, in the 9th digit."""
         self.validated_at = self.steps
         rows = min(max(self.cfg.batch_size, VALIDATION_MIN_ROWS), EVAL_BATCH_SIZE)
-        return validate(self.actor, self.critic, self.data, self.device, batch_size=rows)
+        release_freed_memory()  # training's freed blocks, before validation's own
+        row = validate(self.actor, self.critic, self.data, self.device, batch_size=rows)
+        release_freed_memory()
+        return row
 
     def select(self, epoch: int, row: dict) -> None:
         """Keep this epoch's models if they beat the best so far on the stage's metric."""
@@ -627,6 +630,7 @@ def train_stage(
     _check_critic_norm(run)
     if cfg.train_stage == "finetune" and cfg.carry_critic_optimizer:
         _carry_critic_optimizer(run, init, pre_model_path)
+    del init  # the models hold copies of its tensors
     point = None
     if resume_path is not None:
         settings = {

@@ -474,3 +474,31 @@ def test_training_validates_in_batches_of_its_own_size(
         actor_cfg=small_actor(split.n_items),
     )
     assert seen == [rows, rows]  # epoch 0 and epoch 1
+
+
+def test_release_freed_memory_returns_free_heap_pages(tmp_path):
+    """Under reuse_freed_memory freed blocks stay resident until release_freed_memory, which
+    training calls around each validation. In a child process: the setting is process-wide."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from ract.runtime import release_freed_memory, reuse_freed_memory
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+reuse_freed_memory()
+keep, blocks = [], []
+for _ in range(8):  # 8 x 32 MiB, each followed by a small block that stays
+    blocks.append(np.ones(2**25, dtype=np.uint8))
+    keep.append(np.ones(2**12, dtype=np.uint8))
+blocks.clear()
+before = rss()
+release_freed_memory()
+print(before - rss())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 200 * 2**20
