@@ -462,7 +462,9 @@ class _Run:
         kind, train = self.step_kind, self.data.train
         perm = torch.randperm(train.shape[0], generator=self.shuffle_gen).numpy()
         sums = dict.fromkeys(STEP_COLUMNS[kind], 0.0)
-        preds, targets = [], []
+        # the critic's predictions and targets of the epoch, in batch order: filled in place,
+        # as `ract.evaluate._fill` explains, rather than kept as one small tensor per batch
+        preds, targets, done = None, None, 0
         start = time.perf_counter()
         beta = self.beta()
         batches = minibatches(perm, self.cfg.batch_size)
@@ -474,15 +476,18 @@ class _Run:
                 self._likelihood_step(x, beta, sums, where)
             else:
                 pred, target = self._critic_step(x, sums, where)
-                preds.append(pred)
-                targets.append(target)
+                if preds is None:
+                    preds, targets = pred.new_empty(len(perm)), target.new_empty(len(perm))
+                preds[done : done + len(rows)] = pred
+                targets[done : done + len(rows)] = target
+            done += len(rows)
             self.steps += 1
             self.guard.check(f"in epoch {epoch} after batch {b + 1} of {len(batches)}")
         row = {k: v / max(len(batches), 1) for k, v in sums.items()}
         if kind == "likelihood":
             row["beta"] = beta  # at the epoch's last step
         else:
-            row["critic_r_train"] = pearson(torch.cat(preds), torch.cat(targets))
+            row["critic_r_train"] = pearson(preds, targets)
         row["train_seconds"] = time.perf_counter() - start
         return row
 
