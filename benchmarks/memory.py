@@ -347,6 +347,21 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def combine(paths: list[Path], out: Path) -> None:
+    """One memory.json (and memory.md) from several, later files' sides replacing earlier."""
+    results: dict = {"shapes": {}, "commands": []}
+    for path in paths:
+        part = json.loads(path.read_text())
+        commands = results["commands"] + part.get("commands", [])
+        results.update({k: v for k, v in part.items() if k != "shapes"}, commands=commands)
+        for shape, sides in part["shapes"].items():
+            results["shapes"].setdefault(shape, {}).update(sides)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "memory.md").write_text(report(results))
+    print(report(results))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -363,10 +378,19 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--merge", action="store_true", help="keep the other measurements in --out's memory.json"
     )
+    ap.add_argument(
+        "--combine",
+        nargs="+",
+        type=Path,
+        help="only merge these memory.json files (runs made apart) into --out's",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child_ract(json.loads(args.child))))
+        return
+    if args.combine:
+        combine(args.combine, args.out)
         return
     if "recbole" in args.sides and not (args.peer_venv / "bin" / "python").exists():
         raise SystemExit(
