@@ -337,6 +337,13 @@ def report(results: dict) -> str:
                 f"{_cell(peer, stage)} | {_cell(ours, stage)} | {gap} | "
                 f"{_cell(res.get('baseline'), stage)} |"
             )
+    for rep in results.get("stage_repeats", []):
+        peaks = [r["peak_mib"] for r in rep["runs"]]
+        lines += [
+            "",
+            f"Between runs: {rep['stage']} on {rep['split']}, {len(peaks)} fresh processes "
+            f"(`{rep['command']}`): peaks {', '.join(f'{p:,}' for p in peaks)} MiB.",
+        ]
     lines += ["", "Peak per phase of the project's stages (MiB, first run):", ""]
     for shape, res in results["shapes"].items():
         for side in ("ract", "baseline"):
@@ -345,6 +352,34 @@ def report(results: dict) -> str:
                 text = ", ".join(f"{k} {v:,}" for k, v in phases.items())
                 lines.append(f"- {side}, {shape}, {stage}: {text}")
     return "\n".join(lines) + "\n"
+
+
+def repeat_stage(args) -> None:
+    """One project stage, `--repeats` times in fresh processes on one split: how much its
+    peak varies between runs (stage_repeats in memory.json)."""
+    saved = args.out / "memory.json"
+    results = json.loads(saved.read_text()) if args.merge and saved.exists() else {"shapes": {}}
+    runs = []
+    for r in range(args.repeats):
+        folder = args.work / f"repeat-{args.stage}-{r}"
+        spec = {
+            "stage": args.stage,
+            "split": str(args.split),
+            "checkpoint": str(folder / f"{args.stage}.pt"),
+            "history": str(folder / f"{args.stage}.csv"),
+            "start": str(args.start) if args.start else None,
+            "threads": args.threads,
+        }
+        argv = [sys.executable, __file__, "--child", json.dumps(spec)]
+        result, peak = run_child(argv, folder / "log", child_env(args.threads), ROOT)
+        runs.append({"peak_mib": round(peak / MIB), **result})
+        print(f"{args.stage} run {r}: {runs[-1]['peak_mib']} MiB", flush=True)
+    command = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
+    results.setdefault("stage_repeats", []).append(
+        {"command": command, "split": str(args.split), "stage": args.stage, "runs": runs}
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(results, indent=1) + "\n")
 
 
 def combine(paths: list[Path], out: Path) -> None:
@@ -384,6 +419,13 @@ def main(argv=None) -> None:
         type=Path,
         help="only merge these memory.json files (runs made apart) into --out's",
     )
+    ap.add_argument(
+        "--stage",
+        choices=STAGES,
+        help="only run this project stage --repeats times on --split from --start",
+    )
+    ap.add_argument("--split", type=Path, help="with --stage: a prepared split folder")
+    ap.add_argument("--start", type=Path, help="with --stage: the previous stage's checkpoint")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -391,6 +433,9 @@ def main(argv=None) -> None:
         return
     if args.combine:
         combine(args.combine, args.out)
+        return
+    if args.stage:
+        repeat_stage(args)
         return
     if "recbole" in args.sides and not (args.peer_venv / "bin" / "python").exists():
         raise SystemExit(
