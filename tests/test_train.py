@@ -437,3 +437,71 @@ def test_running_critic_norm_on_one_training_user_refused(tmp_path):
             critic_cfg=CriticConfig(critic_layers=(4,), input_norm="running"),
             pre_model_path=tmp_path / "x.pt",
         )
+
+
+def test_eval_batches_share_input_and_exclude_when_they_are_one_matrix(split, tmp_path):
+    """Held-out and excluded items come as bool masks (a quarter of float32's memory), the
+    input's exclusion as the input itself."""
+    from ract.evaluate import eval_batches
+
+    for rows, x_in, holdout, exclude in eval_batches(split.validation, 10, "cpu"):
+        assert exclude is x_in  # strong protocol: the fold-in is what is excluded
+        assert torch.equal(holdout, torch.from_numpy(split.validation.holdout[rows].toarray() > 0))
+    prepare_split(make_interactions(), PrepareConfig(protocol="weak"), tmp_path / "weak")
+    weak = load_split(tmp_path / "weak").test  # excludes training and validation items
+    for rows, x_in, holdout, exclude in eval_batches(weak, 10, "cpu"):
+        assert exclude is not x_in
+        assert torch.equal(exclude, torch.from_numpy(weak.exclude[rows].toarray()))
+
+
+@pytest.mark.parametrize("batch_size, rows", [(64, 100), (500, 500), (5000, 1000)])
+def test_training_validates_in_batches_of_its_own_size(
+    split, tmp_path, monkeypatch, batch_size, rows
+):
+    """Validation batches as large as the training batches (at least 100 users, at most
+    EVAL_BATCH_SIZE), so that their (B, n_items) tensors reuse the memory training frees."""
+    import ract.train
+
+    seen = []
+    validate = ract.train.validate
+    monkeypatch.setattr(
+        ract.train,
+        "validate",
+        lambda *args, batch_size, **kw: seen.append(batch_size) or validate(*args, **kw),
+    )
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=1, batch_size=batch_size),
+        out_checkpoint=tmp_path / "a.pt",
+        history_path=tmp_path / "a.csv",
+        actor_cfg=small_actor(split.n_items),
+    )
+    assert seen == [rows, rows]  # epoch 0 and epoch 1
+
+
+def test_release_freed_memory_returns_free_heap_pages(tmp_path):
+    """Under reuse_freed_memory freed blocks stay resident until release_freed_memory, which
+    training calls around each validation. In a child process: the setting is process-wide."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from ract.runtime import release_freed_memory, reuse_freed_memory
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+reuse_freed_memory()
+keep, blocks = [], []
+for _ in range(8):  # 8 x 32 MiB, each followed by a small block that stays
+    blocks.append(np.ones(2**25, dtype=np.uint8))
+    keep.append(np.ones(2**12, dtype=np.uint8))
+blocks.clear()
+before = rss()
+release_freed_memory()
+print(before - rss())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 200 * 2**20
