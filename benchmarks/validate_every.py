@@ -244,14 +244,8 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import platform
-    import subprocess
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
     if args.combine:
-        parts = [json.loads(p.read_text()) for p in args.combine]
+        parts = [read_part(p, args) for p in args.combine]
         results = {
             **parts[0],
             "load_before": max(p["load_before"] for p in parts),
@@ -262,18 +256,45 @@ def main(argv=None) -> int:
         }
         return write(results, args.out)
     load_before = os.getloadavg()[0]
+    meta = metadata(args)
     rows, checks = study(args)
     results = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "threads": args.threads,
+        **meta,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
         "runs": rows,
         "checks": checks,
     }
     return write(results, args.out)
+
+
+def read_part(path: Path, args) -> dict:
+    """A results JSON, or the printed rows of a run stopped before it wrote one (a log: one
+    JSON row per line; its seeds so far, the load average when it is read)."""
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    rows = [
+        json.loads(line)
+        for line in path.read_text().splitlines()
+        if line.startswith("{") and '"test_ndcg@100"' in line
+    ]
+    load = max(r["load_average"] for r in rows)
+    return {**metadata(args), "load_before": load, "load_after": load, "runs": rows, "checks": []}
+
+
+def metadata(args) -> dict:
+    import platform
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "threads": args.threads,
+    }
 
 
 def write(results: dict, out: Path) -> int:
