@@ -191,9 +191,14 @@ def markdown(results: dict) -> str:
         f"`python benchmarks/validate_every.py` ({results['date']}, commit {results['commit']}).",
         "N = 0 validates every epoch; N > 0 once N updates have passed since the last validation "
         "(first and last epochs always). Selection is on validation users only; test NDCG@100 "
-        "is of the kept model, for information.",
+        "is of the kept model, for information. Seconds: the N = 0 run's epoch seconds "
+        "(training and validation) less the validations N skips, at the seconds of a "
+        "validation timed on the trained model; on a loaded machine only their ratios mean "
+        "anything.",
         "",
     ]
+    if results.get("combined"):
+        lines[-1:-1] = [f"Combined from: {', '.join(results['combined'])}.", ""]
     for kind, title in MODELS.items():
         mine = [r for r in rows if r["model"] == kind]
         if not mine:
