@@ -344,7 +344,8 @@ def markdown(res: dict) -> str:
         f"`{res['command']}` ({res['date']}, commit {res['versions']['project']['commit']}); "
         f"{res['machine']}; {res['threads']} threads each; load average "
         f"{res['load_before']:.2f} before, {res['load_after']:.2f} after. Epochs: actor "
-        f"{e['actor']}, critic {e['critic']}, finetune {e['finetune']}, on both sides.",
+        f"{e['actor']}, critic {e['critic']}, finetune {e['finetune']}, on both sides. "
+        f"Rounds: {res['rounds']['done']} of the {res['rounds']['asked']} asked.",
         "",
         "| round | project s | RecBole s | RecBole / project |",
         "|---|---|---|---|",
