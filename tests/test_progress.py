@@ -18,7 +18,9 @@ from test_train import small_actor
 
 
 def train(split, out, epochs=4, **kwargs):
-    cfg = stage_defaults("actor_pretrain", epochs=epochs, batch_size=64)
+    # every epoch validated: the progress lines show its metric (the actor default is every 10
+    # updates)
+    cfg = stage_defaults("actor_pretrain", epochs=epochs, batch_size=64, validate_every=0)
     return train_stage(
         split,
         cfg,

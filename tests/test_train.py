@@ -37,6 +37,7 @@ def run_all(split, out, seed=0, freeze=False, precision="fp32", device="cpu"):
             batch_size=64,
             seed=seed,
             learning_rate=3e-3,
+            validate_every=0,  # every epoch: the histories are checked row by row
             precision=precision,
         ),
         out_checkpoint=paths["actor_pretrain"][0],

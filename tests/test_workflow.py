@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 import pytest
 import yaml
@@ -299,6 +300,31 @@ RERUNS = {
             "all": 1,
         },
     ),
+    # how often a stage validates is one of its settings: it can change the epoch kept
+    "actor validation interval": (
+        change(("stages", "actor_pretrain"), "validate_every", 0),
+        {
+            "actor_pretrain": 1,
+            "critic_pretrain": 1,
+            "critic_fit": 1,
+            "finetune": 1,
+            "nll_finetune": 1,
+            "evaluate": 3,
+            "compare": 1,
+            "all": 1,
+        },
+    ),
+    "Mult-DAE validation interval": (
+        change(("baselines", "mult_dae"), "validate_every", 0),
+        {
+            "mult_dae": 1,
+            "ract_dae_critic": 1,
+            "ract_dae": 1,
+            "evaluate": 2,
+            "compare": 1,
+            "all": 1,
+        },
+    ),
     "EASE grid": (
         change(("baselines", "ease"), "lambdas", [200]),
         {"fit_ease": 1, "evaluate_baseline": 1, "compare": 1, "all": 1},
@@ -428,6 +454,14 @@ def test_sweep_shares_untouched_stages_and_picks_the_best(study):
             lambda c: c["actor"].update(total_anneal_steps="soon"),
             "config: actor.total_anneal_steps: 'soon' is not valid",
         ),
+        (
+            lambda c: c["stages"]["actor_pretrain"].update(validate_every=-1),
+            "config: stages.actor_pretrain.validate_every: -1 is less than the minimum of 0",
+        ),
+        (
+            lambda c: c["baselines"]["mult_dae"].update(validate_every="often"),
+            "config: baselines.mult_dae.validate_every: 'often' is not of type 'integer'",
+        ),
     ],
 )
 def test_config_errors_stop_before_any_job(tmp_path, edit, message):
@@ -475,6 +509,23 @@ def test_schema_defaults_equal_the_library_defaults():
     for stage, settings in config["stages"].items():  # config.yaml shows the defaults too
         for key, value in settings.items():
             assert value == defaults(props["stages"]["properties"][stage])[key], (stage, key)
+
+
+def test_every_training_stage_takes_validate_every():
+    """actor_pretrain, critic_pretrain, finetune (and with it the control arm) and Mult-DAE:
+    each its own interval in the schema (that each reaches its stage: the reruns above)."""
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]
+    sections = [
+        *(("stages", stage) for stage in props["stages"]["properties"]),
+        ("baselines", "mult_dae"),
+    ]
+    assert len(sections) == 4
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for top, name in sections:
+        assert "validate_every" in props[top]["properties"][name]["properties"], (top, name)
+        config[top][name]["validate_every"] = 7
+    jsonschema.Draft202012Validator(schema).validate(config)
 
 
 def test_every_schema_key_has_a_description_and_default():

@@ -327,7 +327,8 @@ def mult_dae_settings():
                 "variational": False,
             },
             "actor_pretrain": {
-                k: d[k] for k in ("epochs", "learning_rate", "batch_size", "l2_penalty")
+                k: d[k]
+                for k in ("epochs", "learning_rate", "batch_size", "l2_penalty", "validate_every")
             },
         }
     )

@@ -1,13 +1,16 @@
 from adapter import run
 
 from ract.data.sources import fetch_dataset
-from ract.data.synthetic import synthesize
 from ract.io import write_json
 
 
 def main():
     p = snakemake.params
     if p.source == "synthetic":
+        # here only: the generator needs numpy and pandas, a known data set neither (a job's
+        # start is most of its time)
+        from ract.data.synthetic import synthesize
+
         path, fmt = synthesize(p.cache, **p.synthetic)
     else:
         path, fmt = fetch_dataset(p.source, p.cache, offline=bool(p.offline))
