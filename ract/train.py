@@ -153,7 +153,7 @@ class StageConfig:
 
 
 STAGE_DEFAULTS = {
-    "actor_pretrain": dict(epochs=200, learning_rate=1e-3, validate_every=10),
+    "actor_pretrain": dict(epochs=200, learning_rate=1e-3, validate_every=0),
     "critic_pretrain": dict(epochs=50, learning_rate=1e-4, min_steps=2000, validate_every=100),
     "finetune": dict(epochs=50, learning_rate=2e-6),
 }

@@ -302,7 +302,7 @@ RERUNS = {
     ),
     # how often a stage validates is one of its settings: it can change the epoch kept
     "actor validation interval": (
-        change(("stages", "actor_pretrain"), "validate_every", 0),
+        change(("stages", "actor_pretrain"), "validate_every", 10),
         {
             "actor_pretrain": 1,
             "critic_pretrain": 1,
@@ -315,7 +315,7 @@ RERUNS = {
         },
     ),
     "Mult-DAE validation interval": (
-        change(("baselines", "mult_dae"), "validate_every", 0),
+        change(("baselines", "mult_dae"), "validate_every", 10),
         {
             "mult_dae": 1,
             "ract_dae_critic": 1,
