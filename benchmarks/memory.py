@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -274,25 +273,9 @@ def run_peer(venv: Path, work: Path, shape: str, threads: int) -> dict:
 
 
 def machine() -> dict:
-    import torch
+    from run import machine as run_machine  # benchmarks/run.py, beside this script
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_before": os.getloadavg(),
-    }
+    return {**run_machine(), "load_before": os.getloadavg()}
 
 
 def _cell(runs: list[dict] | None, stage: str) -> str:
