@@ -31,7 +31,6 @@ columns at a time; V replaces the Gram matrix, the setup column is its time).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from levers import ract_of  # beside this script
+from common import ract_of, script_parser  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CASES = ("2000", "4000", "4000:float32", "8000")
@@ -238,9 +237,7 @@ def gb(x: float) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--items",
         nargs="+",

@@ -11,7 +11,6 @@ load on the machine. Prints milliseconds per step of each stage.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import ract_of, script_parser  # beside this script
 from ract.formats import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,18 +63,6 @@ print(json.dumps(out))
 """
 
 
-def ract_of(revision: str | None) -> tempfile.TemporaryDirectory:
-    """A temporary folder holding the `ract` package of a git revision (empty without one),
-    to put on PYTHONPATH and compare that code with this one."""
-    folder = tempfile.TemporaryDirectory(prefix="ract-baseline-")
-    if revision:
-        archive = subprocess.run(
-            ["git", "archive", revision, "ract"], cwd=ROOT, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", folder.name], input=archive, check=True)
-    return folder
-
-
 def run_variant(
     code: str, split: Path, batches: int, epochs: int, threads: int, env: dict
 ) -> dict:
@@ -100,9 +88,7 @@ def run_variant(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--split", type=Path, default=ROOT / "benchmarks/data/ml-20m-synthetic/split"
     )

@@ -40,7 +40,7 @@ import threading
 import time
 from pathlib import Path
 
-from levers import ract_of  # beside this script
+from common import machine as common_machine, ract_of  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "benchmarks"
@@ -273,9 +273,7 @@ def run_peer(venv: Path, work: Path, shape: str, threads: int) -> dict:
 
 
 def machine() -> dict:
-    from run import machine as run_machine  # benchmarks/run.py, beside this script
-
-    return {**run_machine(), "load_before": os.getloadavg()}
+    return {**common_machine(), "load_before": os.getloadavg()}
 
 
 def _cell(runs: list[dict] | None, stage: str) -> str:

@@ -35,7 +35,6 @@ RecBole's Config, so its stages run with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -45,6 +44,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import script_parser  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PACKAGES = [
@@ -67,9 +68,7 @@ print("PEER-RESULT " + json.dumps({
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--peer-venv",
         type=Path,

@@ -18,7 +18,6 @@ Writes benchmarks/results/precision.md (and .json).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import script_parser  # noqa: E402 (beside this script)
 
 BF16 = (
     "import ract.train as _t\n_d = _t.stage_defaults\n"
@@ -169,9 +169,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("parts", nargs="+", choices=["speed", "quality"])
     parser.add_argument(
         "--split", type=Path, default=ROOT / "benchmarks/data/ml-20m-synthetic/split"

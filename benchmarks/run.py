@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import re
 import resource
 import shutil
@@ -29,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import machine, script_parser  # beside this script
 from ract.formats import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -612,36 +612,6 @@ def _study_eval_loop(clone: Path, env: dict) -> float:
 # ---- results ----------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    import torch
-
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem = next(
-        (
-            int(line.split()[1]) * 1024
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        ),
-        None,
-    )
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "memory_gib": round(mem / 2**30, 1),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-
-
 def write_results(results: dict, out: Path) -> None:
     import pandas as pd
 
@@ -861,9 +831,7 @@ def dataset_table(results: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument(
         "--datasets",
         nargs="*",

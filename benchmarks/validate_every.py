@@ -21,7 +21,6 @@ Writes benchmarks/results/validate-every.md (and .json).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -30,14 +29,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import script_parser  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"actor": "Mult-VAE (actor_pretrain)", "mult_dae": "Mult-DAE"}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = script_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument(
         "--candidates", type=int, nargs="+", default=[0, 10, 20, 50], help="N values compared"

@@ -1,9 +1,11 @@
 """The benchmark summary page gathers every result page the README cites."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their shared module
 
 
 def load_run():

@@ -1,0 +1,62 @@
+"""What the benchmark scripts share: their argument parser, the record of the machine they ran
+on, and the `ract` package of another git revision to compare this code with."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark script's parser: its module docstring, as written, is the help."""
+    return argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def machine() -> dict:
+    import torch
+
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        (
+            int(line.split()[1]) * 1024
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        None,
+    )
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "blas": "MKL" if torch.backends.mkl.is_available() else "other",
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def ract_of(revision: str | None) -> tempfile.TemporaryDirectory:
+    """A temporary folder holding the `ract` package of a git revision (empty without one),
+    to put on PYTHONPATH and compare that code with this one."""
+    folder = tempfile.TemporaryDirectory(prefix="ract-baseline-")
+    if revision:
+        archive = subprocess.run(
+            ["git", "archive", revision, "ract"], cwd=ROOT, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder.name], input=archive, check=True)
+    return folder
