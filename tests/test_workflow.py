@@ -237,6 +237,24 @@ DOWNSTREAM_OF_CRITIC = {
     "compare": 1,
     "all": 1,
 }
+DOWNSTREAM_OF_ACTOR = {
+    "actor_pretrain": 1,
+    "critic_pretrain": 1,
+    "critic_fit": 1,
+    "finetune": 1,
+    "nll_finetune": 1,
+    "evaluate": 3,
+    "compare": 1,
+    "all": 1,
+}
+DOWNSTREAM_OF_MULT_DAE = {
+    "mult_dae": 1,
+    "ract_dae_critic": 1,
+    "ract_dae": 1,
+    "evaluate": 2,
+    "compare": 1,
+    "all": 1,
+}
 BASELINES_FROM_SPLIT = {
     "mult_dae": 1,
     "fit_ease": 1,
@@ -278,52 +296,20 @@ RERUNS = {
     ),
     "actor setting": (
         change(("actor",), "dropout_prob", 0.4),
-        {
-            "actor_pretrain": 1,
-            "critic_pretrain": 1,
-            "critic_fit": 1,
-            "finetune": 1,
-            "nll_finetune": 1,
-            "evaluate": 3,
-            "compare": 1,
-            "all": 1,
-        },
+        DOWNSTREAM_OF_ACTOR,
     ),
     "Mult-DAE setting": (
         change(("baselines", "mult_dae"), "l2_penalty", 1e-4),
-        {
-            "mult_dae": 1,
-            "ract_dae_critic": 1,
-            "ract_dae": 1,
-            "evaluate": 2,
-            "compare": 1,
-            "all": 1,
-        },
+        DOWNSTREAM_OF_MULT_DAE,
     ),
     # how often a stage validates is one of its settings: it can change the epoch kept
     "actor validation interval": (
         change(("stages", "actor_pretrain"), "validate_every", 10),
-        {
-            "actor_pretrain": 1,
-            "critic_pretrain": 1,
-            "critic_fit": 1,
-            "finetune": 1,
-            "nll_finetune": 1,
-            "evaluate": 3,
-            "compare": 1,
-            "all": 1,
-        },
+        DOWNSTREAM_OF_ACTOR,
     ),
     "Mult-DAE validation interval": (
         change(("baselines", "mult_dae"), "validate_every", 10),
-        {
-            "mult_dae": 1,
-            "ract_dae_critic": 1,
-            "ract_dae": 1,
-            "evaluate": 2,
-            "compare": 1,
-            "all": 1,
-        },
+        DOWNSTREAM_OF_MULT_DAE,
     ),
     "EASE grid": (
         change(("baselines", "ease"), "lambdas", [200]),
