@@ -77,19 +77,21 @@ def release_freed_memory() -> None:
     (`ract.train`), it makes the resident peak that of the memory in use; the pages fault in
     again once per phase, not per batch. Does nothing where the C library is not glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        return
+    malloc_trim = _glibc("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)
 
 
 def _mallopt():
     """glibc's mallopt, or None elsewhere."""
+    return _glibc("mallopt")
+
+
+def _glibc(function: str):
+    """A function of glibc, or None where the C library is another."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL("libc.so.6").mallopt
+        return getattr(ctypes.CDLL("libc.so.6"), function)
     except (OSError, AttributeError):
         return None
