@@ -9,7 +9,10 @@ offline route, from a download cache filled once before the first round) to the 
 report, in a fresh folder with its own config file: protocol weak (RecBole's per-user random
 80/10/10 split), every rating kept (`rating_threshold: null`, as RecBole reads ml-100k), one
 seed, RaCT only (`models: []`), the epochs below for each stage, the critic's `min_steps: 0`
-so that its epochs are those epochs, and the project's defaults otherwise.
+so that its epochs are those epochs, and the project's defaults otherwise. With
+`--precisions fp32 bf16` (the default) each round runs that study twice, once per `precision`
+setting: the default float32, and bfloat16 matrix multiplies in training (README,
+Performance); RecBole has no such setting and trains in float32.
 
 RecBole: its three RaCT stages as three processes, as its documentation runs them
 (`run_recbole(model="RaCT", dataset="ml-100k", ...)`, the ml-100k copy inside its wheel):
@@ -21,9 +24,9 @@ stay: train_batch_size 2048 (ml-100k's 943 users are one batch), validation of t
 stage every epoch (eval_step 1) on MRR@10, test metrics at k = 10, seed 2020, save_step =
 each pretraining stage's epochs (its checkpoint is written once, at the end).
 
-The two sides alternate (project, RecBole, project, ...), each `--threads` threads. Writes
-benchmarks/results/peer.md (and .json): wall seconds per side and round, per stage where the
-side records it, the ratio, each side's test NDCG (the project's NDCG@100 on its test split,
+The sides alternate (project fp32, project bf16, RecBole, project fp32, ...), each
+`--threads` threads. Writes benchmarks/results/peer.md (and .json): wall seconds per side and
+round, per stage where the side records it, the ratios, each side's test NDCG (the project's NDCG@100 on its test split,
 RecBole's NDCG@10 on its own: the splits differ, for information only), load averages,
 commands and versions.
 
@@ -80,6 +83,13 @@ def parse_args(argv=None):
     parser.add_argument("--actor-epochs", type=int, default=150)
     parser.add_argument("--critic-epochs", type=int, default=50)
     parser.add_argument("--finetune-epochs", type=int, default=50)
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32", "bf16"],
+        help="the project's `precision` settings, each a study of its own per round",
+    )
     parser.add_argument("--pip-timeout", type=int, default=60, help="pip's --timeout, seconds")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/peer")
@@ -219,8 +229,9 @@ def run_peer(args, work: Path) -> dict:
 # ---- the project ------------------------------------------------------------------------------
 
 
-def project_config(args) -> dict:
+def project_config(args, precision: str = "fp32") -> dict:
     return {
+        "precision": precision,
         "datasets": {
             "ml-100k": {
                 "source": "ml-100k",
@@ -265,13 +276,14 @@ def fill_cache(cache: Path) -> None:
         shutil.copytree(ROOT / "data" / "raw" / "ml-100k", cache / "ml-100k")
 
 
-def run_project(args, work: Path, cache: Path) -> dict:
+def run_project(args, work: Path, cache: Path, precision: str) -> dict:
     import yaml
 
     shutil.rmtree(work, ignore_errors=True)
     (work / "data" / "raw").mkdir(parents=True)
     shutil.copytree(cache / "ml-100k", work / "data" / "raw" / "ml-100k")
-    (work / "peer.yaml").write_text(yaml.safe_dump(project_config(args), sort_keys=False))
+    config = project_config(args, precision)
+    (work / "peer.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     t0 = time.perf_counter()
     r = subprocess.run(snakemake_command(args, work), capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -335,8 +347,9 @@ def median(values):
 
 def markdown(res: dict) -> str:
     proj, peer = res["project"], res["peer"]
-    p, q = median([r["seconds"] for r in proj]), median([r["seconds"] for r in peer])
+    q = median([r["seconds"] for r in peer])
     e = res["epochs"]
+    names = [f"project {p}" for p in proj]
     lines = [
         "# End to end against RecBole's RaCT (ml-100k)",
         "",
@@ -344,25 +357,46 @@ def markdown(res: dict) -> str:
         f"{res['machine']}; {res['threads']} threads each; load average "
         f"{res['load_before']:.2f} before, {res['load_after']:.2f} after. Epochs: actor "
         f"{e['actor']}, critic {e['critic']}, finetune {e['finetune']}, on both sides. "
-        f"Rounds: {res['rounds']['done']} of the {res['rounds']['asked']} asked.",
+        f"Rounds: {res['rounds']['done']} of the {res['rounds']['asked']} asked; each round "
+        f"runs {', '.join(names)} (the `precision` setting; RecBole is float32), then RecBole.",
         "",
-        "| round | project s | RecBole s | RecBole / project |",
-        "|---|---|---|---|",
+        "| round | "
+        + " | ".join(f"{n} s" for n in names)
+        + " | RecBole s | "
+        + " | ".join(f"RecBole / {n}" for n in names)
+        + " |",
+        "|---|" + "---|" * (2 * len(names) + 1),
     ]
-    for i, (a, b) in enumerate(zip(proj, peer), 1):
+    for i, b in enumerate(peer):
+        ours = [runs[i]["seconds"] for runs in proj.values()]
         lines.append(
-            f"| {i} | {a['seconds']:.1f} | {b['seconds']:.1f} | "
-            f"{b['seconds'] / a['seconds']:.2f}x |"
+            f"| {i + 1} | "
+            + " | ".join(f"{a:.1f}" for a in ours)
+            + f" | {b['seconds']:.1f} | "
+            + " | ".join(f"{b['seconds'] / a:.2f}x" for a in ours)
+            + " |"
         )
+    ours = [median([r["seconds"] for r in runs]) for runs in proj.values()]
     lines += [
-        f"| median | {p:.1f} | {q:.1f} | **{q / p:.2f}x** |",
+        "| median | "
+        + " | ".join(f"{a:.1f}" for a in ours)
+        + f" | {q:.1f} | "
+        + " | ".join(f"**{q / a:.2f}x**" for a in ours)
+        + " |",
         "",
-        "Per job, the project (Snakemake's benchmark files; median over rounds, seconds): "
-        + ", ".join(
-            f"{job} {median([r['jobs'][job] for r in proj if job in r['jobs']]):.1f}"
-            for job in proj[0]["jobs"]
+    ]
+    for p, runs in proj.items():
+        lines.append(
+            f"Per job, project {p} (Snakemake's benchmark files; median over rounds, seconds): "
+            + ", ".join(
+                f"{job} {median([r['jobs'][job] for r in runs if job in r['jobs']]):.1f}"
+                for job in runs[0]["jobs"]
+            )
+            + "."
         )
-        + ". Per stage, RecBole (each a process; median, seconds): "
+        lines.append("")
+    lines += [
+        "Per stage, RecBole (each a process; median, seconds): "
         + ", ".join(
             f"{stage} {median([r['stages'][stage] for r in peer]):.1f}"
             for stage in peer[0]["stages"]
@@ -371,9 +405,13 @@ def markdown(res: dict) -> str:
         "",
         "Test ranking quality, for information (the splits differ: each side draws its own "
         "80/10/10): "
-        f"project NDCG@100 {median([r['test']['ndcg@100'] for r in proj]):.4f} after "
-        f"finetuning ({median([r['test_after_actor']['ndcg@100'] for r in proj]):.4f} after "
-        "the actor); RecBole NDCG@10 (its default k) "
+        + "; ".join(
+            f"project {p} NDCG@100 {median([r['test']['ndcg@100'] for r in runs]):.4f} after "
+            f"finetuning ({median([r['test_after_actor']['ndcg@100'] for r in runs]):.4f} "
+            "after the actor)"
+            for p, runs in proj.items()
+        )
+        + "; RecBole NDCG@10 (its default k) "
         f"{median([r['test']['ndcg@10'] for r in peer]):.4f} after finetuning "
         f"({median([r['test_after_actor']['ndcg@10'] for r in peer]):.4f} after the actor).",
         "",
@@ -391,7 +429,8 @@ def main(argv=None) -> int:
     if args.dry_run:
         work = args.work or Path("WORK")
         print("project:", " ".join(snakemake_command(args, work / "project")))
-        print("project config:", json.dumps(project_config(args)))
+        for precision in args.precisions:
+            print(f"project config {precision}:", json.dumps(project_config(args, precision)))
         for stage, config in peer_stages(args, work / "peer"):
             print(f"RecBole {stage}:", json.dumps(config))
         print(
@@ -408,19 +447,21 @@ def main(argv=None) -> int:
     cache = work / "cache"
     fill_cache(cache)
     load_before = os.getloadavg()
-    proj, peer = [], []
+    proj, peer = {p: [] for p in args.precisions}, []
     for i in range(1, args.rounds + 1):
-        proj.append(run_project(args, work / "project", cache))
-        print(f"round {i} project: {proj[-1]['seconds']:.1f} s", flush=True)
+        for precision, runs in proj.items():
+            runs.append(run_project(args, work / "project", cache, precision))
+            print(f"round {i} project {precision}: {runs[-1]['seconds']:.1f} s", flush=True)
         peer.append(run_peer(args, work / "peer"))
         print(f"round {i} RecBole: {peer[-1]['seconds']:.1f} s", flush=True)
         # after every round: a run stopped later keeps the rounds it finished
         ratio = write(args, argv, load_before, proj, peer, rounds_done=i)
-    print(f"RecBole / project wall time: {ratio:.2f}x")
+    for precision, r in ratio.items():
+        print(f"RecBole / project ({precision}) wall time: {r:.2f}x")
     return 0
 
 
-def write(args, argv, load_before, proj, peer, rounds_done) -> float:
+def write(args, argv, load_before, proj, peer, rounds_done) -> dict[str, float]:
     res = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "python benchmarks/peer.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -437,16 +478,17 @@ def write(args, argv, load_before, proj, peer, rounds_done) -> float:
         "load_after": os.getloadavg()[0],
         "load_before_1_5_15": list(load_before),
         "load_after_1_5_15": list(os.getloadavg()),
-        "project_config": project_config(args),
+        "project_config": {p: project_config(args, p) for p in args.precisions},
         "project_command": snakemake_command(args, Path("WORK")),
         "peer_stages": peer_stages(args, Path("WORK")),
         "versions": versions(args),
         "project": proj,
         "peer": peer,
     }
-    res["ratio_median"] = median([r["seconds"] for r in peer]) / median(
-        [r["seconds"] for r in proj]
-    )
+    res["ratio_median"] = {
+        p: median([r["seconds"] for r in peer]) / median([r["seconds"] for r in runs])
+        for p, runs in proj.items()
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
     text = markdown(res)

@@ -36,8 +36,9 @@ def test_peer_help_and_dry_run_install_and_run_nothing(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     lines = dict(line.split(": ", 1) for line in r.stdout.splitlines())
-    config = json.loads(lines["project config"])
-    assert config["models"] == [] and config["seeds"] == [1]
+    config = json.loads(lines["project config fp32"])
+    assert json.loads(lines["project config bf16"])["precision"] == "bf16"
+    assert config["models"] == [] and config["seeds"] == [1] and config["precision"] == "fp32"
     assert config["datasets"]["ml-100k"]["prepare"]["protocol"] == "weak"
     assert config["stages"]["critic_pretrain"]["min_steps"] == 0
     finetune = json.loads(lines["RecBole finetune"])
