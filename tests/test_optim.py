@@ -165,3 +165,30 @@ def test_optimizer_never_imports_dynamo():
         Adam([p]).load_state_dict(torch.load(buffer, weights_only=True))
         """
     )
+
+
+def test_training_never_imports_dynamo(split, tmp_path):
+    """All three stages, the critic's Adam carried into finetune, with a resume point."""
+    imports_no_dynamo(
+        f"""
+        from ract.data.splits import load_split
+        from ract.model import ActorConfig, CriticConfig
+        from ract.train import stage_defaults, train_stage
+
+        data = load_split({str(split.path)!r})
+        out, before = {str(tmp_path)!r}, None
+        actor = ActorConfig(n_items=data.n_items, latent_dimension=8, mlp_hidden_size=(16,))
+        for stage in ("actor_pretrain", "critic_pretrain", "finetune"):
+            train_stage(
+                data,
+                stage_defaults(stage, epochs=1, min_steps=0, batch_size=64),
+                out_checkpoint=f"{{out}}/{{stage}}.pt",
+                history_path=f"{{out}}/{{stage}}.csv",
+                actor_cfg=actor,
+                critic_cfg=CriticConfig(critic_layers=(8,), metrics_k=10),
+                pre_model_path=before,
+                resume_path=f"{{out}}/{{stage}}-resume.pt",
+            )
+            before = f"{{out}}/{{stage}}.pt"
+        """
+    )
