@@ -15,6 +15,7 @@ from ract.load import load_model
 from ract.metrics import top_k_items
 from ract.runtime import resolve_device
 
+from test_optim import assert_same, reloaded, run_steps, twin_params
 from test_train import run_all
 
 DEVICE = os.environ.get("RACT_TEST_DEVICE", "cuda")
@@ -72,3 +73,23 @@ def test_ease_on_the_gpu_picks_the_cpus_lambda(split):
     _, gpu_rows = select_ease_lambda(split, lambdas, k=20, device=DEVICE)
     for c, g in zip(cpu_rows, gpu_rows, strict=True):
         assert c["lam"] == g["lam"] and abs(c["val_ndcg@20"] - g["val_ndcg@20"]) < 1e-4
+
+
+def test_adam_on_the_gpu_matches_torch_fused_adam_and_its_state_moves_to_the_cpu():
+    """ract.optim.Adam on the device: the fused kernel's steps bit for bit as
+    torch.optim.Adam(fused=True), step counts on the device; the state loads into a CPU
+    torch Adam (a checkpoint read elsewhere) and back."""
+    from ract.optim import Adam
+
+    ours, theirs = twin_params(device=DEVICE)
+    opt = Adam(ours, lr=3e-3, weight_decay=1e-2)
+    ref = torch.optim.Adam(theirs, lr=3e-3, weight_decay=1e-2, fused=True)
+    run_steps([opt, ref], [ours, theirs], 6)
+    assert_same(opt.state_dict(), ref.state_dict())
+    assert all(s["step"].device == ours[0].device for s in opt.state.values())
+    cpu = [torch.nn.Parameter(p.detach().cpu()) for p in ours]
+    on_cpu = torch.optim.Adam(cpu, fused=True)
+    on_cpu.load_state_dict(reloaded(opt.state_dict()))
+    back = Adam(ours)
+    back.load_state_dict(reloaded(on_cpu.state_dict()))
+    assert_same(back.state_dict(), opt.state_dict())
