@@ -26,9 +26,10 @@ validation users (never higher than N = 0's: a subset of the candidates), and on
 (for information; nothing is chosen on it).
 
 Seconds for N: the N = 0 run's epoch seconds (training and validation, not checkpoint writes)
-less the validations N skips, each costing the mean of --timing-repeats timed validations of
-the trained model. With --check, one real run per model with the first N > 0 (first seed)
-checks that the replay keeps the same epoch with the same validation NDCG@100.
+less the validations N skips, each taken from the same run's history (an epoch's seconds less
+its training seconds), so that a load that changes during the run weighs on every N alike.
+With --check, one real run per model with the first N > 0 (first seed) checks that the replay
+keeps the same epoch with the same validation NDCG@100.
 
 Writes benchmarks/results/validate-every.md (and .json).
 """
@@ -67,7 +68,6 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=list(PROTOCOLS))
     parser.add_argument("--splits", type=int, default=200, help="random halvings per seed")
-    parser.add_argument("--timing-repeats", type=int, default=5)
     parser.add_argument(
         "--check", action="store_true", help="also train once with the first N > 0 per model"
     )
@@ -224,17 +224,6 @@ class Bench:
         m = np.stack([np.full(width, np.nan) if r is None else r for r in rows])
         return m[:, ~np.isnan(m[-1])]
 
-    def seconds_per_validation(self, out: Path) -> float:
-        from ract.checkpoint import build_actor, build_critic, load_checkpoint
-        from ract.train import validate
-
-        state = load_checkpoint(str(out))
-        actor, critic = build_actor(state).eval(), build_critic(state)
-        t0 = time.perf_counter()
-        for _ in range(self.args.timing_repeats):
-            validate(actor, critic, self.data, "cpu", batch_size=500)
-        return (time.perf_counter() - t0) / self.args.timing_repeats
-
     def rows(self, model: str, seed: int) -> list[dict]:
         """One row per N for a seed's run validated every epoch."""
         import pandas as pd
@@ -242,9 +231,8 @@ class Bench:
         out, summary, _ = self.train(model, seed, 0, save_step=1)
         history = pd.read_csv(out.with_suffix(".csv"))
         per_user = self.per_epoch(model, seed, out, history)
-        per_validation = self.seconds_per_validation(out)
-        total = float(history["seconds"].sum())
-        every = len(validated_epochs(history, 0)) - 1
+        # seconds of each epoch's validation (epoch 0: only a validation)
+        validating = history["seconds"] - history["train_seconds"].fillna(0.0)
         rows = []
         for n in self.args.candidates:
             kept, validations = replay(history, n)
@@ -262,8 +250,11 @@ class Bench:
                 "split_half_ndcg@100": split_half(per_user, candidates, self.args.splits, seed),
                 "val_ndcg@100": float(history["val_ndcg@100"].iloc[kept]),
                 "test_ndcg@100": float(pd.Series(self.ndcg(path, "test")).mean()),
-                "seconds": total - (every - validations) * per_validation,
-                "seconds_per_validation": per_validation,
+                "seconds": float(
+                    history["train_seconds"].sum()
+                    + validating.iloc[validated_epochs(history, n)].sum()
+                ),
+                "seconds_per_validation": float(validating.iloc[1:].mean()),
                 "load_average": os.getloadavg()[0],
             }
             rows.append(row)
@@ -374,17 +365,17 @@ def markdown(results: dict) -> str:
         f"scored on the other half ({results['splits']} halvings per seed, both ways), the "
         "measure of selection quality. All validation users: the kept epoch's validation "
         "NDCG@100 (N > 0 can only lower it). Test: for information, nothing is chosen on it. "
-        "Seconds: the stage's training and validation, from the N = 0 run less the skipped "
-        "validations.",
+        "Seconds: the stage's training and validation, from the N = 0 run's history less the "
+        "validations N skips.",
         "",
     ]
     for protocol in PROTOCOLS:
         for model, title in MODELS.items():
             mine = [r for r in rows if r["protocol"] == protocol and r["model"] == model]
             if mine:
-                per = mine[0]["seconds_per_validation"]
+                per = sum(r["seconds_per_validation"] for r in mine) / len(mine)
                 lines += [f"## {title}, {protocol} protocol", ""]
-                lines += [f"A validation: {1000 * per:.0f} ms.", ""]
+                lines += [f"A validation: {1000 * per:.0f} ms on average.", ""]
                 lines += model_table(mine) + [""] + seed_table(mine) + [""]
     for c in results.get("checks", []):
         lines.append(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows
+from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows, sparse_rows
 from .errors import RactError
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
 from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
@@ -41,10 +41,10 @@ def eval_batches(split: EvalSplit, batch_size: int, device) -> Iterator[tuple]:
 
 
 def masked_scores(logits: torch.Tensor, exclude: torch.Tensor) -> torch.Tensor:
-    scores = logits.masked_fill(exclude > 0, -math.inf)
-    if torch.isnan(scores).any():
+    """The scores with excluded items at -inf; `exclude` a bool mask, or values > 0."""
+    if torch.isnan(logits.sum()):  # one reduction, where isnan(...).any() is two full passes
         raise RactError("model produced NaN scores; the checkpoint is numerically broken")
-    return scores
+    return logits.masked_fill(exclude if exclude.dtype == torch.bool else exclude > 0, -math.inf)
 
 
 def score(model, x: torch.Tensor) -> torch.Tensor:
@@ -53,11 +53,11 @@ def score(model, x: torch.Tensor) -> torch.Tensor:
     return out.logits if isinstance(out, ActorOutput) else out
 
 
-def heldout_output(actor: MultVAE, x_in: torch.Tensor, holdout: torch.Tensor) -> ActorOutput:
-    """The actor's eval-mode output on fold-in rows, with fold-in as 'kept' and held-out as
-    'dropped' -- the evaluation analogue of a training dropout mask, used for the critic's fit."""
-    out = actor(x_in)
-    return ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, holdout > 0)
+def heldout_output(out: ActorOutput, x_in: torch.Tensor, holdout: torch.Tensor) -> ActorOutput:
+    """The actor's eval-mode output on fold-in rows `x_in`, with fold-in as 'kept' and held-out
+    (a bool mask) as 'dropped' -- the evaluation analogue of a training dropout mask, used for
+    the critic's fit."""
+    return ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, holdout)
 
 
 def critic_batch(
@@ -99,14 +99,12 @@ def heldout_per_user(
     actor.eval()
     per_user: dict[str, torch.Tensor] = {}
     for rows, x_in, holdout, exclude in eval_batches(split, batch_size, device):
-        out = heldout_output(actor, x_in, holdout)
-        per = (
-            ranking_metrics(masked_scores(out.logits, exclude), holdout > 0, ks, kinds)
-            if ks
-            else {}
-        )
+        # the batch's rows as the actor reads them, straight from the sparse matrix (the same
+        # entries as x_in, in the same order) instead of from a pass over x_in
+        out = actor(sparse_rows(split.input, rows, device))
+        per = ranking_metrics(masked_scores(out.logits, exclude), holdout, ks, kinds) if ks else {}
         if critic is not None:
-            per.update(critic_batch(critic, out, x_in + holdout))
+            per.update(critic_batch(critic, heldout_output(out, x_in, holdout), x_in + holdout))
         _fill(per_user, per, rows, split.input.shape[0])
     return per_user
 

@@ -86,3 +86,43 @@ def test_top_k_fast_path_equals_exact_path_with_ties():
         scores[torch.rand(64, n, generator=g) < 0.3] = -torch.inf
         scores[:8] = torch.randn(8, n, generator=g)  # rows without ties
         assert torch.equal(top_k_items(scores, k), _top_k_exact(scores, min(k, n)))
+
+
+@pytest.mark.parametrize("exclude_is_input", [True, False])
+def test_validation_reads_the_actor_input_sparse_with_the_dense_path_s_results(exclude_is_input):
+    """heldout_per_user feeds the actor each batch straight from the sparse matrix and takes
+    bool masks as they are: every metric and critic value equals the dense reference."""
+    from ract.data.splits import EvalSplit, dense_mask
+    from ract.evaluate import critic_batch, heldout_per_user, masked_scores
+    from ract.metrics import ranking_metrics
+    from ract.model import ActorOutput, Critic, CriticConfig
+
+    torch.manual_seed(0)
+    n_users, n_items = 37, 50
+    inp = sp.csr_matrix(binary(n_users, n_items, 0.2, seed=2).numpy())
+    holdout = sp.csr_matrix((binary(n_users, n_items, 0.1, seed=3).numpy() > inp.toarray()) * 1.0)
+    exclude = inp if exclude_is_input else sp.csr_matrix(binary(n_users, n_items, 0.3, seed=4))
+    split = EvalSplit(input=inp, holdout=holdout, exclude=exclude)
+    actor = MultVAE(ActorConfig(n_items=n_items, latent_dimension=6, mlp_hidden_size=(12,)))
+    critic = Critic(CriticConfig(critic_layers=(8,), metrics_k=10))
+    metrics = ("ndcg@10", "recall@5", "recall@20")
+    got = heldout_per_user(actor.eval(), split, critic=critic, metrics=metrics, batch_size=16)
+    want = {}
+    for start in range(0, n_users, 16):  # the same batches: matmuls round by batch shape
+        rows = np.arange(start, min(start + 16, n_users))
+        x_in = dense_rows(inp, rows, "cpu")
+        held = dense_mask(holdout, rows, "cpu")
+        with torch.no_grad():
+            out = actor(x_in)
+            scores = masked_scores(out.logits, dense_rows(exclude, rows, "cpu"))
+            batch = ranking_metrics(scores, held, (5, 10, 20), ("ndcg", "recall"))
+            out = ActorOutput(out.logits, out.mu, out.logvar, x_in > 0, held)
+            batch.update(critic_batch(critic, out, x_in + held))
+        for key, value in batch.items():
+            want[key] = torch.cat([want[key], value]) if key in want else value
+    for key, value in got.items():
+        assert torch.equal(value.nan_to_num(-1.0), want[key].nan_to_num(-1.0)), key
+    broken = torch.zeros(2, n_items)
+    broken[1, 3] = torch.nan
+    with pytest.raises(Exception, match="NaN scores"):
+        masked_scores(broken, torch.zeros(2, n_items, dtype=torch.bool))
