@@ -26,9 +26,9 @@ each pretraining stage's epochs (its checkpoint is written once, at the end).
 
 The sides alternate (project fp32, project bf16, RecBole, project fp32, ...), each
 `--threads` threads. Writes benchmarks/results/peer.md (and .json): wall seconds per side and
-round, per stage where the side records it, the ratios, each side's test NDCG (the project's NDCG@100 on its test split,
-RecBole's NDCG@10 on its own: the splits differ, for information only), load averages,
-commands and versions.
+round, per stage where the side records it, the ratios, each side's test NDCG (the project's
+NDCG@100 on its test split, RecBole's NDCG@10 on its own: the splits differ, for information
+only), load averages, commands and versions.
 
 RecBole's venv (default benchmarks/.peer-venv, ignored by git) is made if missing:
 torch==2.13.0 (CPU) and recbole==1.2.1, then numpy 1.26.4, pandas 2.1.4, scipy 1.11.4 and

@@ -372,8 +372,8 @@ def _add_schedule_args(p, setting) -> None:
         help="validate once this many optimizer steps have passed since the last "
         "validation; 0 every epoch (default: "
         f"{STAGE_DEFAULTS['actor_pretrain']['validate_every']} for actor_pretrain, "
-        f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for "
-        "critic_pretrain, 0 for finetune)",
+        f"{STAGE_DEFAULTS['critic_pretrain']['validate_every']} for critic_pretrain, "
+        f"{STAGE_DEFAULTS['finetune']['validate_every']} for finetune)",
     )
 
 

@@ -154,9 +154,9 @@ class StageConfig:
 
 
 STAGE_DEFAULTS = {
-    "actor_pretrain": dict(epochs=200, learning_rate=1e-3, validate_every=0),
+    "actor_pretrain": dict(epochs=200, learning_rate=1e-3, validate_every=4),
     "critic_pretrain": dict(epochs=50, learning_rate=1e-4, min_steps=2000, validate_every=100),
-    "finetune": dict(epochs=50, learning_rate=2e-6),
+    "finetune": dict(epochs=50, learning_rate=2e-6, validate_every=10),
 }
 
 # vae_cf on ML-20M: 116,677 training users in batches of 500 are 234 updates an epoch, 46,800

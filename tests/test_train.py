@@ -71,6 +71,7 @@ def run_all(split, out, seed=0, freeze=False, precision="fp32", device="cpu"):
             seed=seed,
             freeze_critic=freeze,
             precision=precision,
+            validate_every=0,  # every epoch, as the stages before
         ),
         out_checkpoint=paths["finetune"][0],
         history_path=paths["finetune"][1],
