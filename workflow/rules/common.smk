@@ -4,6 +4,7 @@ import hashlib
 import itertools
 import json
 import sys
+import threading
 from pathlib import Path
 
 import jsonschema
@@ -432,3 +433,15 @@ def lost_files(targets):
 
 def uses_gpu():
     return 1 if config["device"] == "cuda" else 0
+
+
+def stop_rescheduling():
+    """Onsuccess and onerror: cancel Snakemake's pending rescheduling timer. After each round of
+    scheduling, Snakemake starts a `threading.Timer` (the timespan of --max-jobs-per-timespan,
+    1 s by default) that wakes its scheduler again; the last one outlives the run, and Python
+    waits for it before Snakemake exits: up to a second added to every run. Once the run is
+    over nothing is left to schedule. Timers that are not the scheduler's are left alone."""
+    for thread in threading.enumerate():
+        owner = getattr(getattr(thread, "function", None), "__module__", None) or ""
+        if isinstance(thread, threading.Timer) and owner.startswith("snakemake.scheduling"):
+            thread.cancel()
