@@ -7,6 +7,18 @@ from adapter import log, run  # the standard library and `ract`'s own light modu
 
 from ract.formats import PAPER_METRICS
 
+# Each of the two processes computes on one thread, as the job did alone with `threads: 1`:
+# the counts Snakemake set from the rule's 2 threads, set back before numpy and torch load
+# (spare threads of both processes would only contend for the same 2 cores).
+for _variable in (
+    "OMP_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+):
+    os.environ[_variable] = "1"
 # Two processes share the work, on the 2 threads the rule claims: a fork of this one, made
 # before anything heavy is imported (numpy starts threads, which a fork does not copy), imports
 # torch (ract.metrics.pearson) to draw the critic's fit, and draws the test metrics; this one
