@@ -1,10 +1,11 @@
+import json
 import logging
 import os
-import pickle
 import traceback
 
 from adapter import log, run  # the standard library and `ract`'s own light modules only
 
+from ract.errors import RactError, error_line
 from ract.formats import PAPER_METRICS
 
 # Each of the two processes computes on one thread, as the job did alone with `threads: 1`:
@@ -19,6 +20,7 @@ for _variable in (
     "NUMEXPR_NUM_THREADS",
 ):
     os.environ[_variable] = "1"
+
 # Two processes share the work, on the 2 threads the rule claims: a fork of this one, made
 # before anything heavy is imported (numpy starts threads, which a fork does not copy), imports
 # torch (ract.metrics.pearson) to draw the critic's fit, and draws the test metrics; this one
@@ -122,13 +124,17 @@ class Beside:
         read, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the copy: run, answer, and leave without this process's exit
-            os.close(read)
-            with os.fdopen(write, "wb") as pipe:
-                pipe.write(answer(work))
-            logging.shutdown()
-            os._exit(0)
+            code = 1
+            try:
+                os.close(read)
+                with os.fdopen(write, "w") as pipe:
+                    pipe.write(answer(work))
+                logging.shutdown()
+                code = 0
+            finally:
+                os._exit(code)
         os.close(write)
-        self.pipe, self.ended = os.fdopen(read, "rb"), None
+        self.pipe, self.ended = os.fdopen(read), None
 
     def wait(self):
         """Wait for the copy to end (once): (its answer, its exit status)."""
@@ -138,31 +144,28 @@ class Beside:
         return self.ended
 
     def result(self):
-        """What `work()` returned, or raise what it raised."""
-        data, status = self.wait()
-        if status or not data:
+        """What `work()` returned (through JSON), or a RactError saying what it raised as the
+        job's error line would have."""
+        text, status = self.wait()
+        if status or not text:
             code = os.waitstatus_to_exitcode(status)
             raise RuntimeError(f"the forked process (pid {self.pid}) ended with status {code}")
-        done, value = pickle.loads(data)
-        if not done:
-            raise value
-        return value
+        outcome = json.loads(text)
+        if "error" in outcome:
+            raise RactError(outcome["error"])
+        return outcome["value"]
 
 
 def answer(work):
-    """`work()`'s outcome pickled: (True, what it returned) or (False, what it raised, with
-    its traceback as a note); an exception that does not pickle back becomes a RuntimeError
-    with its type and message."""
+    """`work()`'s outcome as JSON: {"value": what it returned}, or {"error": the one line that
+    says what it raised (`ract.errors.error_line`)}, an unexpected error's traceback logged."""
     try:
-        return pickle.dumps((True, work()))
-    except BaseException as exc:  # noqa: BLE001 - each goes back to the parent
-        exc.add_note("in the forked process:\n" + traceback.format_exc().rstrip())
-        try:
-            data = pickle.dumps((False, exc))
-            pickle.loads(data)
-            return data
-        except Exception:  # noqa: BLE001
-            return pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
+        return json.dumps({"value": work()})
+    except Exception as exc:  # noqa: BLE001 - each goes back to the parent
+        line = error_line(exc, f"full traceback in {snakemake.log[0]}")
+        if not isinstance(exc, RactError):
+            log.info("the forked process failed:\n%s", traceback.format_exc().rstrip())
+        return json.dumps({"error": line.removeprefix("ract: error: ")})
 
 
 run(snakemake, main)
