@@ -61,6 +61,14 @@ TARGETS = expand("results/{dataset}/comparison.csv", dataset=DATASETS) + (
 # process, never on a cluster node: the download needs the network, which compute nodes often
 # lack, and the rest are light. Marked per rule, not in a `localrules:` list, which would miss
 # the renamed rules of a module (`use rule * from ract as ract_*`).
+onsuccess:
+    stop_rescheduling()
+
+
+onerror:
+    stop_rescheduling()
+
+
 rule all:
     input:
         TARGETS,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -50,29 +51,48 @@ def _imports(path: Path, package: Path, local: Path) -> set[Path]:
     """Modules one file imports from the package or beside the entry: every import statement,
     at the top or inside a function, absolute or relative, with the `__init__.py` of each
     package on the way (importing a module runs them)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     here = (
         path.relative_to(package.parent).with_suffix("").parts
         if path.is_relative_to(package)
         else ()
     )
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the package holding this file
-                base = ".".join([*here[: len(here) - node.level], *filter(None, [node.module])])
-            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
     found = set()
-    for name in names:
+    for name in _imported_names(path.read_text(encoding="utf-8"), str(path), here):
         parts = name.split(".")
         for i in range(1, len(parts) + 1):
             f = _module_file(".".join(parts[:i]), package, local)
             if f is not None:
                 found.add(f)
     return found
+
+
+@functools.cache
+def _imported_names(source: str, filename: str, here: tuple[str, ...]) -> tuple[str, ...]:
+    """The modules (and `from` names) the import statements of `source` name, relative ones
+    resolved from `here`, the file's module path. Cached by the text itself: the rules of a
+    Snakefile hash many scripts whose closures share most modules, and each is parsed once."""
+    names = []
+    for node in _import_statements(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        else:
+            base = node.module or ""
+            if node.level:  # relative: from the package holding this file
+                base = ".".join([*here[: len(here) - node.level], *filter(None, [node.module])])
+            names += [base] + [f"{base}.{alias.name}" for alias in node.names]
+    return tuple(names)
+
+
+def _import_statements(tree: ast.AST):
+    """Every import statement in `tree`, at any depth of statements. Expressions are not
+    entered: no statement lies inside one (a lambda's body is an expression), and they are
+    most of a module's nodes."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        todo.extend(c for c in ast.iter_child_nodes(node) if not isinstance(c, ast.expr))
 
 
 def code_files(entry: str | os.PathLike, package: str | os.PathLike = PACKAGE) -> list[Path]:

@@ -28,7 +28,6 @@ from matplotlib.figure import Figure
 from .errors import RactError
 from .formats import PAPER_METRICS, STAGES
 from .io import atomic_path
-from .metrics import pearson
 from .paper import CRITIC_CORRELATION, paper_comparison, paper_table
 
 KEY_COLUMNS = ("variant", "model", "seed", "split", "epoch", "users", "status")
@@ -964,6 +963,8 @@ _FIT_PANELS = {
 def _draw_fit_panel(ax, clean: Mapping, pooled: pd.DataFrame, metric: str, column: str) -> float:
     """One panel of `plot_critic_fit`: `metric` against `column`, a colour per seed; returns
     the pooled Pearson r shown in its title."""
+    from .metrics import pearson  # torch, which nothing else here needs (a second to import)
+
     for i, (seed, f) in enumerate(clean.items()):
         ax.scatter(
             f[column],

@@ -63,7 +63,7 @@ rule compare:
         starts={NAMES[model]: NAMES[start] for model, start in STARTS.items()},
         paper=lambda w: config["datasets"][w.dataset]["paper"],  # the paper's numbers beside ours
         code=code_hash("compare"),
-    threads: 1
+    threads: 2  # two processes (workflow/scripts/compare.py)
     resources:
         mem_mb=2000,
         runtime=10,

@@ -1,7 +1,7 @@
 """Shared by the rule scripts: log to the rule's log file; turn any failure into one line
 (`ract.errors.error_line`) on stderr and in that log, and a failed job, the log also keeping
 the traceback of anything but bad input; record what a finished job read and wrote
-(`ract.provenance`)."""
+(`ract.provenance`); end a finished job's process without Python's teardown."""
 
 import logging
 import os
@@ -51,6 +51,19 @@ def run(snakemake, body):
         # the line, then (unless it is bad input) the traceback below it in the log
         fail(line, exc_info=not isinstance(exc, RactError))
     record_job(snakemake.rule, snakemake.input, snakemake.output)
+    leave()
+
+
+def leave():
+    """End the finished job's process now. Python's own exit would then take every module
+    and object apart, which nothing here needs (the outputs are written and closed): 0.3 to
+    0.45 s of each job that imported torch, a quarter of an evaluation job. Only what is still
+    buffered is kept: the log (`logging.shutdown`, which is also all that `atexit` holds for
+    a job, matplotlib's and Pillow's caches aside), stdout and stderr."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def fail(line, exc_info=False):
