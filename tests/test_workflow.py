@@ -576,6 +576,20 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     )
 
 
+def test_a_failure_in_compares_fork_fails_the_job_with_its_one_line(study, tmp_path):
+    # compare draws the critic's fit in a fork of its process (workflow/scripts/compare.py):
+    # what goes wrong there ends the job as it would have in one process
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    fit = work / "results/ml-100k/main/seed1/eval/critic_pretrain_validation_critic_fit.csv"
+    fit.write_text("user,x\n1,2\n")
+    r = snakemake(work, tiny_config(), "-R", "compare")
+    assert r.returncode != 0
+    missing = "['ndcg@100', 'critic', 'nll']"
+    assert f"ract: error: critic fit: table of seed 1 has no column(s) {missing}" in r.stderr
+    assert not (work / "results/ml-100k/comparison.md").exists()
+
+
 def test_finetuning_that_keeps_the_pretrained_actor_is_said_in_words(study, tmp_path):
     work = tmp_path / "copy"
     shutil.copytree(study, work, symlinks=True)
