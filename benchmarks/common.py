@@ -4,6 +4,7 @@ on, and the `ract` package of another git revision to compare this code with."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -18,6 +19,15 @@ def script_parser(doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+
+
+def write_results(out: Path, results: dict, markdown) -> None:
+    """`out`.json (the results) and `out`.md (`markdown(results)`, also printed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    text = markdown(results)
+    out.with_suffix(".md").write_text(text)
+    print(text, flush=True)
 
 
 def machine() -> dict:

@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import script_parser  # beside this script
+from common import script_parser, write_results  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PACKAGES = [
@@ -489,11 +489,7 @@ def write(args, argv, load_before, proj, peer, rounds_done) -> dict[str, float]:
         p: median([r["seconds"] for r in peer]) / median([r["seconds"] for r in runs])
         for p, runs in proj.items()
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    text = markdown(res)
-    args.out.with_suffix(".md").write_text(text)
-    print(text, flush=True)
+    write_results(args.out, res, markdown)
     return res["ratio_median"]
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import script_parser  # noqa: E402 (beside this script)
+from common import script_parser, write_results  # noqa: E402 (beside this script)
 
 BF16 = (
     "import ract.train as _t\n_d = _t.stage_defaults\n"
@@ -187,11 +187,7 @@ def main() -> int:
         results["speed"] = speed(args)
     if "quality" in args.parts:
         results["quality"] = quality(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(results)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_results(args.out, results, markdown)
     return 0
 
 

@@ -44,7 +44,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import script_parser  # beside this script
+from common import script_parser, write_results  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -422,11 +422,7 @@ def main(argv=None) -> int:
     results["runs"], results["checks"] = study(args)
     results["seconds"] = time.perf_counter() - t0
     results["load_after"] = os.getloadavg()[0]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(results)
-    args.out.with_suffix(".md").write_text(text)
-    print(text)
+    write_results(args.out, results, markdown)
     return 0
 
 
