@@ -95,9 +95,13 @@ def replay(history, n: int) -> tuple[int, int]:
     """(kept epoch, validations after the start) under `validate_every = n`: the first of the
     validated epochs with the best validation NDCG@100, as `select` keeps on a strict gain."""
     epochs = validated_epochs(history, n)
+    return best_of(history, epochs), len(epochs) - 1
+
+
+def best_of(history, epochs: list[int]) -> int:
+    """The first of `epochs` with the best validation NDCG@100."""
     values = history.set_index("epoch")["val_ndcg@100"]
-    kept = max(epochs, key=lambda e: (values[e], -e))
-    return kept, len(epochs) - 1
+    return max(epochs, key=lambda e: (values[e], -e))
 
 
 def split_half(per_user, candidates: list[int], splits: int, seed: int) -> float:
@@ -150,7 +154,7 @@ class Bench:
                 n_items=self.data.n_items, mlp_hidden_size=(), dropout_prob=0.5, variational=False
             )
         else:
-            actor_cfg = ActorConfig(n_items=self.data.n_items, total_anneal_steps="auto")
+            actor_cfg = self.mult_vae()
         cfg = stage_defaults(
             STAGE_OF[model], seed=seed, validate_every=n, save_step=save_step, **settings
         )
@@ -159,18 +163,22 @@ class Bench:
     def start(self, seed: int) -> Path:
         """finetune's starting point for a seed: the actor stage, then the critic stage, both
         with the study's settings (validating as the defaults do)."""
-        from ract.model import ActorConfig
         from ract.train import stage_defaults
 
         if seed not in self.starts:
-            actor_cfg = ActorConfig(n_items=self.data.n_items, total_anneal_steps="auto")
             cfg = stage_defaults("actor_pretrain", seed=seed)
             actor = self.work / f"actor-{seed}-{cfg.validate_every}" / "actor_pretrain.pt"
             if not actor.exists():  # the actor model's run with the default N, if made
-                actor, _, _ = self._run(f"start-actor-{seed}", cfg, actor_cfg, None)
+                actor, _, _ = self._run(f"start-actor-{seed}", cfg, self.mult_vae(), None)
             cfg = stage_defaults("critic_pretrain", seed=seed)
             self.starts[seed], _, _ = self._run(f"start-critic-{seed}", cfg, None, actor)
         return self.starts[seed]
+
+    def mult_vae(self):
+        """The study's actor: Mult-VAE, beta annealed as vae_cf's (`total_anneal_steps: auto`)."""
+        from ract.model import ActorConfig
+
+        return ActorConfig(n_items=self.data.n_items, total_anneal_steps="auto")
 
     def _run(self, name: str, cfg, actor_cfg, start):
         from ract.train import train_stage
@@ -235,8 +243,9 @@ class Bench:
         validating = history["seconds"] - history["train_seconds"].fillna(0.0)
         rows = []
         for n in self.args.candidates:
-            kept, validations = replay(history, n)
-            candidates = [e for e in validated_epochs(history, n) if e or model == "finetune"]
+            epochs = validated_epochs(history, n)
+            kept = best_of(history, epochs)
+            candidates = [e for e in epochs if e or model == "finetune"]
             path = self.checkpoint(model, seed, out, kept)
             path = out if kept == summary["best_epoch"] else path
             row = {
@@ -245,15 +254,12 @@ class Bench:
                 "seed": seed,
                 "validate_every": n,
                 "epochs": int(history["epoch"].max()),
-                "validations": validations,
+                "validations": len(epochs) - 1,
                 "kept_epoch": kept,
                 "split_half_ndcg@100": split_half(per_user, candidates, self.args.splits, seed),
                 "val_ndcg@100": float(history["val_ndcg@100"].iloc[kept]),
                 "test_ndcg@100": float(pd.Series(self.ndcg(path, "test")).mean()),
-                "seconds": float(
-                    history["train_seconds"].sum()
-                    + validating.iloc[validated_epochs(history, n)].sum()
-                ),
+                "seconds": float(history["train_seconds"].sum() + validating.iloc[epochs].sum()),
                 "seconds_per_validation": float(validating.iloc[1:].mean()),
                 "load_average": os.getloadavg()[0],
             }
