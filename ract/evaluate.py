@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows, sparse_rows
+from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows
 from .errors import RactError
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
 from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
@@ -98,12 +98,15 @@ def heldout_per_user(
     kinds = tuple(dict.fromkeys(name.split("@")[0] for name in metrics))
     actor.eval()
     per_user: dict[str, torch.Tensor] = {}
-    for rows, x_in, holdout, exclude in eval_batches(split, batch_size, device):
-        # the batch's rows as the actor reads them, straight from the sparse matrix (the same
-        # entries as x_in, in the same order) instead of from a pass over x_in
-        out = actor(sparse_rows(split.input, rows, device))
-        per = ranking_metrics(masked_scores(out.logits, exclude), holdout, ks, kinds) if ks else {}
+    # the batches as the actor reads them, sparse, kept by the split for the next validation;
+    # only the masks the ranking needs are made dense, per batch
+    for rows, x, held, excluded in split.sparse_batches(batch_size, device):
+        out = actor(x)
+        holdout, per = held.mask(), {}
+        if ks:
+            per = ranking_metrics(masked_scores(out.logits, excluded.mask()), holdout, ks, kinds)
         if critic is not None:
+            x_in = x.dense()
             per.update(critic_batch(critic, heldout_output(out, x_in, holdout), x_in + holdout))
         _fill(per_user, per, rows, split.input.shape[0])
     return per_user

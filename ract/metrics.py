@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 METRICS = ("ndcg", "recall", "recall_recbole", "mrr", "hit", "precision")
@@ -124,20 +123,3 @@ def summarise(per_user: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
         se = (v.std(unbiased=True) / math.sqrt(n)).item() if n > 1 else math.nan
         summary[name] = {"mean": mean, "se": se, "n_users": n}
     return summary
-
-
-def pearson(a, b) -> float:
-    """Pearson r of two equal-length sequences (tensors, arrays, lists, pandas columns) over the
-    pairs where neither is NaN; NaN with fewer than two such pairs or no spread. Computed in
-    float64 with torch, whatever the input, so a value is the same in a history and a report."""
-    a, b = _float64(a), _float64(b)
-    keep = ~(torch.isnan(a) | torch.isnan(b))
-    a, b = a[keep] - a[keep].mean(), b[keep] - b[keep].mean()
-    denom = a.norm() * b.norm()
-    return (a @ b / denom).item() if a.numel() > 1 and denom > 0 else math.nan
-
-
-def _float64(values) -> torch.Tensor:
-    if isinstance(values, torch.Tensor):
-        return values.double().flatten()
-    return torch.from_numpy(np.array(values, dtype=np.float64)).flatten()

@@ -25,6 +25,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .correlation import pearson
 from .errors import RactError
 from .formats import PAPER_METRICS, STAGES
 from .io import atomic_path
@@ -963,8 +964,6 @@ _FIT_PANELS = {
 def _draw_fit_panel(ax, clean: Mapping, pooled: pd.DataFrame, metric: str, column: str) -> float:
     """One panel of `plot_critic_fit`: `metric` against `column`, a colour per seed; returns
     the pooled Pearson r shown in its title."""
-    from .metrics import pearson  # torch, which nothing else here needs (a second to import)
-
     for i, (seed, f) in enumerate(clean.items()):
         ax.scatter(
             f[column],

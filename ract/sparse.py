@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,11 +36,34 @@ class SparseRows:
     def shape(self) -> tuple[int, int]:
         return (self.indptr.numel() - 1, self.n_cols)
 
-    @property
+    @cached_property
     def row_ids(self) -> torch.Tensor:
-        """(nnz,) row of each entry."""
+        """(nnz,) row of each entry; made once per batch (a training step reads it a dozen
+        times: 0.17 ms each on ml-100k, 2 ms of a 45 ms step)."""
         counts = self.indptr[1:] - self.indptr[:-1]
         return torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+
+    @cached_property
+    def by_item(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The transposed batch's CSR structure: (order, indptr, rows), `order` (nnz,) the
+        entries regrouped by item (a stable sort of `indices`), `indptr` (n_cols + 1,) where
+        each item's entries start, `rows` (nnz,) their rows. On the CPU, scipy's CSR to CSC
+        conversion, a counting sort: 0.14 ms for a batch of ml-100k's training users (42,619
+        entries), against 1.6 ms for torch's stable argsort."""
+        if self.indices.device.type != "cpu":
+            return self.by_item_sorted()
+        nnz = self.indices.numel()
+        t = sp.csr_matrix(
+            (np.arange(nnz), self.indices.numpy(), self.indptr.numpy()), shape=self.shape
+        ).tocsc()
+        return tuple(torch.from_numpy(a.astype(np.int64)) for a in (t.data, t.indptr, t.indices))
+
+    def by_item_sorted(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`by_item` with torch's own operations, on any device."""
+        order = torch.argsort(self.indices, stable=True)
+        indptr = self.indptr.new_zeros(self.n_cols + 1)
+        indptr[1:] = torch.bincount(self.indices, minlength=self.n_cols).cumsum(0)
+        return order, indptr, self.row_ids[order]
 
     def row_sum(self, values: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) per-row sums of `values` (default: the entries)."""
@@ -60,6 +86,10 @@ class SparseRows:
         out = values.new_zeros(self.shape)
         out[self.row_ids, self.indices] = values
         return out
+
+    def mask(self) -> torch.Tensor:
+        """(B, n_cols) bool, True at the positive entries (as `ract.data.splits.dense_mask`)."""
+        return self.dense(self.values > 0)
 
     @classmethod
     def from_dense(cls, x: torch.Tensor) -> SparseRows:
@@ -126,13 +156,15 @@ class _SparseLinear(torch.autograd.Function):
             grad_values = (grad[x.row_ids] * weight_t[x.indices]).sum(dim=1)  # (nnz,)
         if ctx.needs_input_grad[1]:
             # X.T @ grad with X.T in CSR form: the entries regrouped by item
-            order = torch.argsort(x.indices, stable=True)
-            indptr = x.indptr.new_zeros(weight_t.shape[0] + 1)
-            indptr[1:] = torch.bincount(x.indices, minlength=weight_t.shape[0]).cumsum(0)
+            order, indptr, rows = x.by_item
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 x_t = torch.sparse_csr_tensor(
-                    indptr, x.row_ids[order], values[order], (weight_t.shape[0], x.shape[0])
+                    indptr, rows, values[order], (weight_t.shape[0], x.shape[0])
                 )
-                grad_weight = x_t @ grad  # (n_items, out), the layout of weight_t
+                # (n_items, out), the layout of weight_t. Into an uninitialised tensor with
+                # beta=0 (which ignores its contents): `x_t @ grad` zero-fills its result and
+                # then copies it, 4.1 ms against 1.4-2.2 at ml-100k's shapes, same values.
+                grad_weight = weight_t.new_empty(weight_t.shape)
+                torch.addmm(grad_weight, x_t, grad, beta=0, out=grad_weight)
         return grad_values, grad_weight, None

@@ -29,6 +29,24 @@ def test_sparse_rows_match_dense_rows():
     assert torch.allclose(x.row_sum(), dense_rows(m, rows, "cpu").sum(1))
 
 
+def test_entries_by_item_from_scipy_equal_a_stable_sort():
+    """The weight gradient's transposed batch: scipy's counting sort (CPU) gives what torch's
+    stable argsort (other devices) does, with empty rows and items never seen."""
+    rng = np.random.default_rng(3)
+    a = (rng.random((40, 25)) < 0.15) * rng.random((40, 25)).astype(np.float32)
+    a[5], a[:, 7] = 0, 0  # a user with no items, an item no user has
+    m = sp.csr_matrix(a)
+    x = sparse_rows(m, np.arange(3, 37), "cpu")
+    assert x.by_item is x.by_item  # made once per batch
+    for got, want in zip(x.by_item, x.by_item_sorted()):
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    order, indptr, rows = x.by_item
+    t = m[3:37].T.tocsr()
+    assert torch.equal(indptr, torch.from_numpy(t.indptr.astype(np.int64)))
+    assert torch.equal(rows, torch.from_numpy(t.indices.astype(np.int64)))
+    assert torch.equal(x.values[order], torch.from_numpy(t.data))
+
+
 def test_sparse_first_layer_gradients():
     x = SparseRows.from_dense(binary(6, 9, 0.4).double())
     values = x.values.clone().requires_grad_(True)

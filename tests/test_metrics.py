@@ -104,3 +104,33 @@ def test_summary_standard_error():
 def test_invalid_k_rejected():
     with pytest.raises(ValueError):
         ranking_metrics(torch.zeros(1, 3), torch.zeros(1, 3, dtype=torch.bool), (0,))
+
+
+def test_pearson_takes_any_sequence_skips_nan_pairs_and_needs_no_torch():
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from ract.correlation import pearson
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=200)
+    b = 0.3 * a + rng.normal(size=200)
+    want = np.corrcoef(a, b)[0, 1]
+    for x, y in ((a, b), (list(a), list(b)), (pd.Series(a), pd.Series(b))):
+        assert pearson(x, y) == pytest.approx(want, abs=1e-12)
+    r32 = pearson(torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32))
+    assert r32 == pytest.approx(want, abs=1e-6)  # a float32 tensor, taken as float64
+    holes_a, holes_b = a.copy(), b.copy()
+    holes_a[3], holes_b[[3, 7]] = np.nan, np.nan  # pairs 3 and 7 are left out
+    keep = np.setdiff1d(np.arange(200), [3, 7])
+    assert pearson(holes_a, holes_b) == pytest.approx(np.corrcoef(a[keep], b[keep])[0, 1])
+    assert math.isnan(pearson([1.0], [2.0]))  # fewer than two pairs
+    assert math.isnan(pearson([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]))  # no spread
+    assert math.isnan(pearson([np.nan, np.nan], [1.0, 2.0]))
+    # the comparison report's process draws the critic's fit without importing torch
+    code = "import sys, ract.correlation, ract.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -7,7 +7,7 @@ import pytest
 
 from ract import report
 from ract.errors import RactError
-from ract.metrics import pearson
+from ract.correlation import pearson
 
 
 def summary(model, seed, split="test", variant="main", recall=0.3, ndcg=0.4, epoch=5):

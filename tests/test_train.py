@@ -456,6 +456,43 @@ def test_eval_batches_share_input_and_exclude_when_they_are_one_matrix(split, tm
         assert torch.equal(exclude, torch.from_numpy(weak.exclude[rows].toarray()))
 
 
+def test_validation_batches_are_sliced_once_per_split(split):
+    """A stage validates the same users every few updates: their batches are made at the
+    first validation, kept by the split, and hold its matrices' rows."""
+    from ract.data.splits import sparse_rows
+
+    v = split.validation
+    batches = v.sparse_batches(10, "cpu")
+    assert v.sparse_batches(10, "cpu") is batches
+    assert v.sparse_batches(7, "cpu") is not batches
+    assert np.array_equal(np.concatenate([b[0] for b in batches]), np.arange(v.input.shape[0]))
+    for rows, x, held, exclude in batches:
+        assert exclude is x  # strong protocol: the fold-in is what is excluded
+        assert torch.equal(x.dense(), sparse_rows(v.input, rows, "cpu").dense())
+        assert torch.equal(held.mask(), torch.from_numpy(v.holdout[rows].toarray() > 0))
+
+
+@pytest.mark.parametrize("block, trims", [(1 << 40, 0), (1, 4)])
+def test_validation_returns_free_heap_pages_only_for_large_blocks(
+    split, tmp_path, monkeypatch, block, trims
+):
+    """The trim around each validation matters where a batch's (B, n_items) blocks are tens
+    of MB; on small data it would cost more than the memory it gives back."""
+    import ract.train
+
+    calls = []
+    monkeypatch.setattr(ract.train, "TRIM_MIN_BLOCK", block)
+    monkeypatch.setattr(ract.train, "release_freed_memory", lambda: calls.append(1))
+    train_stage(
+        split,
+        stage_defaults("actor_pretrain", epochs=1, batch_size=64),
+        out_checkpoint=tmp_path / "a.pt",
+        history_path=tmp_path / "a.csv",
+        actor_cfg=small_actor(split.n_items),
+    )
+    assert len(calls) == trims  # before and after the validations of epochs 0 and 1
+
+
 @pytest.mark.parametrize("batch_size, rows", [(64, 100), (500, 500), (5000, 1000)])
 def test_training_validates_in_batches_of_its_own_size(
     split, tmp_path, monkeypatch, batch_size, rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,29 @@ class EvalSplit:
     input: sp.csr_matrix
     holdout: sp.csr_matrix
     exclude: sp.csr_matrix
+    # (batch size, device) -> `sparse_batches`' list, made at its first use
+    _batches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def sparse_batches(self, batch_size: int, device) -> list[tuple]:
+        """(rows, input, holdout, exclude) per batch of `batch_size` users, each matrix's rows
+        as `SparseRows` on `device` (exclude is input where they are one matrix). Made once and
+        kept: a training stage validates the same users every few updates, and slicing the
+        matrices again each time cost 7 of a validation's 57 ms on ml-100k. Held as CSR, a
+        few times the split's stored size."""
+        key = (batch_size, str(device))
+        if key not in self._batches:
+            self._batches[key] = [
+                self._sparse_batch(
+                    np.arange(start, min(start + batch_size, self.input.shape[0])), device
+                )
+                for start in range(0, self.input.shape[0], batch_size)
+            ]
+        return self._batches[key]
+
+    def _sparse_batch(self, rows: np.ndarray, device) -> tuple:
+        x = sparse_rows(self.input, rows, device)
+        exclude = x if self.exclude is self.input else sparse_rows(self.exclude, rows, device)
+        return rows, x, sparse_rows(self.holdout, rows, device), exclude
 
 
 @dataclass(frozen=True)
