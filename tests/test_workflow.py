@@ -459,6 +459,47 @@ def test_config_errors_stop_before_any_job(tmp_path, edit, message):
     assert not (tmp_path / "results").exists() and not (tmp_path / "logs").exists()
 
 
+@pytest.mark.parametrize("cores, policy", [(1, "runtime default"), (4096, "PASSIVE")])
+def test_jobs_spin_only_when_their_threads_fit_the_cpus(tmp_path, cores, policy):
+    """A job's idle OpenMP threads may spin (the runtime's default) when `--cores` is within the
+    machine's CPUs, and sleep at once (PASSIVE) when jobs could share a core."""
+    repo = copy_project(tmp_path / "repo")
+    probe = repo / "workflow" / "scripts" / "probe.py"
+    probe.write_text(
+        "from adapter import run  # first, as in every rule script\n"
+        "import os\n"
+        "value = os.environ.get('OMP_WAIT_POLICY', 'runtime default')\n"
+        "open(snakemake.output[0], 'w').write(value)\n"
+    )
+    with open(repo / "Snakefile", "a") as f:
+        f.write('\n\nrule probe:\n    output:\n        "policy.txt",\n')
+        f.write('    script:\n        "workflow/scripts/probe.py"\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "RACT_OMP_SPIN")}
+    r = subprocess.run(
+        [SNAKEMAKE, "--cores", str(cores), "policy.txt"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (repo / "policy.txt").read_text() == policy
+
+
+def test_wait_policy_keeps_the_users_and_defaults_to_passive():
+    from ract.threads import set_wait_policy
+
+    for environ, want in (
+        ({}, "PASSIVE"),  # outside a workflow run (or one that did not say): sleep at once
+        ({"RACT_OMP_SPIN": "0"}, "PASSIVE"),
+        ({"RACT_OMP_SPIN": "1"}, None),  # the OpenMP runtime's own default
+        ({"RACT_OMP_SPIN": "1", "OMP_WAIT_POLICY": "PASSIVE"}, "PASSIVE"),  # the user's
+        ({"RACT_OMP_SPIN": "0", "OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
+    ):
+        set_wait_policy(environ)
+        assert environ.get("OMP_WAIT_POLICY") == want
+
+
 def test_schema_defaults_equal_the_library_defaults():
     from ract.data.prepare import PrepareConfig
     from ract.evaluate import DEFAULT_KS

@@ -3,6 +3,7 @@ import functools
 import hashlib
 import itertools
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +18,12 @@ import yaml
 # workflow/envs/ract.yaml holds the rest.
 import ract.provenance
 from ract.formats import STAGES
+from ract.threads import SPIN_VARIABLE, jobs_fit_cpus
+
+# Whether this run's jobs may let idle OpenMP threads spin (ract/threads.py): only where they
+# can never share a core, i.e. `--cores` is within the CPUs Snakemake may use. Jobs inherit the
+# variable; a cluster job's own Snakemake, on its node, sets it again for its allocation.
+os.environ[SPIN_VARIABLE] = "1" if jobs_fit_cpus(workflow.resource_settings.cores) else "0"
 
 MODELS = {"actor_pretrain": "Mult-VAE", "finetune": "RaCT"}  # the checkpoints evaluated
 BASELINES = {"mult_dae": "Mult-DAE", "ease": "EASE", "popularity": "Popularity"}

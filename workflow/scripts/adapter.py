@@ -9,17 +9,18 @@ import re
 import sys
 from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning. Set before torch loads: with spinning, two
-# 2-thread jobs on 2 cores ran 8x slower each than one alone (critic stage, ml-100k); with
-# passive waiting, no slower than two 1-thread jobs. Import this module before torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # Jobs run the `ract` beside this workflow, the code whose hash the rules' `code` params carry:
 # Snakemake appends that folder to a job's sys.path, after site-packages, where another `ract`
 # (an editable install of another checkout, a released version) would otherwise win.
 WORKFLOW_ROOT = Path(__file__).resolve().parents[2]
 if (WORKFLOW_ROOT / "ract" / "__init__.py").is_file():
     sys.path.insert(0, str(WORKFLOW_ROOT))
+
+# How idle OpenMP threads wait, before torch loads: spinning a moment where the workflow's
+# jobs cannot share a core, else sleeping at once (ract/threads.py). Import this module first.
+from ract.threads import set_wait_policy  # noqa: E402
+
+set_wait_policy()
 
 from ract.errors import RactError, error_line  # noqa: E402
 from ract.provenance import JobRunning, job_lock, producer, record_job  # noqa: E402
