@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import check_data, read_state
+from .checkpoint import check_data, read_state, write_state
 from .data.splits import EvalSplit, SplitData
 from .errors import ModelFailure, RactError
 from .evaluate import EVAL_BATCH_SIZE, evaluate_model
 from .formats import CHECKPOINT_FORMAT_VERSION
-from .io import atomic_path
 from .runtime import return_freed_memory
 
 log = logging.getLogger("ract.baselines")
@@ -320,8 +319,7 @@ def save_baseline(path, model: nn.Module, *, data_hash: str, extra: dict | None 
     if clash:
         raise ValueError(f"save_baseline: extra may not replace {', '.join(sorted(clash))}")
     state.update(extra or {})
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_state(path, state)
 
 
 def load_baseline(path, *, data_hash: str | None = None, n_items: int | None = None) -> nn.Module:

@@ -57,8 +57,16 @@ def save_checkpoint(
         "metrics": {k: float(v) for k, v in metrics.items()},
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_state(path, state)
+
+
+def write_state(path, state: dict) -> None:
+    """Write a file of checkpoint format atomically (`ract.io.atomic_path`), through a file
+    object: given a path, torch.save names the zip's inner folder after the file, here the
+    temporary one, so the same state gave different bytes every time; through a file object
+    the folder is torch's fixed `archive`, and the same state gives the same bytes."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
@@ -71,8 +79,7 @@ def save_failure(path, *, model: str, reason: str, data_hash: str) -> None:
         "model": str(model),
         "data": {"content_hash": data_hash},
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_state(path, state)
 
 
 def refuse_failed(path, state: dict) -> None:

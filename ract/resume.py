@@ -29,10 +29,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .checkpoint import model_states, read_state
+from .checkpoint import model_states, read_state, write_state
 from .errors import RactError
 from .formats import CHECKPOINT_FORMAT_VERSION
-from .io import atomic_path
 
 log = logging.getLogger("ract.resume")
 
@@ -152,8 +151,7 @@ class ResumePoint:
             **self.latest,
             "rows": json.dumps(self.latest.get("rows", {})),
         }
-        with atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+        write_state(self.path, state)
         self.written_at = time.monotonic()
         self.written_epoch = int(self.latest["epoch"])
         self.ours = True

@@ -160,6 +160,8 @@ def test_same_seed_same_results(trained, split, tmp_path):
             load_checkpoint(tmp_path / f"{stage}.pt")["actor_state"],
         )
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+        # the same bytes too: nothing in the file depends on the run (a temporary file's name)
+        assert ckpt.read_bytes() == (tmp_path / f"{stage}.pt").read_bytes(), stage
 
 
 def test_bf16_trains_every_stage_close_to_fp32_with_float32_weights(trained, split, tmp_path):
