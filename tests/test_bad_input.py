@@ -387,6 +387,12 @@ def test_no_config_value_reaches_a_shell_and_loaders_are_safe():
     for path in rules:  # every rule runs a Python script: settings never pass through a shell
         text = path.read_text()
         assert not re.search(r"^\s*(shell|run):", text, re.M), path
+        # what Snakemake reads at parse time (the config schema) with a safe loader only
+        assert not re.search(r"yaml\.(full_load|unsafe_load)\(", text), path
+        for call in calls(text, "yaml.load("):
+            loader = call.partition("Loader=")[2]
+            assert "SafeLoader" in loader, (path, call)
+            assert not re.search(r"\bC?(Full|Unsafe)?Loader\b", loader), (path, call)
     sources = [*ROOT.glob("ract/**/*.py"), *ROOT.glob("workflow/scripts/*.py")]
     for path in sources:
         text = path.read_text()
@@ -394,6 +400,20 @@ def test_no_config_value_reaches_a_shell_and_loaders_are_safe():
         assert not re.search(r"\bpickle\b|\bsubprocess\.\w+\([^)]*shell=True", text), path
         for call in re.findall(r"torch\.load\([^)]*\)", text):
             assert "weights_only=True" in call, (path, call)
+
+
+def calls(text: str, opening: str) -> list[str]:
+    """Each call in `text` that starts with `opening` (ending in its open parenthesis), up to
+    its matching close."""
+    found = []
+    for match in re.finditer(re.escape(opening), text):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            if depth == 0:
+                break
+        found.append(text[match.start() : end + 1])
+    return found
 
 
 def test_a_config_carrying_a_python_object_is_refused(tmp_path):
