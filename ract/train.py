@@ -32,12 +32,12 @@ import pandas as pd
 import torch
 
 from .checkpoint import build_actor, build_critic, load_checkpoint, model_states, save_checkpoint
+from .correlation import pearson
 from .data.splits import SplitData, sparse_rows
 from .errors import ModelFailure, RactError, check_settings
 from .evaluate import EVAL_BATCH_SIZE, heldout_per_user
 from .formats import STAGES
 from .io import config_dict, write_csv
-from .correlation import pearson
 from .model import ActorConfig, Critic, CriticConfig, MultVAE, critic_features, critic_target
 from .optim import Adam
 from .progress import Progress
