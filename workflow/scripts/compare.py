@@ -26,7 +26,7 @@ for _variable in (
 # the critic's fit, the test metrics and the training curves; this one imports scipy for the
 # paired tests (0.6 s), draws the gain by user activity, and writes the tables and the page.
 # Each reads the (small) inputs it needs itself. Alone, the job took 4.3 s on ml-100k: 2.0 s
-# of imports, 1.9 s of figures; split so, 2.1 s and 1.8 s side by side.
+# of imports, 1.9 s of figures; split so, 2.1-2.6 s, the fork's part the longer.
 
 
 def files_of(kind):
