@@ -18,12 +18,13 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, memory
 from .checkpoint import check_data, read_state, write_state
 from .data.splits import EvalSplit, SplitData
 from .errors import ModelFailure, RactError
-from .evaluate import EVAL_BATCH_SIZE, evaluate_model
+from .evaluate import evaluate_model
 from .formats import CHECKPOINT_FORMAT_VERSION
+from .memory import EVAL_BATCH_SIZE
 from .runtime import return_freed_memory
 
 log = logging.getLogger("ract.baselines")
@@ -33,23 +34,12 @@ KINDS = ("ease", "popularity")
 # Steck reports the best lambda near 500 on ML-20M (and 200-1000 on Netflix / MSD); small data
 # such as ml-100k peaks in the low hundreds. The grid spans both with roughly 2x steps.
 DEFAULT_LAMBDAS = (50, 100, 200, 500, 1000, 2000, 5000)
-# Up to this many items the Gram matrix is inverted in float64 (5000^2 doubles = 200 MB); above
-# it in float32, which halves memory (20k items: 1.6 GB per matrix) and is accurate enough
-# because lambda * I keeps the matrix well conditioned.
-FLOAT64_MAX_ITEMS = 5000
+# Up to this many items the Gram matrix is inverted in float64, above in float32
+# (`ract.memory`); a module global here so that tests and benchmarks can move it.
+FLOAT64_MAX_ITEMS = memory.FLOAT64_MAX_ITEMS
 # X^T X is built this many item columns at a time, and at most a quarter of the items, so
 # that the sparse block product (12 bytes per cell) stays below one float32 matrix.
 GRAM_BLOCK = 2048
-# Bytes per (user, item) cell of a batch of validation users while it is scored
-# (`ract.evaluate.evaluate_model`), at most: while a batch is built, the previous batch's
-# fold-in, held-out and excluded rows as dense float32 and its scores (16) and the new rows
-# (12); while it is scored, its rows (12), the previous scores, the new scores and the masked
-# scores (12) and two boolean masks (2).
-EVAL_CELL_BYTES = 28
-# What a fit's process takes on the first use of LAPACK, OpenMP threads and the evaluation's
-# code, whatever the size: measured 6-10 MiB for MKL's potrf and potri, 2-3 MiB for the first
-# Gram matrix (benchmarks/ease_memory.py).
-EASE_FIXED_BYTES = 16 * 2**20
 
 
 class Popularity(nn.Module):
@@ -198,28 +188,9 @@ def mean_ndcg(
 
 
 def ease_fit_bytes(n_items: int, eval_rows: int = EVAL_BATCH_SIZE) -> int:
-    """Peak memory of `select_ease_lambda` on `n_items` items, over the data already loaded.
-
-    With s = 8 bytes up to FLOAT64_MAX_ITEMS items (float64), else 4 (float32), the sum of:
-
-    - s n_items^2: X^T X, kept for the whole grid;
-    - s n_items^2: the one work matrix that every lambda's fit overwrites: X^T X + lam I, its
-      Cholesky factor, the inverse and B, each in place (`ease_weights_`). The lambda chosen
-      is fitted into it again at the end rather than kept in a matrix of its own;
-    - 4 n_items^2, in float64 only: B as float32, the model scored on the validation users and
-      the one returned (in float32 the model is the work matrix itself);
-    - EVAL_CELL_BYTES (28) x `eval_rows` x n_items: scoring a batch of validation users
-      (`eval_rows`: the batch size, or the number of validation users if fewer);
-    - EASE_FIXED_BYTES (16 MiB): libraries' first use, whatever the size.
-
-    Building X^T X needs less (X^T X and under 3 n_items^2 bytes of block product), and so
-    does the end (the work matrix, and in float64 the float32 model). Measured against this
-    in benchmarks/results/ease_memory.md.
-    """
-    itemsize = 8 if n_items <= FLOAT64_MAX_ITEMS else 4
-    cells = n_items * n_items
-    matrices = 2 * itemsize * cells + (4 * cells if itemsize == 8 else 0)
-    return matrices + EVAL_CELL_BYTES * eval_rows * n_items + EASE_FIXED_BYTES
+    """Peak memory of `select_ease_lambda` on `n_items` items, over the data already loaded:
+    `ract.memory.ease_fit_bytes` at this module's FLOAT64_MAX_ITEMS."""
+    return memory.ease_fit_bytes(n_items, eval_rows, FLOAT64_MAX_ITEMS)
 
 
 def select_ease_lambda(
@@ -270,8 +241,9 @@ def _check_ease_memory(data: SplitData, n_lambdas: int, max_bytes: int | None) -
     if max_bytes is not None and need > max_bytes:
         raise ModelFailure(
             f"EASE on {n} items needs about {need / 2**30:.1f} GiB, "
-            f"more than its budget of {max_bytes / 2**30:.1f} GiB; raise the "
-            "fit_ease job's mem_mb or leave ease out of `models`"
+            f"more than its budget of {max_bytes / 2**30:.1f} GiB (the fit_ease job's mem_mb, "
+            "or the memory free when it started where that is less); raise mem_mb or free "
+            "memory, or leave ease out of `models`"
         )
 
 

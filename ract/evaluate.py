@@ -12,12 +12,12 @@ import torch
 
 from .data.splits import EvalSplit, SplitData, dense_mask, dense_rows
 from .errors import RactError
+from .memory import EVAL_BATCH_SIZE
 from .metrics import METRICS, ranking_metrics, summarise, top_k_items
 from .model import ActorOutput, Critic, MultVAE, critic_features, critic_target
 from .runtime import reuse_freed_memory
 
 DEFAULT_KS = (20, 50, 100)
-EVAL_BATCH_SIZE = 1000
 
 
 def check_ks(ks) -> tuple[int, ...]:

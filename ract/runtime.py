@@ -28,6 +28,27 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def free_memory_bytes() -> int | None:
+    """Memory the kernel could give this process now without swapping (Linux's MemAvailable),
+    or None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def memory_budget(mem_mb: int) -> int:
+    """Bytes a job may allocate: its memory request (Snakemake's mem_mb, MiB), or the memory
+    free now where that is less (a laptop asked for more than it has)."""
+    budget = int(mem_mb) * 2**20
+    free = free_memory_bytes()
+    return budget if free is None else min(budget, free)
+
+
 def reuse_freed_memory() -> None:
     """Let glibc's malloc serve large blocks from its heap and keep freed memory for reuse.
 

@@ -366,6 +366,26 @@ def test_memory_estimate_is_the_documented_formula():
         assert matrices(2 * n) == 4 * matrices(n)
 
 
+def test_fit_ease_asks_for_the_memory_its_data_needs(monkeypatch):
+    """The job's request: the estimate with 10% to spare, 512 MiB of process and 16 bytes per
+    interaction, never below 8000 MB; its budget is that, or the memory free if less."""
+    from ract import memory, runtime
+
+    fit = memory.ease_fit_bytes(41_140)
+    want = math.ceil((1.1 * fit + 512 * 2**20 + 16 * 33_000_000) / 2**20)
+    assert memory.ease_job_mb(41_140, 33_000_000) == want > 16_000  # MSD's items
+    assert memory.ease_job_mb(20_108, 10_000_000) == 8000  # ML-20M: the floor
+    assert memory.ease_job_mb(1682, 100_000) == 8000
+    # baselines' own threshold (which tests and benchmarks move) reaches the estimate
+    monkeypatch.setattr(baselines, "FLOAT64_MAX_ITEMS", 0)
+    assert baselines.ease_fit_bytes(40, 60) == memory.ease_fit_bytes(40, 60, 0)
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda: 3 * 2**30)
+    assert runtime.memory_budget(8000) == 3 * 2**30  # less free than asked for
+    assert runtime.memory_budget(2000) == 2000 * 2**20
+    monkeypatch.setattr(runtime, "free_memory_bytes", lambda: None)  # not Linux
+    assert runtime.memory_budget(2000) == 2000 * 2**20
+
+
 def test_ease_larger_than_its_memory_budget_is_a_model_failure(tmp_path):
     from ract.checkpoint import save_failure
     from ract.load import load_model

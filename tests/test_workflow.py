@@ -617,6 +617,26 @@ def test_failed_baseline_is_shown_as_failed_and_other_data_is_refused(study, tmp
     )
 
 
+def test_fit_ease_asks_for_the_memory_its_items_need(study, tmp_path):
+    """fit_ease's mem_mb follows the prepared split: the floor on ml-100k, more with MSD's
+    41,140 items (read from the manifest once it exists)."""
+    from ract.memory import ease_job_mb
+
+    work = tmp_path / "copy"
+    shutil.copytree(study, work, symlinks=True)
+    config = tiny_config()
+    r = snakemake(work, config, "--dry-run", "-R", "fit_ease")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "mem_mb=8000," in r.stdout + r.stderr
+    path = work / "results/ml-100k/split/manifest.json"
+    manifest = {**json.loads(path.read_text()), "n_items": 41_140}
+    path.write_text(json.dumps(manifest))
+    r = snakemake(work, config, "--dry-run", "-R", "fit_ease")
+    assert r.returncode == 0, r.stderr[-3000:]
+    need = ease_job_mb(41_140, manifest["n_interactions_kept"])
+    assert need > 15_000 and f"mem_mb={need}," in r.stdout + r.stderr
+
+
 def test_a_failure_in_compares_fork_fails_the_job_with_its_one_line(study, tmp_path):
     # compare draws the critic's fit in a fork of its process (workflow/scripts/compare.py):
     # what goes wrong there ends the job as it would have in one process

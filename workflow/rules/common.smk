@@ -16,6 +16,7 @@ import yaml
 # the standard library. Jobs import `ract` from there too (workflow/scripts/adapter.py puts it
 # first on their sys.path), so the code that runs is the code `code_hash` hashes;
 # workflow/envs/ract.yaml holds the rest.
+import ract.memory
 import ract.provenance
 from ract.formats import STAGES
 from ract.threads import SPIN_VARIABLE, jobs_fit_cpus
@@ -444,6 +445,14 @@ def lost_files(targets):
 
 def uses_gpu():
     return 1 if config["device"] == "cuda" else 0
+
+
+def ease_mem_mb(wildcards, input):
+    """fit_ease's memory request (MB) from the prepared split's manifest: EASE's estimated
+    peak on its items and what the job holds besides (`ract.memory.ease_job_mb`), at least
+    8000. Read once the split exists; a dry run before shows it as <TBD>."""
+    manifest = json.loads(Path(input.split).read_text())
+    return ract.memory.ease_job_mb(manifest["n_items"], manifest["n_interactions_kept"])
 
 
 def stop_rescheduling():

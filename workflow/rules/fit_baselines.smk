@@ -15,7 +15,8 @@ rule fit_ease:
         code=code_hash("fit_baseline"),
     threads: 2
     resources:
-        mem_mb=8000,
+        # follows the data: 8000 MB up to ML-20M's 20,108 items, 16,446 on MSD's 41,140
+        mem_mb=ease_mem_mb,
         runtime=60,
         gpu=uses_gpu(),
     conda:

@@ -10,7 +10,7 @@ from ract.baselines import Popularity, save_baseline, select_ease_lambda
 from ract.data.splits import load_split
 from ract.errors import ModelFailure
 from ract.io import write_csv
-from ract.runtime import resolve_device
+from ract.runtime import memory_budget, resolve_device
 
 
 def main():
@@ -18,12 +18,13 @@ def main():
     data = load_split(Path(snakemake.input.split).parent)
     try:
         if snakemake.rule == "fit_ease":
-            # the job's memory request is EASE's budget: refused up front rather than killed
+            # a fit over the job's memory budget is refused up front, recorded as failed,
+            # rather than killed
             model, grid = select_ease_lambda(
                 data,
                 tuple(snakemake.params.lambdas),
                 device=resolve_device(snakemake.params.device),
-                max_bytes=int(snakemake.resources.mem_mb) * 2**20,
+                max_bytes=memory_budget(snakemake.resources.mem_mb),
             )
             write_csv(snakemake.output.grid, pd.DataFrame(grid))
         else:
