@@ -458,9 +458,11 @@ def test_eval_batches_share_input_and_exclude_when_they_are_one_matrix(split, tm
         assert torch.equal(exclude, torch.from_numpy(weak.exclude[rows].toarray()))
 
 
-def test_validation_batches_are_sliced_once_per_split(split):
+def test_validation_batches_are_sliced_once_per_split(split, monkeypatch):
     """A stage validates the same users every few updates: their batches are made at the
-    first validation, kept by the split, and hold its matrices' rows."""
+    first validation, kept by the split, and hold its matrices' rows; a large split's are
+    made as they are read."""
+    from ract.data import splits
     from ract.data.splits import sparse_rows
 
     v = split.validation
@@ -472,6 +474,13 @@ def test_validation_batches_are_sliced_once_per_split(split):
         assert exclude is x  # strong protocol: the fold-in is what is excluded
         assert torch.equal(x.dense(), sparse_rows(v.input, rows, "cpu").dense())
         assert torch.equal(held.mask(), torch.from_numpy(v.holdout[rows].toarray() > 0))
+    kept = v.sparse_batches(7, "cpu")
+    monkeypatch.setattr(splits, "KEEP_MAX_ENTRIES", v.input.nnz + v.holdout.nnz - 1)
+    made = v.sparse_batches(7, "cpu")
+    assert not isinstance(made, list)
+    for (rows, x, held, exclude), (rows_k, x_k, held_k, _) in zip(made, kept, strict=True):
+        assert np.array_equal(rows, rows_k) and exclude is x
+        assert torch.equal(x.dense(), x_k.dense()) and torch.equal(held.mask(), held_k.mask())
 
 
 @pytest.mark.parametrize("block, trims", [(1 << 40, 0), (1, 4)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,11 @@ from ..sparse import SparseRows
 from .prepare import EVAL_SPLITS, n_evaluable
 
 
+# Entries (fold-in and held-out) up to which a held-out split keeps its batches for the next
+# validation (`EvalSplit.sparse_batches`): about 40 MB of kept tensors.
+KEEP_MAX_ENTRIES = 2_000_000
+
+
 @dataclass(frozen=True)
 class EvalSplit:
     """Rows are this split's users: `input` is fed to the model, `exclude` is masked from the
@@ -28,26 +34,38 @@ class EvalSplit:
     # (batch size, device) -> `sparse_batches`' list, made at its first use
     _batches: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
-    def sparse_batches(self, batch_size: int, device) -> list[tuple]:
+    def sparse_batches(self, batch_size: int, device) -> Iterable[tuple]:
         """(rows, input, holdout, exclude) per batch of `batch_size` users, each matrix's rows
-        as `SparseRows` on `device` (exclude is input where they are one matrix). Made once and
-        kept: a training stage validates the same users every few updates, and slicing the
-        matrices again each time cost 7 of a validation's 57 ms on ml-100k. Held as CSR, a
-        few times the split's stored size."""
+        as `SparseRows` on `device` (exclude is input where they are one matrix).
+
+        Kept, where the split holds at most KEEP_MAX_ENTRIES entries: a training stage
+        validates the same users every few updates, and slicing the matrices again each time
+        cost 7 of a validation's 57 ms on ml-100k. A larger split's batches are made as they
+        are read: kept, the 136,677 validation users of ML-20M's shape under the weak protocol
+        (9.1M entries) raised the critic stage's peak from 1,258 to 1,480 MiB."""
+        n = self.input.shape[0]
+        batches = (
+            self._sparse_batch(np.arange(start, min(start + batch_size, n)), device)
+            for start in range(0, n, batch_size)
+        )
+        if self.input.nnz + self.holdout.nnz > KEEP_MAX_ENTRIES:
+            return batches
         key = (batch_size, str(device))
         if key not in self._batches:
-            self._batches[key] = [
-                self._sparse_batch(
-                    np.arange(start, min(start + batch_size, self.input.shape[0])), device
-                )
-                for start in range(0, self.input.shape[0], batch_size)
-            ]
+            self._batches[key] = list(batches)
         return self._batches[key]
 
     def _sparse_batch(self, rows: np.ndarray, device) -> tuple:
         x = sparse_rows(self.input, rows, device)
         exclude = x if self.exclude is self.input else sparse_rows(self.exclude, rows, device)
-        return rows, x, sparse_rows(self.holdout, rows, device), exclude
+        held = sparse_rows(self.holdout, rows, device)
+        for part in (x, held, exclude):
+            # Made now, with the rest of the kept batches, rather than when a validation first
+            # reads it: kept small tensors made between a validation's (B, n_items) blocks
+            # split the holes those leave, and the heap grows batch by batch (ract.evaluate's
+            # `_fill` says more).
+            part.row_ids  # noqa: B018 - a cached property, computed here
+        return rows, x, held, exclude
 
 
 @dataclass(frozen=True)
