@@ -522,6 +522,20 @@ def test_busy_cpus_are_more_runnable_threads_than_cpus(monkeypatch, tmp_path):
     assert threads.cpus_busy(samples=2, interval=0) is False  # not said: not busy
 
 
+def test_what_snakemake_imports_at_parse_time_is_standard_library_only():
+    """common.smk's `ract` modules load where only Snakemake is installed: no torch, numpy,
+    scipy or pandas."""
+    code = (
+        "import sys, ract.provenance, ract.formats, ract.memory, ract.threads\n"
+        "print(sorted({'torch', 'numpy', 'scipy', 'pandas'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    text = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    imported = set(re.findall(r"^(?:import|from) (ract\.\w+)", text, re.M))
+    assert imported == {"ract.provenance", "ract.formats", "ract.memory", "ract.threads"}
+
+
 def test_schema_defaults_equal_the_library_defaults():
     from ract.data.prepare import PrepareConfig
     from ract.evaluate import DEFAULT_KS
