@@ -36,16 +36,20 @@ def jobs_fit_cpus(cores: int | None) -> bool:
 
 def cpus_busy(samples: int = 5, interval: float = 0.004) -> bool:
     """Whether the machine had more runnable threads than CPUs in each of a few samples of
-    LOADAVG, a few ms apart (about 20 ms); False where the system does not say."""
-    counts = []
-    try:
-        for _ in range(samples):
+    LOADAVG, a few ms apart (about 20 ms when busy; one read when not); False where the system
+    does not say."""
+    cpus = os.cpu_count() or 1
+    for i in range(samples):
+        try:
             with open(LOADAVG) as f:
-                counts.append(int(f.read().split()[3].split("/")[0]))
+                running = int(f.read().split()[3].split("/")[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        if running <= cpus:
+            return False
+        if i < samples - 1:
             time.sleep(interval)
-    except (OSError, ValueError, IndexError):
-        return False
-    return min(counts) > (os.cpu_count() or 1)
+    return True
 
 
 def set_wait_policy(environ=os.environ) -> None:
