@@ -71,19 +71,17 @@ def draw_critic_fit_metrics_and_curves():
     fit_r = plot_critic_fit(fits, out.critic, out.critic_pdf)
     aggregate = read_tables()[2]
     plot_metric_bars(aggregate, out.bars, out.bars_pdf, split="test", metrics=PAPER_METRICS)
-    histories, controls = read_all_histories()
-    plot_training_curves(histories, out.curves, out.curves_pdf, controls=controls)
+    controls = histories_of("control")
+    plot_training_curves(histories_of("history"), out.curves, out.curves_pdf, controls=controls)
     return fit_r
 
 
-def read_all_histories():
-    """The training histories, and the control arm's (finetune on the likelihood)."""
+def histories_of(kind):
+    """The training histories of one kind of input: `history` (RaCT's stages) or `control`
+    (the likelihood finetune), by seed."""
     from ract.report import read_histories
 
-    return tuple(
-        read_histories((about["seed"], path) for path, about in files_of(kind))
-        for kind in ("history", "control")
-    )
+    return read_histories((about["seed"], path) for path, about in files_of(kind))
 
 
 def compare(critic_fit):
@@ -108,7 +106,7 @@ def compare(critic_fit):
             f["error"],
         )
     write_csv(out.csv, table)
-    critic = critic_table(read_all_histories()[0])
+    critic = critic_table(histories_of("history"))
     # Does the critic help? Each pair on the same test users, per user (a user's NDCG@100
     # averaged over seeds first: users, not seeds, are the independent samples).
     ndcg, users = per_user_ndcg([(about["model"], path) for path, about in files_of("per_user")])
