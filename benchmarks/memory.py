@@ -2,7 +2,10 @@
 
     python benchmarks/memory.py                         # 20,000-user subset and full shape
     python benchmarks/memory.py --shapes subset --repeats 3
-    python benchmarks/memory.py --no-peer               # this project only
+    python benchmarks/memory.py --sides ract            # this project only
+    python benchmarks/memory.py --shapes full --sides recbole --peer-stages finetune
+                                                        # one RecBole stage, from --work's
+                                                        # checkpoint of the stage before
 
 Data: the ML-20M-shaped synthetic ratings (`ract.data.synthetic`, preset ml-20m, seed 0; made
 by benchmarks/run.py into benchmarks/data/ml-20m-synthetic/raw, or here if missing), binarised
@@ -260,10 +263,15 @@ def run_ract(
     return out
 
 
-def run_peer(venv: Path, work: Path, shape: str, threads: int) -> dict:
+def run_peer(venv: Path, work: Path, shape: str, threads: int, stages=STAGES) -> dict:
+    """RecBole's `stages`, each in its own process; a later stage alone starts from the
+    checkpoint an earlier run of this script left in `work`."""
     out = {}
-    for stage in STAGES:
+    for stage in stages:
         spec = peer_config(work, shape, stage, threads)
+        start = spec["config"].get("pre_model_path")
+        if start and not Path(start).exists():
+            raise SystemExit(f"RecBole's {stage} needs {start}; run its earlier stages first")
         argv = [str(venv / "bin" / "python"), "-c", PEER_SCRIPT, json.dumps(spec)]
         folder = work / shape / "peer"
         result, peak = run_child(argv, folder / f"{stage}.log", child_env(threads), folder)
@@ -280,7 +288,9 @@ def _cell(runs: list[dict] | None, stage: str) -> str:
     """Highest peak of the runs (with the range where there are several), MiB."""
     if not runs:
         return ""
-    peaks = [r[stage]["peak_mib"] for r in runs]
+    peaks = [r[stage]["peak_mib"] for r in runs if stage in r]
+    if not peaks:
+        return ""
     spread = f" ({min(peaks):,}-{max(peaks):,})" if len(peaks) > 1 else ""
     return f"{max(peaks):,}{spread}"
 
@@ -311,7 +321,7 @@ def report(results: dict) -> str:
             peer = res.get("recbole", [])
             ours = res.get("ract", [])
             gap = ""
-            if peer and ours:
+            if peer and ours and stage in peer[0]:
                 gap = f"{max(r[stage]['peak_mib'] for r in ours) - peer[0][stage]['peak_mib']:+,}"
             lines.append(
                 f"| {shape} ({res['data']['users']:,} x {res['data']['items']:,}) | {stage} | "
@@ -363,15 +373,26 @@ def repeat_stage(args) -> None:
     saved.write_text(json.dumps(results, indent=1) + "\n")
 
 
+def merge_side(old: list[dict] | None, new: list[dict]) -> list[dict]:
+    """A side's runs from a later invocation: they replace the earlier runs, except that a
+    run of only some stages (`--peer-stages`) keeps the earlier first run's other stages."""
+    if old and all(set(run) < set(STAGES) for run in new):
+        return [{**old[0], **run} for run in new]
+    return new
+
+
 def combine(paths: list[Path], out: Path) -> None:
-    """One memory.json (and memory.md) from several, later files' sides replacing earlier."""
-    results: dict = {"shapes": {}, "commands": []}
+    """One memory.json (and memory.md) from several: later files' sides replace earlier ones
+    (see merge_side), stage repeats and commands are all kept."""
+    results: dict = {"shapes": {}, "commands": [], "stage_repeats": []}
     for path in paths:
         part = json.loads(path.read_text())
-        commands = results["commands"] + part.get("commands", [])
-        results.update({k: v for k, v in part.items() if k != "shapes"}, commands=commands)
+        kept = {k: results[k] + part.get(k, []) for k in ("commands", "stage_repeats")}
+        results.update({k: v for k, v in part.items() if k != "shapes"}, **kept)
         for shape, sides in part["shapes"].items():
-            results["shapes"].setdefault(shape, {}).update(sides)
+            mine = results["shapes"].setdefault(shape, {})
+            for side, runs in sides.items():
+                mine[side] = runs if side == "data" else merge_side(mine.get(side), runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "memory.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "memory.md").write_text(report(results))
@@ -387,6 +408,13 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs of the project's stages")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peer-venv", type=Path, default=PEER_VENV)
+    ap.add_argument(
+        "--peer-stages",
+        nargs="+",
+        default=list(STAGES),
+        choices=STAGES,
+        help="RecBole's stages to run (a later one alone starts from --work's checkpoints)",
+    )
     ap.add_argument("--baseline", help="the git revision the baseline side runs")
     ap.add_argument("--raw", type=Path, default=RAW, help="the ML-20M-shaped ratings.csv")
     ap.add_argument("--work", type=Path, default=HERE / "data" / "memory")
@@ -441,7 +469,7 @@ def main(argv=None) -> None:
         data = make_data(args.raw, args.work, shape)
         for side in args.sides:
             if side == "recbole":
-                runs = [run_peer(args.peer_venv, args.work, shape, args.threads)]
+                runs = [run_peer(args.peer_venv, args.work, shape, args.threads, args.peer_stages)]
             else:
                 with ract_of(args.baseline if side == "baseline" else None) as old:
                     code = Path(old) if side == "baseline" else ROOT
@@ -453,7 +481,8 @@ def main(argv=None) -> None:
             # read again before writing: another invocation may have added its sides meanwhile
             if args.merge and saved.exists():
                 results["shapes"] = json.loads(saved.read_text())["shapes"]
-            results["shapes"].setdefault(shape, {}).update({"data": data, side: runs})
+            mine = results["shapes"].setdefault(shape, {})
+            mine.update({"data": data, side: merge_side(mine.get(side), runs)})
             args.out.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(results, indent=1) + "\n")
             (args.out / "memory.md").write_text(report(results))

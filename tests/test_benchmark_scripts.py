@@ -1,6 +1,6 @@
-"""The end-to-end benchmark scripts without running them: `benchmarks/peer.py` says what it
-would run (and installs nothing), and `benchmarks/validate_every.py` replays the training
-loop's validation rule."""
+"""The benchmark scripts without running them: `benchmarks/peer.py` says what it would run
+(and installs nothing), `benchmarks/validate_every.py` replays the training loop's validation
+rule, and `benchmarks/memory.py` merges measurements made apart."""
 
 import json
 import subprocess
@@ -12,6 +12,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import memory  # noqa: E402
 from validate_every import replay  # noqa: E402
 
 
@@ -65,3 +66,65 @@ def test_replay_keeps_the_best_of_the_epochs_it_would_validate():
     assert replay(history, 0) == (3, 6)
     assert replay(history, 4) == (4, 3)  # epochs 2, 4, 6 (the last)
     assert replay(history, 100) == (6, 1)  # the last only
+
+
+def _memory_file(path, sides, command, repeats=()):
+    data = {"users": 10, "items": 5}
+    path.write_text(
+        json.dumps(
+            {
+                "shapes": {"full": {"data": data, **sides}},
+                "commands": [command],
+                "stage_repeats": list(repeats),
+                "date": command,
+                "machine": {"cpu": "x", "cores": 2, "memory_gib": 1, "python": "3", "torch": "2"},
+                "threads": 2,
+            }
+        )
+    )
+    return path
+
+
+def test_memory_combine_keeps_earlier_stages_and_every_repeat(tmp_path):
+    def stage(mib):
+        return {"peak_mib": mib, "seconds": 1.0, "phases": {"load": mib}}
+
+    both = {s: stage(100) for s in memory.STAGES}
+    first = _memory_file(
+        tmp_path / "a.json",
+        {
+            "recbole": [{"actor_pretrain": stage(900), "critic_pretrain": stage(950)}],
+            "ract": [both],
+        },
+        "first",
+        [{"command": "r1", "split": "s", "stage": "critic_pretrain", "runs": [stage(7)]}],
+    )
+    # a later run of RecBole's finetune stage alone, and of the project's three stages
+    later = _memory_file(
+        tmp_path / "b.json",
+        {"recbole": [{"finetune": stage(990)}], "ract": [{s: stage(200) for s in memory.STAGES}]},
+        "second",
+        [{"command": "r2", "split": "s", "stage": "critic_pretrain", "runs": [stage(8)]}],
+    )
+    memory.combine([first, later], tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "memory.json").read_text())
+    peer, ours = saved["shapes"]["full"]["recbole"], saved["shapes"]["full"]["ract"]
+    assert [peer[0][s]["peak_mib"] for s in memory.STAGES] == [900, 950, 990]
+    assert [ours[0][s]["peak_mib"] for s in memory.STAGES] == [200, 200, 200]
+    assert [r["command"] for r in saved["stage_repeats"]] == ["r1", "r2"]
+    assert saved["commands"] == ["first", "second"]
+    page = (tmp_path / "out" / "memory.md").read_text()
+    assert "| full (10 x 5) | finetune | 990 | 200 | -790 |  |" in page
+    assert "peaks 7 MiB" in page and "peaks 8 MiB" in page
+
+
+def test_memory_page_leaves_a_stage_not_measured_empty(tmp_path):
+    only = _memory_file(
+        tmp_path / "a.json",
+        {"recbole": [{"finetune": {"peak_mib": 990}}], "ract": []},
+        "only",
+    )
+    memory.combine([only], tmp_path / "out")
+    page = (tmp_path / "out" / "memory.md").read_text()
+    assert "| full (10 x 5) | actor_pretrain |  |  |  |  |" in page
+    assert "| full (10 x 5) | finetune | 990 |  |  |  |" in page
