@@ -383,11 +383,14 @@ def merge_side(old: list[dict] | None, new: list[dict]) -> list[dict]:
 
 def combine(paths: list[Path], out: Path) -> None:
     """One memory.json (and memory.md) from several: later files' sides replace earlier ones
-    (see merge_side), stage repeats and commands are all kept."""
+    (see merge_side); every command and stage repeat is kept, once."""
     results: dict = {"shapes": {}, "commands": [], "stage_repeats": []}
     for path in paths:
         part = json.loads(path.read_text())
-        kept = {k: results[k] + part.get(k, []) for k in ("commands", "stage_repeats")}
+        kept = {
+            k: results[k] + [x for x in part.get(k, []) if x not in results[k]]
+            for k in ("commands", "stage_repeats")
+        }
         results.update({k: v for k, v in part.items() if k != "shapes"}, **kept)
         for shape, sides in part["shapes"].items():
             mine = results["shapes"].setdefault(shape, {})

@@ -106,15 +106,15 @@ def test_memory_combine_keeps_earlier_stages_and_every_repeat(tmp_path):
         "second",
         [{"command": "r2", "split": "s", "stage": "critic_pretrain", "runs": [stage(8)]}],
     )
-    memory.combine([first, later], tmp_path / "out")
+    memory.combine([first, later, first], tmp_path / "out")  # the same file twice: once
     saved = json.loads((tmp_path / "out" / "memory.json").read_text())
     peer, ours = saved["shapes"]["full"]["recbole"], saved["shapes"]["full"]["ract"]
     assert [peer[0][s]["peak_mib"] for s in memory.STAGES] == [900, 950, 990]
-    assert [ours[0][s]["peak_mib"] for s in memory.STAGES] == [200, 200, 200]
+    assert [ours[0][s]["peak_mib"] for s in memory.STAGES] == [100, 100, 100]
     assert [r["command"] for r in saved["stage_repeats"]] == ["r1", "r2"]
     assert saved["commands"] == ["first", "second"]
     page = (tmp_path / "out" / "memory.md").read_text()
-    assert "| full (10 x 5) | finetune | 990 | 200 | -790 |  |" in page
+    assert "| full (10 x 5) | finetune | 990 | 100 | -890 |  |" in page
     assert "peaks 7 MiB" in page and "peaks 8 MiB" in page
 
 
