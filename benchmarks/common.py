@@ -1,5 +1,6 @@
 """What the benchmark scripts share: their argument parser, the record of the machine they ran
-on, and the `ract` package of another git revision to compare this code with."""
+on, the environment of a measured process, and the `ract` package of another git revision to
+compare this code with."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
+
+from ract.threads import SPIN_VARIABLE, jobs_fit_cpus, set_wait_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +31,21 @@ def write_results(out: Path, results: dict, markdown) -> None:
     text = markdown(results)
     out.with_suffix(".md").write_text(text)
     print(text, flush=True)
+
+
+def phase_env(threads: int, pythonpath: str | Path = ROOT) -> dict:
+    """The environment of a measured process of `threads` threads with the `ract` package of
+    `pythonpath`: its idle threads wait as a workflow job's do (`ract.threads`: spinning a
+    moment where `threads` fit the CPUs and the machine is not busy, else sleeping at once;
+    an `OMP_WAIT_POLICY` of the caller's is kept), so that its seconds are a job's."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": str(pythonpath),
+        SPIN_VARIABLE: "1" if jobs_fit_cpus(threads) else "0",
+    }
+    set_wait_policy(env)
+    return env
 
 
 def machine() -> dict:

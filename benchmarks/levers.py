@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ract_of, script_parser  # beside this script
+from common import phase_env, ract_of, script_parser  # beside this script
 from ract.formats import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--baseline", help="also time this commit's code (git revision)")
     args = parser.parse_args()
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    env = phase_env(args.threads)
     variants = {name: (code, env) for name, code in VARIANTS.items()}
     old = ract_of(args.baseline)
     if args.baseline:

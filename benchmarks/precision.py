@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import script_parser, write_results  # noqa: E402 (beside this script)
+from common import phase_env, script_parser, write_results  # noqa: E402 (beside this script)
 
 BF16 = (
     "import ract.train as _t\n_d = _t.stage_defaults\n"
@@ -41,7 +41,7 @@ def speed(args) -> dict:
 
     from ract.formats import STAGES
 
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    env = phase_env(args.threads)
     best = {"fp32": {}, "bf16": {}}
     for r in range(args.repeats):
         for name, code in (("fp32", ""), ("bf16", BF16)):

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, script_parser  # beside this script
+from common import machine, phase_env, script_parser  # beside this script
 from ract.formats import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,13 +265,20 @@ def child_main(phase: str, spec: dict) -> None:
 # ---- the parent: runs the phases, derives the figures, writes the results ---------------------
 
 
+WAITS: dict[str, int] = {}  # how many measured processes' idle threads spun, or slept
+
+
+def count_wait(env: dict, processes: int = 1) -> str:
+    """How the idle threads of `processes` started with `env` wait, counted in WAITS."""
+    policy = env.get("OMP_WAIT_POLICY", "spin")
+    WAITS[policy] = WAITS.get(policy, 0) + processes
+    return policy
+
+
 def run_phase(phase: str, spec: dict, threads: int) -> dict:
-    env = {
-        **os.environ,
-        "OMP_WAIT_POLICY": "PASSIVE",
-        "OMP_NUM_THREADS": str(threads),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
+    env = phase_env(
+        threads, os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--spec", json.dumps(spec)],
@@ -283,6 +290,7 @@ def run_phase(phase: str, spec: dict, threads: int) -> dict:
         sys.exit(f"benchmark phase {phase} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = time.perf_counter() - start  # with interpreter start and imports
+    result["omp_wait"] = count_wait(env)
     print(
         f"  {phase:9s} {spec.get('stage', '')[:15]:15s} {result['wall_seconds']:7.1f} s  "
         f"peak RSS {result['peak_rss'] / 2**30:.2f} GiB",
@@ -297,7 +305,8 @@ def interleaved_steps(split: str, cfg: dict, args, repeats: int = 3) -> dict:
     same minutes of the machine, unlike the epochs above, which are minutes apart."""
     from levers import run_variant
 
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(ROOT)}
+    env = phase_env(args.threads)
+    count_wait(env, repeats)
     batches, epochs = cfg["step_batches"], cfg["step_epochs"]
     best = {}
     for _ in range(repeats):
@@ -634,6 +643,14 @@ def summary_markdown(results: dict, out: Path = HERE / "results") -> str:
         f"{results['load_before']} before, {results['load_after']} after.",
         "",
     ]
+    if results.get("omp_wait"):
+        lines += [
+            "Idle OpenMP threads of the measured processes (as a workflow job's, "
+            "`ract.threads`): "
+            + ", ".join(f"{k} in {v}" for k, v in results["omp_wait"].items())
+            + ".",
+            "",
+        ]
     if results["datasets"]:
         lines += dataset_table(results)
     if "study" in results:
@@ -891,6 +908,7 @@ def main(argv=None) -> int:
         print("study:", flush=True)
         results["study"] = study_overhead(args)
     results["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    results["omp_wait"] = WAITS
     write_results(results, args.out)
     print((args.out / "latest.md").read_text())
     return 0

@@ -128,3 +128,20 @@ def test_memory_page_leaves_a_stage_not_measured_empty(tmp_path):
     page = (tmp_path / "out" / "memory.md").read_text()
     assert "| full (10 x 5) | actor_pretrain |  |  |  |  |" in page
     assert "| full (10 x 5) | finetune | 990 |  |  |  |" in page
+
+
+def test_measured_processes_wait_as_workflow_jobs(monkeypatch):
+    import ract.threads
+    from common import phase_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(ract.threads, "cpus_busy", lambda: False)
+    cpus = ract.threads.usable_cpus()
+    assert "OMP_WAIT_POLICY" not in phase_env(cpus)  # alone on enough CPUs: spin a moment
+    assert phase_env(cpus + 1)["OMP_WAIT_POLICY"] == "PASSIVE"  # more threads than CPUs
+    monkeypatch.setattr(ract.threads, "cpus_busy", lambda: True)
+    assert phase_env(1)["OMP_WAIT_POLICY"] == "PASSIVE"  # other work on the machine
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    env = phase_env(cpus + 1, "/elsewhere")
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["PYTHONPATH"] == "/elsewhere"
+    assert env["OMP_NUM_THREADS"] == str(cpus + 1)
