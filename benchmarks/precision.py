@@ -4,7 +4,7 @@
     python benchmarks/precision.py quality    # NDCG@100 on ml-100k, fp32 vs bf16, 3 seeds
 
 speed: the three stages on the first `--batches` batches of 500 users of the ML-20M-shaped
-split (benchmarks/data/, written by run.py, or made here with `--make-data`), fp32 and bf16 in
+split (benchmarks/data/, which benchmarks/run.py writes), fp32 and bf16 in
 alternating fresh processes (benchmarks/levers.py runs them), the fastest of `--repeats` kept.
 
 quality: ml-100k (offline route), the study's split and settings; for each seed the three
@@ -13,7 +13,8 @@ finetuned actor (evaluation is float32 in both). The difference bf16 - fp32 is g
 as a mean over seeds with its t interval, and paired over test users (each user's NDCG averaged
 over seeds, `ract.stats.paired_test`, bootstrap interval).
 
-Writes benchmarks/results/precision.md (and .json).
+Writes `--out`.md and .json (default benchmarks/results/precision; the README's figures are
+in results/precision-speed and precision-quality: `--out benchmarks/results/precision-speed`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def speed(args) -> dict:
     from ract.formats import STAGES
 
     env = phase_env(args.threads)
+    load_before = round(os.getloadavg()[0], 2)
     best = {"fp32": {}, "bf16": {}}
     for r in range(args.repeats):
         for name, code in (("fp32", ""), ("bf16", BF16)):
@@ -52,6 +54,9 @@ def speed(args) -> dict:
         "split": str(args.split),
         "batches": args.batches,
         "threads": args.threads,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_average": [load_before, round(os.getloadavg()[0], 2)],
+        "omp_wait": env.get("OMP_WAIT_POLICY", "spin"),
         "ms_per_step": best,
         "speedup": {s: best["fp32"][s] / best["bf16"][s] for s in STAGES},
     }
@@ -126,7 +131,14 @@ def markdown(results: dict) -> str:
         s = results["speed"]
         lines += [
             f"Speed: ms per training step, the first {s['batches']} batches of 500 users of "
-            f"{s['split']}, {s['threads']} threads, fastest of the repeats.",
+            f"{s['split']}, {s['threads']} threads, fastest of the repeats"
+            + (
+                f"; {s['date']}, load average {s['load_average'][0]} before, "
+                f"{s['load_average'][1]} after, idle OpenMP threads: {s['omp_wait']}"
+                if "date" in s
+                else ""
+            )
+            + ".",
             "",
             "| stage | fp32 ms | bf16 ms | speed-up |",
             "|---|---|---|---|",
