@@ -48,6 +48,12 @@ def phase_env(threads: int, pythonpath: str | Path = ROOT) -> dict:
     return env
 
 
+def wait_of(env: dict) -> str:
+    """How the idle OpenMP threads of a process started with `env` wait: "spin" (a moment,
+    the runtime's default) or the policy `env` sets."""
+    return env.get("OMP_WAIT_POLICY", "spin")
+
+
 def machine() -> dict:
     import torch
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import phase_env, script_parser, write_results  # noqa: E402 (beside this script)
+from common import phase_env, script_parser, wait_of, write_results  # noqa: E402 (beside this script)
 
 BF16 = (
     "import ract.train as _t\n_d = _t.stage_defaults\n"
@@ -56,7 +56,7 @@ def speed(args) -> dict:
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "load_average": [load_before, round(os.getloadavg()[0], 2)],
-        "omp_wait": env.get("OMP_WAIT_POLICY", "spin"),
+        "omp_wait": wait_of(env),
         "ms_per_step": best,
         "speedup": {s: best["fp32"][s] / best["bf16"][s] for s in STAGES},
     }

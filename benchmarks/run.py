@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, phase_env, script_parser  # beside this script
+from common import machine, phase_env, script_parser, wait_of  # beside this script
 from ract.formats import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -270,7 +270,7 @@ WAITS: dict[str, int] = {}  # how many measured processes' idle threads spun, or
 
 def count_wait(env: dict, processes: int = 1) -> str:
     """How the idle threads of `processes` started with `env` wait, counted in WAITS."""
-    policy = env.get("OMP_WAIT_POLICY", "spin")
+    policy = wait_of(env)
     WAITS[policy] = WAITS.get(policy, 0) + processes
     return policy
 
