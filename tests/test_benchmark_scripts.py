@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -145,3 +146,11 @@ def test_measured_processes_wait_as_workflow_jobs(monkeypatch):
     env = phase_env(cpus + 1, "/elsewhere")
     assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env["PYTHONPATH"] == "/elsewhere"
     assert env["OMP_NUM_THREADS"] == str(cpus + 1)
+
+
+def test_memory_refuses_a_recbole_stage_without_its_start_in_one_line(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        memory.run_peer(tmp_path / "venv", tmp_path, "full", 2, ("finetune",))
+    start = tmp_path / "full" / "peer" / "critic_pretrain" / "RaCT-full-1.pth"
+    assert str(stop.value) == f"RecBole's finetune needs {start}; run its earlier stages first"
+    assert not (tmp_path / "full" / "peer" / "finetune.log").exists()  # nothing started
