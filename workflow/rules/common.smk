@@ -13,9 +13,9 @@ import yaml
 
 # Parse time needs snakemake (with its jsonschema and pyyaml) and no installed `ract`: Snakemake
 # puts the Snakefile's folder on sys.path, and `ract.provenance`, `ract.formats`, `ract.memory`
-# and `ract.threads` import only the standard library. Jobs import `ract` from there too (workflow/scripts/adapter.py puts it
-# first on their sys.path), so the code that runs is the code `code_hash` hashes;
-# workflow/envs/ract.yaml holds the rest.
+# and `ract.threads` import only the standard library. Jobs import `ract` from there too
+# (workflow/scripts/adapter.py puts it first on their sys.path), so the code that runs is the
+# code `code_hash` hashes; workflow/envs/ract.yaml holds the rest.
 import ract.memory
 import ract.provenance
 from ract.formats import STAGES
